@@ -1,0 +1,58 @@
+"""`python -m devhost`: serve the app in the current folder on http://127.0.0.1:7071 like `func start`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from shared.storage.connection import expand_connection_string
+
+from .host import DevHost, HostConfig
+from .settings import load_local_settings
+from .store import open_store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", 7071)))
+    parser.add_argument("--rpc-port", type=int, default=int(os.environ.get("DEVHOST_RPC_PORT", 0)))
+    parser.add_argument("--memory", action="store_true", help="keep the task hub in memory (lost on exit)")
+    parser.add_argument("--app", default="function_app", help="module that defines `app`")
+    args = parser.parse_args()
+
+    root = Path.cwd()
+    sys.path.insert(0, str(root))
+    settings_file = load_local_settings(root)
+    logging.basicConfig(level=os.environ.get("DEVHOST_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    app = importlib.import_module(args.app).app
+    memory = args.memory or os.environ.get("DEVHOST_BACKEND") == "memory"
+    store = open_store("memory" if memory else "azure_storage",
+                       expand_connection_string(os.environ.get("AzureWebJobsStorage", "")),
+                       HostConfig.from_host_json(root / "host.json").hub)
+    config = HostConfig.from_host_json(root / "host.json", port=args.port, rpc_port=args.rpc_port,
+                                       function_key=os.environ.get("DEVHOST_FUNCTION_KEY", ""),
+                                       master_key=os.environ.get("DEVHOST_MASTER_KEY", ""))
+    logging.getLogger("devhost").info("settings from %s", settings_file.name if settings_file else "environment")
+    asyncio.run(_serve(DevHost(app, store, config)))
+
+
+async def _serve(host: DevHost) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await host.start()
+    print(f"devhost ready on {host.base_url}", flush=True)
+    await stop.wait()
+    await host.stop()
+
+
+if __name__ == "__main__":
+    main()

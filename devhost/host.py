@@ -1,0 +1,277 @@
+"""The local Functions host: serves HTTP triggers and the Durable API, runs timers, owns the engine."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .app_index import AppIndex, FunctionInfo, HttpFunction
+from .engine import Engine
+from .management import ManagementApi
+from .store import Store
+
+log = logging.getLogger("devhost")
+
+MAX_BODY = 100 * 1024 * 1024  # the Functions host's default maxRequestBodySize
+
+
+@dataclass
+class HostConfig:
+    host: str = "127.0.0.1"
+    port: int = 7071
+    rpc_port: int = 0
+    function_key: str = ""
+    master_key: str = ""
+    hub: str = "TestHubName"
+    route_prefix: str = "api"
+    max_activities: int = 10
+    max_orchestrators: int = 8
+
+    @classmethod
+    def from_host_json(cls, path: Path, **overrides: Any) -> "HostConfig":
+        data = json.loads(path.read_text()) if path.exists() else {}
+        durable = data.get("extensions", {}).get("durableTask", {})
+        http = data.get("extensions", {}).get("http", {})
+        config = cls(hub=durable.get("hubName", cls.hub),
+                     route_prefix=http.get("routePrefix", cls.route_prefix),
+                     max_activities=int(durable.get("maxConcurrentActivityFunctions", cls.max_activities)),
+                     max_orchestrators=int(durable.get("maxConcurrentOrchestratorFunctions", cls.max_orchestrators)))
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return config
+
+
+def _json_error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+class InvocationContext:
+    """The parts of `func.Context` that app code reads."""
+
+    def __init__(self, name: str) -> None:
+        self.invocation_id = str(uuid.uuid4())
+        self.function_name = name
+        self.function_directory = os.getcwd()
+        self.trace_context = None
+        self.retry_context = None
+
+
+class DevHost:
+    def __init__(self, app: Any, store: Store, config: HostConfig) -> None:
+        self.config = config
+        self.index = AppIndex.build(app, config.route_prefix)
+        self.store = store
+        self.engine: Engine | None = None
+        self.management: ManagementApi | None = None
+        self._runners: list[web.AppRunner] = []
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="http")
+        self._timer_tasks: list[asyncio.Task] = []
+        self.port = config.port
+        self.rpc_port = config.rpc_port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.engine = Engine(self.index, self.store, hub=self.config.hub, max_activities=self.config.max_activities,
+                             max_episodes=self.config.max_orchestrators)
+        public = web.Application(client_max_size=MAX_BODY)
+        public.router.add_route("*", "/runtime/webhooks/durabletask/{tail:.*}", self._public_management)
+        public.router.add_route("*", "/admin/host/status", self._host_status)
+        public.router.add_route("*", "/{tail:.*}", self._http_trigger)
+        rpc = web.Application(client_max_size=MAX_BODY)
+        rpc.router.add_route("*", "/durabletask/{tail:.*}", self._rpc_management)
+        self.port = await self._listen(public, self.config.port)
+        self.rpc_port = await self._listen(rpc, self.config.rpc_port)
+        self.management = ManagementApi(self.engine, f"{self.base_url}/runtime/webhooks/durabletask",
+                                        f"http://{self.config.host}:{self.rpc_port}/durabletask",
+                                        self.config.master_key)
+        await self.engine.start()
+        for info in self.index.timers:
+            self._timer_tasks.append(asyncio.get_running_loop().create_task(self._run_timer(info)))
+        log.info("devhost listening on %s (%d functions, task hub %s on %s)", self.base_url,
+                 len(self.index.functions), self.config.hub, self.store.name)
+
+    async def _listen(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, port, backlog=1024)
+        await site.start()
+        self._runners.append(runner)
+        return runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        for task in self._timer_tasks:
+            task.cancel()
+        for runner in self._runners:
+            await runner.cleanup()
+        if self.engine is not None:
+            await self.engine.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ auth
+
+    def _key_of(self, request: web.Request) -> str:
+        return request.headers.get("x-functions-key") or request.query.get("code", "")
+
+    def _authorized(self, request: web.Request, level: str) -> bool:
+        if level == "ANONYMOUS":
+            return True
+        given = self._key_of(request).encode()
+        keys = [self.config.master_key] + ([self.config.function_key] if level == "FUNCTION" else [])
+        # compare against every key so timing does not tell which one came close
+        return any([hmac.compare_digest(given, k.encode()) for k in keys if k])
+
+    # ------------------------------------------------------------------ management
+
+    async def _public_management(self, request: web.Request) -> web.Response:
+        if not self._authorized(request, "ADMIN"):
+            return _json_error(401, "unauthorized", "The Durable management API needs the master key.")
+        return await self.management.handle(request, request.match_info["tail"])
+
+    async def _rpc_management(self, request: web.Request) -> web.Response:
+        return await self.management.handle(request, request.match_info["tail"])
+
+    async def _host_status(self, request: web.Request) -> web.Response:
+        if not self._authorized(request, "ADMIN"):
+            return _json_error(401, "unauthorized", "The host status needs the master key.")
+        return web.json_response({"state": "Running", "functions": [f.name for f in self.index.functions]})
+
+    # ------------------------------------------------------------------ HTTP triggers
+
+    async def _http_trigger(self, request: web.Request) -> web.StreamResponse:
+        matches = self.index.find_http(request.path)
+        if not matches:
+            return _json_error(404, "not_found", f"No function serves {request.path}.")
+        allowed = [(h, p) for h, p in matches if h.methods is None or request.method in h.methods]
+        if not allowed:
+            methods = sorted({m for h, _ in matches for m in (h.methods or ())})
+            return _json_error(405, "method_not_allowed",
+                               f"{request.method} is not allowed on {request.path}; use {', '.join(methods)}.",
+                               {"Allow": ", ".join(methods)})
+        function, route_params = allowed[0]
+        if not self._authorized(request, function.auth_level):
+            return _json_error(401, "unauthorized",
+                               "A valid function key is required (x-functions-key header or ?code=).")
+        return await self._invoke_http(function, route_params, request)
+
+    async def _invoke_http(self, function: HttpFunction, route_params: dict, request: web.Request) -> web.Response:
+        import azure.functions as func
+
+        info = function.info
+        body = await request.read()
+        params = {k: v for k, v in request.query.items()}
+        url = f"{self.base_url}{request.path_qs}"
+        req = func.HttpRequest(request.method, url, headers=dict(request.headers), params=params,
+                               route_params=route_params, body=body)
+        kwargs: dict[str, Any] = {info.trigger["name"]: req}
+        client = info.binding_of("durableClient")
+        if client is not None:
+            kwargs[client["name"]] = self.management.binding()
+        if "context" in info.params and "context" not in kwargs:
+            kwargs["context"] = InvocationContext(info.name)
+        started = time.perf_counter()
+        outcome = "Succeeded"
+        try:
+            result = await self._call(info, kwargs)
+            response = self._to_response(result)
+        except Exception:  # noqa: BLE001 - an unhandled exception is a 500, as in the Functions host
+            log.exception("function=%s kind=http failed", info.name)
+            outcome = "Failed"
+            response = _json_error(500, "internal_error", "The function failed; see the host log.")
+        log.info("function=%s kind=http method=%s status=%d duration_ms=%.1f outcome=%s", info.name,
+                 request.method, response.status, (time.perf_counter() - started) * 1000, outcome)
+        return response
+
+    async def _call(self, info: FunctionInfo, kwargs: dict) -> Any:
+        if inspect.iscoroutinefunction(info.func):
+            return await info.func(**kwargs)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._pool, functools.partial(info.func, **kwargs))
+        return await result if inspect.isawaitable(result) else result
+
+    @staticmethod
+    def _to_response(result: Any) -> web.Response:
+        if result is None:
+            return web.Response(status=204)
+        if isinstance(result, (str, bytes)):
+            return web.Response(body=result if isinstance(result, bytes) else result.encode(),
+                                content_type="text/plain")
+        headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
+        if "content-type" not in {k.lower() for k in headers}:
+            mimetype = result.mimetype or "text/plain"
+            headers["Content-Type"] = f"{mimetype}; charset={result.charset}" if result.charset else mimetype
+        return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
+
+    # ------------------------------------------------------------------ timers
+
+    async def _run_timer(self, info: FunctionInfo) -> None:
+        import azure.functions as func
+        from croniter import croniter
+
+        schedule = info.trigger["schedule"]
+        cron = croniter(schedule, datetime.now(timezone.utc), second_at_beginning=len(schedule.split()) == 6)
+        if info.trigger.get("runOnStartup"):
+            await self._fire_timer(info, func.TimerRequest(past_due=False))
+        while True:
+            due = cron.get_next(datetime)
+            await asyncio.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
+            past_due = (datetime.now(timezone.utc) - due).total_seconds() > 1
+            await self._fire_timer(info, func.TimerRequest(past_due=past_due))
+
+    async def _fire_timer(self, info: FunctionInfo, request: Any) -> None:
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {info.trigger["name"]: request}
+        client = info.binding_of("durableClient")
+        if client is not None:
+            kwargs[client["name"]] = self.management.binding()
+        try:
+            await self._call(info, kwargs)
+            outcome = "Succeeded"
+        except Exception:  # noqa: BLE001
+            log.exception("function=%s kind=timer failed", info.name)
+            outcome = "Failed"
+        log.info("function=%s kind=timer duration_ms=%.1f outcome=%s", info.name,
+                 (time.perf_counter() - started) * 1000, outcome)
+
+
+class HostThread:
+    """Runs a DevHost on its own event loop in a background thread: for tests and benchmarks."""
+
+    def __init__(self, host: DevHost) -> None:
+        self.host = host
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="devhost", daemon=True)
+
+    def __enter__(self) -> "HostThread":
+        self._thread.start()
+        self.run(self.host.start())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.run(self.host.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+    def run(self, coro: Any, timeout: float = 60) -> Any:
+        """Runs a coroutine on the host's loop, where the SDK's shared aiohttp session lives."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self.host.base_url

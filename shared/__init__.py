@@ -1,0 +1,1 @@
+"""Intake's domain code and its adapters: plain Python, no Azure Functions imports."""

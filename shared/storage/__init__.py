@@ -1,0 +1,1 @@
+"""Blob and Table storage adapters."""
