@@ -88,6 +88,10 @@ class AppIndex:
         orchestrators: dict[str, FunctionInfo] = {}
         activities: dict[str, FunctionInfo] = {}
         entities: dict[str, FunctionInfo] = {}
+        # get_functions() keeps the names it has validated and rejects them all as duplicates on a second
+        # call (azure-functions 1.26), so clear that memo: several hosts may serve one app in a process.
+        if getattr(app, "functions_bindings", None):
+            app.functions_bindings = None
         for fn in app.get_functions():
             spec = json.loads(fn.get_function_json())
             bindings = spec["bindings"]

@@ -130,8 +130,16 @@ class Engine:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        await self.store.open()
+    async def start(self, storage_wait: float = 30.0) -> None:
+        deadline = time.monotonic() + storage_wait
+        while True:  # Azurite may still be starting next to us
+            try:
+                await self.store.open()
+                break
+            except Exception:  # noqa: BLE001
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
         for _ in range(self._max_episodes):
             self._spawn(self._episode_worker())
         self._spawn(self._timer_loop())

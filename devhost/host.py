@@ -59,6 +59,20 @@ def _json_error(status: int, code: str, message: str, headers: dict | None = Non
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
+async def _release_sdk_session() -> None:
+    """The Durable SDK keeps one module-global aiohttp session (and lock) bound to the loop that made them.
+
+    Close them with the host, so that a later host on another loop in this process (tests, benchmarks)
+    starts fresh instead of reusing a session whose loop is gone.
+    """
+    try:
+        from azure.durable_functions.models.utils import http_utils
+    except ImportError:
+        return
+    await http_utils._close_session()
+    http_utils._session_lock = asyncio.Lock()
+
+
 class InvocationContext:
     """The parts of `func.Context` that app code reads."""
 
@@ -122,6 +136,7 @@ class DevHost:
             await runner.cleanup()
         if self.engine is not None:
             await self.engine.stop()
+        await _release_sdk_session()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ auth

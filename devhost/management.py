@@ -38,8 +38,9 @@ def _public_history(history: list[dict], with_output: bool) -> list[dict]:
         type_ = EventType(e["EventType"]) if e["EventType"] in EventType._value2member_map_ else None
         if type_ in (EventType.ORCHESTRATOR_STARTED, EventType.ORCHESTRATOR_COMPLETED):
             continue
-        item: dict[str, Any] = {"EventType": "".join(w.title() for w in type_.name.split("_")) if type_ else
-                                str(e["EventType"]), "Timestamp": e["Timestamp"]}
+        # `is not None`: ExecutionStarted is EventType 0, which is falsy
+        item: dict[str, Any] = {"EventType": "".join(w.title() for w in type_.name.split("_"))
+                                if type_ is not None else str(e["EventType"]), "Timestamp": e["Timestamp"]}
         item.update({k: e[k] for k in _PUBLIC_FIELDS if k in e and not k.startswith("_")})
         if "Name" in e:
             item["FunctionName"] = e["Name"]

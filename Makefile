@@ -1,0 +1,48 @@
+# Intake: `make run` serves the app locally on Azurite, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+AZURITE := .tools/node_modules/.bin/azurite
+PYTEST_FLAGS ?= -q
+
+.PHONY: run test test-unit test-functions test-integration bench deps clean
+
+deps: $(STAMP) $(AZURITE)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+$(AZURITE):
+	@mkdir -p .tools
+	npm install --prefix .tools --no-audit --no-fund --silent azurite@3
+
+run: deps
+	@mkdir -p .azurite
+	@test -f local.settings.json || cp local.settings.example.json local.settings.json
+	@$(AZURITE) --silent --location .azurite --skipApiVersionCheck --loose & AZ=$$!; \
+	trap 'kill $$AZ 2>/dev/null; wait $$AZ 2>/dev/null' EXIT; \
+	trap 'exit 0' INT TERM; \
+	$(PY) -m devhost
+
+test: deps
+	AZURITE_BIN=$(AZURITE) $(PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider tests
+
+test-unit: deps
+	$(PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider tests/unit
+
+test-functions: deps
+	$(PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider tests/functions
+
+test-integration: deps
+	AZURITE_BIN=$(AZURITE) $(PY) -m pytest $(PYTEST_FLAGS) -p no:cacheprovider tests/integration
+
+bench: deps
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+	AZURITE_BIN=$(AZURITE) $(PY) bench/devhost.py
+
+clean:
+	rm -rf $(VENV) .tools .azurite .devhost

@@ -1,0 +1,9 @@
+"""The Functions app: registers each capability's blueprint, nothing else."""
+import azure.durable_functions as df
+import azure.functions as func
+
+from functions import jobs, selftest
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(jobs.bp)
+app.register_functions(selftest.bp)

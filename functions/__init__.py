@@ -1,0 +1,1 @@
+"""Azure Functions bindings: one blueprint per capability, thin by design."""

@@ -1,0 +1,40 @@
+"""HTTP plumbing shared by the blueprints: JSON responses and the one place errors become HTTP."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+import azure.functions as func
+
+from shared.errors import AppError
+
+log = logging.getLogger("intake.http")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status,
+                             headers=headers, mimetype="application/json", charset="utf-8")
+
+
+def error_response(error: AppError) -> func.HttpResponse:
+    return json_response(error.to_body(), error.status)
+
+
+def handles_errors(handler: Callable[..., Awaitable[func.HttpResponse]]):
+    """AppError becomes its JSON answer; anything else is a bug: a 500 without internals, logged in full."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
+        try:
+            return await handler(*args, **kwargs)
+        except AppError as error:
+            return error_response(error)
+        except Exception:  # noqa: BLE001
+            log.exception("unhandled error in %s", handler.__name__)
+            return json_response({"error": {"code": "internal_error",
+                                            "message": "Something went wrong on our side; it has been logged."}},
+                                 500)
+
+    return wrapper

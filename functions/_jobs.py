@@ -1,0 +1,90 @@
+"""Starting and reading jobs through the Durable client: idempotency keys, waits and the job JSON."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from shared.config import get_settings
+from shared.errors import NotFound
+from shared.jobs import (OrchestrationSnapshot, check_same_request, is_finished, job_id_for, job_json,
+                         parse_wait, request_fingerprint)
+
+from ._http import json_response
+
+
+def snapshot(status: df.DurableOrchestrationStatus) -> OrchestrationSnapshot:
+    runtime = status.runtime_status
+    return OrchestrationSnapshot(
+        instance_id=status.instance_id, name=status.name or "",
+        runtime_status=getattr(runtime, "value", str(runtime)), created_at=status.created_time,
+        updated_at=status.last_updated_time, custom_status=status.custom_status, output=status.output)
+
+
+async def read_job(client: df.DurableOrchestrationClient, job_id: str) -> dict | None:
+    status = await client.get_status(job_id)
+    if not status or not status.instance_id:
+        return None
+    return job_json(snapshot(status))
+
+
+async def require_job(client: df.DurableOrchestrationClient, job_id: str) -> dict:
+    job = await read_job(client, job_id)
+    if job is None:
+        raise NotFound(f"No job with id '{job_id}'.", code="job_not_found")
+    return job
+
+
+async def wait_for_job(client: df.DurableOrchestrationClient, job_id: str, seconds: float) -> dict:
+    """Polls until the job finishes or the wait runs out; the poll interval grows from 20 ms to 100 ms."""
+    deadline = time.monotonic() + seconds
+    delay = 0.02
+    job = await require_job(client, job_id)
+    while not is_finished(job) and time.monotonic() < deadline:
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.1)
+        job = await require_job(client, job_id)
+    return job
+
+
+def job_http_response(job: dict, location: str) -> func.HttpResponse:
+    headers = {"Location": location}
+    if not is_finished(job):
+        headers["Retry-After"] = "1"
+    return json_response(job, 200 if is_finished(job) else 202, headers)
+
+
+async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest, *, kind: str,
+                    orchestrator: str, payload: Any) -> dict:
+    """Starts `orchestrator` with `payload`, or returns the job an earlier request with the same key started."""
+    fingerprint = request_fingerprint(payload)
+    job_id = job_id_for(kind, req.headers.get("Idempotency-Key"))
+    job_input = {"request": payload, "fingerprint": fingerprint}
+    if req.headers.get("Idempotency-Key") is not None:
+        existing = await client.get_status(job_id, show_input=True)
+        if existing and existing.instance_id:
+            check_same_request(existing.input_, fingerprint)
+            return job_json(snapshot(existing))
+        try:
+            await client.start_new(orchestrator, job_id, job_input)
+        except Exception:  # noqa: BLE001 - a concurrent request with the same key won the race
+            existing = await client.get_status(job_id, show_input=True)
+            if not existing or not existing.instance_id:
+                raise
+            check_same_request(existing.input_, fingerprint)
+            return job_json(snapshot(existing))
+    else:
+        await client.start_new(orchestrator, job_id, job_input)
+    return await require_job(client, job_id)
+
+
+async def respond_with_job(client: df.DurableOrchestrationClient, req: func.HttpRequest, job: dict,
+                           location: str) -> func.HttpResponse:
+    """Honours `?wait=N`: the finished job in this response when it is ready in time, else 202."""
+    wait = parse_wait(req.params.get("wait"), get_settings().job_wait_max_seconds)
+    if wait and not is_finished(job):
+        job = await wait_for_job(client, job["job_id"], wait)
+    return job_http_response(job, location)

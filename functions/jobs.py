@@ -1,0 +1,80 @@
+"""The generic jobs API over orchestration status, and the health probe."""
+from __future__ import annotations
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from shared.config import get_settings
+from shared.errors import Conflict, ServiceUnavailable
+from shared.jobs import (decode_continuation, encode_continuation, is_finished, job_json, parse_limit,
+                         parse_status_filter, validate_job_id)
+from shared.storage.clients import check_storage
+from shared.version import VERSION
+
+from ._http import handles_errors, json_response
+from ._jobs import require_job, respond_with_job, snapshot
+
+bp = df.Blueprint()
+
+
+@bp.route(route="jobs/{job_id}", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    job_id = validate_job_id(req.route_params["job_id"])
+    return await respond_with_job(client, req, await require_job(client, job_id), f"/api/jobs/{job_id}")
+
+
+@bp.route(route="jobs", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    runtime = parse_status_filter(req.params.get("status"))
+    limit = parse_limit(req.params.get("limit"))
+    offset = decode_continuation(req.params.get("continuation"))
+    statuses = await client.get_status_by(
+        runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
+    jobs = sorted((job_json(snapshot(s)) for s in statuses),
+                  key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
+    page = jobs[offset:offset + limit]
+    more = offset + limit < len(jobs)
+    return json_response({"jobs": page, "continuation": encode_continuation(offset + limit) if more else None})
+
+
+@bp.route(route="jobs/{job_id}/cancel", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def cancel_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    job_id = validate_job_id(req.route_params["job_id"])
+    job = await require_job(client, job_id)
+    if is_finished(job):
+        raise Conflict(f"Job '{job_id}' already ended as {job['status']}.", code="job_finished")
+    await client.terminate(job_id, "canceled by request")
+    job = await require_job(client, job_id)
+    return json_response(job, 202 if not is_finished(job) else 200)
+
+
+@bp.route(route="jobs/{job_id}", methods=["DELETE"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def delete_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    job_id = validate_job_id(req.route_params["job_id"])
+    job = await require_job(client, job_id)
+    if not is_finished(job):
+        raise Conflict(f"Job '{job_id}' is still {job['status']}; cancel it first.", code="job_not_finished")
+    await client.purge_instance_history(job_id)
+    return func.HttpResponse(status_code=204)
+
+
+@bp.route(route="health", methods=["GET"])
+@handles_errors
+async def health(req: func.HttpRequest) -> func.HttpResponse:
+    settings = get_settings()
+    body = {"status": "ok", "version": VERSION, "ai_provider": settings.ai_provider,
+            "storage": {"reachable": True}}
+    try:
+        body["storage"]["latency_ms"] = round(await check_storage(settings) * 1000, 1)
+    except ServiceUnavailable as error:
+        body.update(status="degraded", storage={"reachable": False, "error": error.to_body()["error"]})
+        return json_response(body, 503)
+    return json_response(body)

@@ -1,0 +1,65 @@
+"""The one exception tree of the app, and the error JSON every endpoint answers with."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class AppError(Exception):
+    """An error a caller can act on; `status` is its HTTP code, `code` a stable snake_case name."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, details: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.code
+        self.details = details or []
+
+    def to_body(self) -> dict:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class BadRequest(AppError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(AppError):
+    status, code = 401, "unauthorized"
+
+
+class NotFound(AppError):
+    status, code = 404, "not_found"
+
+
+class Conflict(AppError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(AppError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Unprocessable(AppError):
+    status, code = 422, "unprocessable"
+
+
+class TooManyRequests(AppError):
+    status, code = 429, "too_many_requests"
+
+
+class ServiceUnavailable(AppError):
+    """An outage of something we depend on, not the caller's fault."""
+
+    status, code = 503, "service_unavailable"

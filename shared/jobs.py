@@ -1,0 +1,173 @@
+"""The public job contract: job JSON mapped from an orchestration's status, idempotency keys, waits."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from .errors import BadRequest, Conflict
+
+JobStatus = Literal["accepted", "processing", "done", "failed", "canceled"]
+
+_STATUS_BY_RUNTIME: dict[str, JobStatus] = {
+    "Pending": "accepted",
+    "Running": "processing",
+    "ContinuedAsNew": "processing",
+    "Suspended": "processing",
+    "Completed": "done",
+    "Failed": "failed",
+    "Terminated": "canceled",
+    "Canceled": "canceled",
+}
+RUNTIME_BY_STATUS: dict[str, list[str]] = {}
+for _runtime, _status in _STATUS_BY_RUNTIME.items():
+    RUNTIME_BY_STATUS.setdefault(_status, []).append(_runtime)
+
+FINISHED: frozenset[str] = frozenset({"done", "failed", "canceled"})
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_TRACE_MARKER = re.compile(r'\s*\n\s*(Traceback|\s*File ").*', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class OrchestrationSnapshot:
+    """What the jobs API needs from an orchestration's status, free of the Durable SDK's types."""
+
+    instance_id: str
+    name: str
+    runtime_status: str
+    created_at: datetime | None
+    updated_at: datetime | None
+    custom_status: Any
+    output: Any
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _error_from_failure(output: Any) -> dict:
+    """A failed orchestration's output is the host's message; keep the cause, drop any traceback."""
+    text = str(output or "The job failed.")
+    text = _TRACE_MARKER.sub("", text).strip()
+    inner = re.search(r"Activity function '[^']+' failed: (.*)", text, re.DOTALL)
+    message = (inner.group(1) if inner else text).strip()
+    coded = re.match(r"^\[(?P<code>[a-z0-9_]+)\]\s*(?P<message>.*)$", message, re.DOTALL)
+    if coded:
+        return {"code": coded.group("code"), "message": coded.group("message").strip()}
+    return {"code": "job_failed", "message": message[:2000]}
+
+
+def job_json(snapshot: OrchestrationSnapshot) -> dict:
+    """The job JSON of DESIGN.md. Orchestrators return `{"result", "usage"}` or `{"error", "usage"}`."""
+    status: JobStatus = _STATUS_BY_RUNTIME.get(snapshot.runtime_status, "processing")
+    output = snapshot.output
+    result, error, usage = None, None, None
+    if status == "done":
+        if isinstance(output, dict) and ("result" in output or "error" in output):
+            result, error, usage = output.get("result"), output.get("error"), output.get("usage")
+            if error:
+                status = "failed"
+        else:
+            result = output
+    elif status == "failed":
+        error = _error_from_failure(output)
+    elif status == "canceled":
+        error = {"code": "canceled", "message": str(output or "The job was canceled.")}
+    custom = snapshot.custom_status if isinstance(snapshot.custom_status, dict) else {}
+    progress = {"current": custom.get("current", 0), "total": custom.get("total", 0),
+                "message": custom.get("message", "")}
+    if status == "done" and progress["total"]:
+        progress["current"] = progress["total"]
+    return {"job_id": snapshot.instance_id, "type": snapshot.name, "status": status,
+            "created_at": _iso(snapshot.created_at), "updated_at": _iso(snapshot.updated_at),
+            "progress": progress, "result": result, "error": error, "usage": usage or {}}
+
+
+def is_finished(job: dict) -> bool:
+    return job["status"] in FINISHED
+
+
+def validate_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id or ""):
+        raise BadRequest("job_id must be 1-100 letters, digits, '-', '_', '.' or ':'.", code="invalid_job_id")
+    return job_id
+
+
+def request_fingerprint(payload: Any) -> str:
+    """A stable hash of what the caller sent, to tell a retry from a different request under the same key."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def job_id_for(kind: str, idempotency_key: str | None) -> str:
+    """Same key, same job: the instance id is derived from the key; without one it is random."""
+    if idempotency_key is None:
+        return f"{kind}-{uuid.uuid4().hex}"
+    key = idempotency_key.strip()
+    if not key or len(key) > 255:
+        raise BadRequest("Idempotency-Key must be 1-255 characters.", code="invalid_idempotency_key")
+    return f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def check_same_request(stored_input: Any, fingerprint: str) -> None:
+    stored = json.loads(stored_input) if isinstance(stored_input, str) else stored_input
+    if not isinstance(stored, dict) or stored.get("fingerprint") != fingerprint:
+        raise Conflict("This Idempotency-Key was already used with a different request body.",
+                       code="idempotency_key_reused")
+
+
+def parse_wait(value: str | None, cap: float) -> float:
+    if value in (None, ""):
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise BadRequest("wait must be a number of seconds.", code="invalid_wait") from None
+    if not 0 <= seconds <= 3600:
+        raise BadRequest("wait must be between 0 and 3600 seconds.", code="invalid_wait")
+    return min(seconds, cap)
+
+
+def parse_limit(value: str | None, default: int = 50, maximum: int = 500) -> int:
+    if value in (None, ""):
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= maximum:
+        raise BadRequest(f"limit must be an integer from 1 to {maximum}.", code="invalid_limit")
+    return int(value)
+
+
+def encode_continuation(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_continuation(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        if not text.startswith("o:"):
+            raise ValueError
+        return max(0, int(text[2:]))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("continuation is not a token this API returned.", code="invalid_continuation") from None
+
+
+def parse_status_filter(value: str | None) -> list[str]:
+    """`?status=done,failed` to the runtime statuses that produce them."""
+    if not value:
+        return []
+    wanted = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in RUNTIME_BY_STATUS]
+    if unknown:
+        raise BadRequest(f"Unknown status {', '.join(unknown)}; use one of {', '.join(RUNTIME_BY_STATUS)}.",
+                         code="invalid_status")
+    return [runtime for s in wanted for runtime in RUNTIME_BY_STATUS[s]]

@@ -1,0 +1,3 @@
+"""The app's version, reported by the health endpoint."""
+
+VERSION = "0.1.0"
