@@ -1,0 +1,75 @@
+"""The task hub lives in Azure Storage: a `kill -9` of devhost mid-run loses no job."""
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.support.http import Http, wait_until
+from tests.support.processes import FUNCTION_KEY, DevhostProcess
+
+
+def _statuses(http: Http, ids: list[str]) -> dict[str, str]:
+    return {job_id: http.request("GET", f"/api/jobs/{job_id}")[2]["status"] for job_id in ids}
+
+
+def test_selftest_jobs_finish_after_kill_9_and_restart(azurite, devhost_factory):
+    first = devhost_factory()
+    http = Http(first.base_url, FUNCTION_KEY)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: http.request("POST", "/api/selftest"), range(20)))
+    for status, headers, job in answers:
+        assert status == 202, job
+        assert headers["Location"] == f"/api/jobs/{job['job_id']}"
+    ids = [job["job_id"] for _, _, job in answers]
+    before = _statuses(http, ids)
+    first.kill()
+    assert set(before.values()) - {"done"}, "the kill came too late to prove anything"
+
+    second = DevhostProcess(azurite.connection_string, first.extra_env).start()
+    try:
+        http = Http(second.base_url, FUNCTION_KEY)
+        def all_done():
+            statuses = _statuses(http, ids)
+            return statuses if set(statuses.values()) == {"done"} else None
+
+        wait_until(all_done, timeout=90, interval=0.2)
+        for job_id in ids:
+            job = http.request("GET", f"/api/jobs/{job_id}")[2]
+            assert job["result"]["ok"] is True, job
+            assert job["result"]["checks"] == {"chain": True, "fan_out": True, "timer": True}
+    finally:
+        second.stop()
+
+
+def test_job_read_through_jobs_api_matches_durable_client_status(api):
+    from azure.durable_functions import DurableOrchestrationClient
+
+    status, _, job = api.request("POST", "/api/selftest?wait=20")
+    assert status == 200 and job["status"] == "done", job
+    rpc_port = api.host.extra_env["DEVHOST_RPC_PORT"]
+    binding = json.dumps({"taskHubName": "IntakeHub", "creationUrls": {}, "managementUrls": {},
+                          "rpcBaseUrl": f"http://127.0.0.1:{rpc_port}/durabletask/"})
+
+    async def read():
+        client = DurableOrchestrationClient(binding)
+        return await client.get_status(job["job_id"])
+
+    durable = asyncio.run(read())
+    assert durable.runtime_status.value == "Completed"
+    assert durable.output == {"result": job["result"], "usage": job["usage"]}
+    assert durable.custom_status["message"] == job["progress"]["message"]
+    assert durable.name == job["type"] == "selftest_pipeline"
+    assert durable.instance_id == job["job_id"]
+
+
+def test_health_reports_storage_and_turns_503_when_storage_is_down(azurite, api):
+    status, _, body = api.request("GET", "/api/health")
+    assert status == 200, body
+    assert body["storage"]["reachable"] is True
+    assert body["ai_provider"] == "offline" and body["version"]
+    azurite.stop()
+    status, _, body = api.request("GET", "/api/health")
+    assert status == 503
+    assert body["storage"]["reachable"] is False
+    assert body["storage"]["error"]["code"] == "storage_unreachable"

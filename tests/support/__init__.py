@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: processes on loopback and polling."""

@@ -1,0 +1,129 @@
+"""Real processes for tests: Azurite and devhost on free loopback ports, stopped or killed on demand."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from shared.storage.connection import azurite_connection_string
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTION_KEY = "integration-function-key"
+MASTER_KEY = "integration-master-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+def azurite_binary() -> str:
+    found = os.environ.get("AZURITE_BIN") or str(ROOT / ".tools/node_modules/.bin/azurite")
+    if not Path(found).exists() and not shutil.which(found):
+        raise FileNotFoundError(f"Azurite not found at {found}; run `make deps`")
+    return found
+
+
+class Azurite:
+    """An Azurite on three free ports with its own data folder."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="azurite-")
+        self.blob_port, self.queue_port, self.table_port = free_port(), free_port(), free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Azurite":
+        self.process = subprocess.Popen(
+            [azurite_binary(), "--silent", "--skipApiVersionCheck", "--loose", "--location", self.folder,
+             "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
+             "--tablePort", str(self.table_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        for port in (self.blob_port, self.queue_port, self.table_port):
+            wait_for_port(port)
+        return self
+
+    @property
+    def connection_string(self) -> str:
+        return azurite_connection_string(blob_port=self.blob_port, queue_port=self.queue_port,
+                                         table_port=self.table_port)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class DevhostProcess:
+    """`python -m devhost` as a child process, the way `make run` starts it."""
+
+    def __init__(self, storage: str | None, extra_env: dict[str, str] | None = None,
+                 app_root: Path = ROOT) -> None:
+        self.port = free_port()
+        self.storage = storage
+        self.extra_env = extra_env or {}
+        self.app_root = app_root
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(tempfile.mkstemp(prefix="devhost-", suffix=".log")[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "DevhostProcess":
+        env = dict(os.environ, DEVHOST_FUNCTION_KEY=FUNCTION_KEY, DEVHOST_MASTER_KEY=MASTER_KEY,
+                   PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **self.extra_env)
+        args = [sys.executable, "-m", "devhost", "--port", str(self.port)]
+        if self.storage is None:
+            args.append("--memory")
+        else:
+            env["AzureWebJobsStorage"] = self.storage
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(args, cwd=self.app_root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"devhost exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                urllib.request.urlopen(f"{self.base_url}/api/__ready__", timeout=1)
+            except urllib.error.HTTPError:
+                return self  # any HTTP answer means the host serves
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"devhost did not start:\n{self.log()}")
+
+    def kill(self) -> None:
+        """`kill -9`: no shutdown code runs."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
