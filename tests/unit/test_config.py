@@ -1,0 +1,37 @@
+"""Settings: defaults, validation, and one clear line naming the bad variable."""
+from __future__ import annotations
+
+import pytest
+
+from shared.config import load_settings
+from shared.errors import SettingsError
+
+
+def test_defaults_with_only_storage(monkeypatch):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.delenv("AI_PROVIDER", raising=False)
+    settings = load_settings()
+    assert settings.ai_provider == "offline" and settings.job_wait_max_seconds == 25
+
+
+def test_missing_storage_names_the_variable(monkeypatch):
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.delenv("AzureWebJobsStorage__accountName", raising=False)
+    with pytest.raises(SettingsError, match="^AzureWebJobsStorage"):
+        load_settings()
+
+
+def test_managed_identity_storage_is_enough(monkeypatch):
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("AzureWebJobsStorage__accountName", "intakestore")
+    assert load_settings().storage_account == "intakestore"
+
+
+@pytest.mark.parametrize("name,value", [("AI_PROVIDER", "skynet"), ("JOB_WAIT_MAX_SECONDS", "-3"),
+                                        ("LOG_LEVEL", "LOUD")])
+def test_malformed_value_fails_with_its_name(monkeypatch, name, value):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(name) and "\n" not in str(caught.value)

@@ -1,0 +1,112 @@
+"""The job contract: status mapping, errors without tracebacks, idempotency keys, waits and paging."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from shared.errors import BadRequest, Conflict
+from shared.jobs import (OrchestrationSnapshot, check_same_request, decode_continuation, encode_continuation,
+                         job_id_for, job_json, parse_limit, parse_status_filter, parse_wait, request_fingerprint,
+                         validate_job_id)
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+
+
+def snap(runtime: str, output=None, custom=None) -> OrchestrationSnapshot:
+    return OrchestrationSnapshot("job-1", "offer_ingestion", runtime, T0, T0, custom, output)
+
+
+@pytest.mark.parametrize("runtime,status", [
+    ("Pending", "accepted"), ("Running", "processing"), ("ContinuedAsNew", "processing"),
+    ("Suspended", "processing"), ("Completed", "done"), ("Failed", "failed"), ("Terminated", "canceled"),
+])
+def test_runtime_status_maps_to_job_status(runtime, status):
+    assert job_json(snap(runtime))["status"] == status
+
+
+def test_job_json_has_every_contract_field():
+    job = job_json(snap("Running", custom={"current": 2, "total": 5, "message": "Processing page 2 of 5"}))
+    assert set(job) >= {"job_id", "status", "created_at", "updated_at", "progress", "result", "error", "usage"}
+    assert job["progress"] == {"current": 2, "total": 5, "message": "Processing page 2 of 5"}
+    assert job["created_at"] == "2026-11-23T10:00:00Z"
+
+
+def test_completed_envelope_splits_result_and_usage():
+    job = job_json(snap("Completed", {"result": {"x": 1}, "usage": {"cost_usd": 0.01}}))
+    assert job["result"] == {"x": 1} and job["usage"] == {"cost_usd": 0.01} and job["error"] is None
+
+
+def test_completed_with_error_envelope_is_failed():
+    job = job_json(snap("Completed", {"error": {"code": "model_refused", "message": "no"}, "usage": {}}))
+    assert job["status"] == "failed" and job["error"]["code"] == "model_refused"
+
+
+def test_failed_orchestration_error_keeps_cause_and_drops_traceback():
+    output = ("Orchestrator function 'x' failed: Activity function 'parse' failed: [pdf_corrupt] The PDF is "
+              "damaged \n Traceback (most recent call last):\n  File \"/secret/path.py\", line 1")
+    error = job_json(snap("Failed", output))["error"]
+    assert error == {"code": "pdf_corrupt", "message": "The PDF is damaged"}
+
+
+def test_failed_without_code_gets_generic_code():
+    error = job_json(snap("Failed", "Orchestrator function 'x' failed: kaput"))["error"]
+    assert error["code"] == "job_failed" and "kaput" in error["message"]
+
+
+def test_done_progress_is_complete():
+    job = job_json(snap("Completed", {"result": 1}, {"current": 4, "total": 5}))
+    assert job["progress"]["current"] == 5
+
+
+def test_same_idempotency_key_gives_same_job_id_and_no_key_gives_new_ids():
+    assert job_id_for("offer", "abc") == job_id_for("offer", "abc") != job_id_for("offer", "abd")
+    assert job_id_for("offer", None) != job_id_for("offer", None)
+
+
+@pytest.mark.parametrize("key", ["", "   ", "x" * 256])
+def test_bad_idempotency_key_is_rejected(key):
+    with pytest.raises(BadRequest):
+        job_id_for("offer", key)
+
+
+def test_same_key_with_other_body_is_conflict():
+    stored = {"request": {"a": 1}, "fingerprint": request_fingerprint({"a": 1})}
+    check_same_request(stored, request_fingerprint({"a": 1}))
+    with pytest.raises(Conflict):
+        check_same_request(stored, request_fingerprint({"a": 2}))
+
+
+def test_fingerprint_ignores_key_order():
+    assert request_fingerprint({"a": 1, "b": 2}) == request_fingerprint({"b": 2, "a": 1})
+
+
+def test_wait_is_capped_and_validated():
+    assert parse_wait(None, 25) == 0
+    assert parse_wait("60", 25) == 25
+    assert parse_wait("2.5", 25) == 2.5
+    for bad in ("soon", "-1"):
+        with pytest.raises(BadRequest):
+            parse_wait(bad, 25)
+
+
+def test_continuation_round_trips_and_rejects_garbage():
+    assert decode_continuation(encode_continuation(150)) == 150
+    assert decode_continuation(None) == 0
+    with pytest.raises(BadRequest):
+        decode_continuation("not-a-token!")
+
+
+def test_status_filter_and_limit():
+    assert set(parse_status_filter("done,canceled")) == {"Completed", "Terminated", "Canceled"}
+    with pytest.raises(BadRequest):
+        parse_status_filter("finished")
+    assert parse_limit("10") == 10
+    with pytest.raises(BadRequest):
+        parse_limit("0")
+
+
+@pytest.mark.parametrize("job_id", ["", "a/b", "x" * 101, "../etc"])
+def test_invalid_job_ids_are_rejected(job_id):
+    with pytest.raises(BadRequest):
+        validate_job_id(job_id)
