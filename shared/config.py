@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import SettingsError
@@ -22,11 +22,34 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
     job_wait_max_seconds: float = Field(25.0, alias="JOB_WAIT_MAX_SECONDS", gt=0, le=230)
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS", gt=0, le=30)
+    app_insights_connection: str = Field("", alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
+    azure_client_id: str = Field("", alias="AZURE_CLIENT_ID")
+
+    # AI providers (the AI port reads these)
+    openai_api_key: SecretStr = Field(SecretStr(""), alias="OPENAI_API_KEY")
+    openai_base_url: str = Field("", alias="OPENAI_BASE_URL")
+    azure_openai_endpoint: str = Field("", alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_api_key: SecretStr = Field(SecretStr(""), alias="AZURE_OPENAI_API_KEY")
+    azure_openai_api_version: str = Field("2024-10-21", alias="AZURE_OPENAI_API_VERSION")
+    azure_openai_chat_deployment: str = Field("gpt-4o-mini", alias="AZURE_OPENAI_CHAT_DEPLOYMENT")
+    azure_openai_embedding_deployment: str = Field("text-embedding-3-small", alias="AZURE_OPENAI_EMBEDDING_DEPLOYMENT")
+    azure_openai_transcription_deployment: str = Field("whisper", alias="AZURE_OPENAI_TRANSCRIPTION_DEPLOYMENT")
+
+    # Signing secrets of the integrations
+    waha_hmac_key: SecretStr = Field(SecretStr(""), alias="WAHA_HMAC_KEY")
+    callback_signing_secret: SecretStr = Field(SecretStr(""), alias="CALLBACK_SIGNING_SECRET")
+
+    def secret_values(self) -> list[str]:
+        """Every secret's value, so that logging can mask them wherever they show up."""
+        return [v.get_secret_value() for v in (self.openai_api_key, self.azure_openai_api_key, self.waha_hmac_key,
+                                               self.callback_signing_secret) if v.get_secret_value()]
 
     def model_post_init(self, _context: object) -> None:
         if not (self.storage_connection or self.storage_account):
             raise SettingsError("AzureWebJobsStorage: set a connection string, or "
                                 "AzureWebJobsStorage__accountName for managed identity")
+        if self.ai_provider == "azure_openai" and not self.azure_openai_endpoint:
+            raise SettingsError("AZURE_OPENAI_ENDPOINT: required when AI_PROVIDER is azure_openai")
 
 
 def load_settings() -> Settings:

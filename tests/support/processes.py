@@ -89,8 +89,8 @@ class DevhostProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "DevhostProcess":
-        env = dict(os.environ, DEVHOST_FUNCTION_KEY=FUNCTION_KEY, DEVHOST_MASTER_KEY=MASTER_KEY,
-                   PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **self.extra_env)
+        env = {**os.environ, "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
+               "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.extra_env}
         args = [sys.executable, "-m", "devhost", "--port", str(self.port)]
         if self.storage is None:
             args.append("--memory")

@@ -1,0 +1,62 @@
+"""Structured logs: a job on devhost leaves records with its job id and never a secret value."""
+from __future__ import annotations
+
+import importlib
+import logging
+
+import pytest
+
+from devhost.host import DevHost, HostConfig, HostThread
+from devhost.store import MemoryStore
+from shared.config import get_settings
+from shared.observability import JsonFormatter, dimensions, mask_phone
+from tests.support.http import Http
+
+SECRETS = {"OPENAI_API_KEY": "sk-test-SECRET-openai-0001", "WAHA_HMAC_KEY": "waha-SECRET-hmac-0002",
+           "CALLBACK_SIGNING_SECRET": "whsec_SECRET-callback-0003", "AZURE_OPENAI_API_KEY": "aoai-SECRET-0004"}
+
+
+@pytest.fixture()
+def secret_app(monkeypatch):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    import function_app
+    import functions._bootstrap
+
+    importlib.reload(functions._bootstrap)  # the worker's start, with these settings
+    config = HostConfig(port=0, function_key="k", master_key="m", hub="IntakeHub")
+    with HostThread(DevHost(function_app.app, MemoryStore(), config)) as running:
+        yield Http(running.base_url, "k")
+    get_settings.cache_clear()
+    importlib.reload(functions._bootstrap)
+
+
+def test_job_run_logs_its_job_id_and_no_secret(secret_app, caplog):
+    caplog.set_level(logging.DEBUG)
+    status, _, job = secret_app.request("POST", "/api/selftest?wait=10")
+    assert status == 200 and job["status"] == "done"
+    # Something careless logs a secret: it must come out masked all the same.
+    logging.getLogger("azure.core").warning("request header api-key: %s", SECRETS["OPENAI_API_KEY"])
+
+    ours = [r for r in caplog.records if dimensions(r).get("job_id") == job["job_id"]]
+    events = {dimensions(r)["event"] for r in ours}
+    assert {"job.accepted", "job.finished"} <= events
+    finished = next(r for r in ours if dimensions(r)["event"] == "job.finished")
+    assert dimensions(finished)["status"] == "done" and dimensions(finished)["capability"] == "selftest"
+    assert dimensions(finished)["duration_ms"] >= 1000
+    assert any(dimensions(r).get("event") == "activity.finished" for r in caplog.records)
+
+    formatter = JsonFormatter()
+    everything = "\n".join(formatter.format(r) for r in caplog.records)
+    for value in SECRETS.values():
+        assert value not in everything
+    assert "request header api-key: ***" in everything
+
+
+def test_phone_numbers_are_masked_but_ordinary_numbers_are_not():
+    assert mask_phone("from 4915550123456@c.us") == "from 49*********56@c.us"
+    assert mask_phone("call +15550100199 now") == "call +15*******99 now"
+    text = "order 12345 total 1999.00 EUR on 2026-11-23"
+    assert mask_phone(text) == text

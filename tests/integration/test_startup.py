@@ -1,0 +1,30 @@
+"""A bad setting stops the app at start with one line that names the variable."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support.processes import DevhostProcess
+
+
+@pytest.mark.parametrize("name,value", [("AI_PROVIDER", "skynet"), ("JOB_WAIT_MAX_SECONDS", "forever")])
+def test_bad_setting_fails_start_naming_the_variable(name, value):
+    host = DevhostProcess(None, {name: value})
+    with pytest.raises(RuntimeError) as failed:
+        host.start(timeout=30)
+    lines = [line for line in host.log().splitlines() if "failed to load" in line]
+    assert len(lines) == 1 and f": {name}:" in lines[0], host.log()
+
+
+def test_missing_storage_setting_fails_start_naming_it(tmp_path):
+    import shutil
+
+    from tests.support.processes import ROOT
+
+    for name in ("function_app.py", "host.json"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for folder in ("functions", "shared"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    host = DevhostProcess(None, {"AzureWebJobsStorage": ""}, app_root=tmp_path)  # no settings file there
+    with pytest.raises(RuntimeError):
+        host.start(timeout=30)
+    assert "AzureWebJobsStorage" in host.log().splitlines()[-1]
