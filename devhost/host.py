@@ -209,7 +209,8 @@ class DevHost:
             log.exception("function=%s kind=http failed", info.name)
             outcome = "Failed"
             response = _json_error(500, "internal_error", "The function failed; see the host log.")
-        log.info("function=%s kind=http method=%s status=%d duration_ms=%.1f outcome=%s", info.name,
+        # instance=- : every invocation line carries the same fields, whether or not a Durable instance is involved
+        log.info("function=%s kind=http instance=- method=%s status=%d duration_ms=%.1f outcome=%s", info.name,
                  request.method, response.status, (time.perf_counter() - started) * 1000, outcome)
         return response
 
@@ -229,25 +230,27 @@ class DevHost:
                                 content_type="text/plain")
         headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
         if "content-type" not in {k.lower() for k in headers}:
+            # as the worker's HttpResponseConverter: only text/* types get the charset (which defaults to utf-8)
             mimetype = result.mimetype or "text/plain"
-            headers["Content-Type"] = f"{mimetype}; charset={result.charset}" if result.charset else mimetype
+            headers["Content-Type"] = (f"{mimetype}; charset={result.charset}"
+                                       if mimetype.startswith("text/") and result.charset else mimetype)
         return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
 
     # ------------------------------------------------------------------ timers
 
     async def _run_timer(self, info: FunctionInfo) -> None:
-        import azure.functions as func
+        from azure.functions.timer import TimerRequest  # the concrete class: `func.TimerRequest` is abstract
         from croniter import croniter
 
         schedule = info.trigger["schedule"]
         cron = croniter(schedule, datetime.now(timezone.utc), second_at_beginning=len(schedule.split()) == 6)
         if info.trigger.get("runOnStartup"):
-            await self._fire_timer(info, func.TimerRequest(past_due=False))
+            await self._fire_timer(info, TimerRequest(past_due=False))
         while True:
             due = cron.get_next(datetime)
             await asyncio.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
             past_due = (datetime.now(timezone.utc) - due).total_seconds() > 1
-            await self._fire_timer(info, func.TimerRequest(past_due=past_due))
+            await self._fire_timer(info, TimerRequest(past_due=past_due))
 
     async def _fire_timer(self, info: FunctionInfo, request: Any) -> None:
         started = time.perf_counter()
@@ -261,7 +264,7 @@ class DevHost:
         except Exception:  # noqa: BLE001
             log.exception("function=%s kind=timer failed", info.name)
             outcome = "Failed"
-        log.info("function=%s kind=timer duration_ms=%.1f outcome=%s", info.name,
+        log.info("function=%s kind=timer instance=- duration_ms=%.1f outcome=%s", info.name,
                  (time.perf_counter() - started) * 1000, outcome)
 
 

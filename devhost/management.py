@@ -30,6 +30,14 @@ def _short_time(text: str) -> str:
 
 
 _PUBLIC_FIELDS = ("EventId", "Name", "Reason", "Details", "FireAt", "InstanceId", "TaskScheduledId", "TimerId")
+# The history JSON names event types as DTFx's EventType enum does; only these differ from our member names.
+_DTFX_NAMES = {EventType.SUB_ORCHESTRATION_CREATED: "SubOrchestrationInstanceCreated",
+               EventType.SUB_ORCHESTRATION_COMPLETED: "SubOrchestrationInstanceCompleted",
+               EventType.SUB_ORCHESTRATION_FAILED: "SubOrchestrationInstanceFailed"}
+
+
+def _type_name(type_: EventType) -> str:
+    return _DTFX_NAMES.get(type_) or "".join(w.title() for w in type_.name.split("_"))
 
 
 def _public_history(history: list[dict], with_output: bool) -> list[dict]:
@@ -39,8 +47,8 @@ def _public_history(history: list[dict], with_output: bool) -> list[dict]:
         if type_ in (EventType.ORCHESTRATOR_STARTED, EventType.ORCHESTRATOR_COMPLETED):
             continue
         # `is not None`: ExecutionStarted is EventType 0, which is falsy
-        item: dict[str, Any] = {"EventType": "".join(w.title() for w in type_.name.split("_"))
-                                if type_ is not None else str(e["EventType"]), "Timestamp": e["Timestamp"]}
+        item: dict[str, Any] = {"EventType": _type_name(type_) if type_ is not None else str(e["EventType"]),
+                                "Timestamp": e["Timestamp"]}
         item.update({k: e[k] for k in _PUBLIC_FIELDS if k in e and not k.startswith("_")})
         if "Name" in e:
             item["FunctionName"] = e["Name"]

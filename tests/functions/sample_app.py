@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from datetime import timedelta
 
 import azure.durable_functions as df
@@ -10,11 +12,16 @@ import azure.functions as func
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 calls: dict[str, int] = {}
+_calls_lock = threading.Lock()
+# concurrency_probe's view of how many activities run at once: {"active": now, "peak": highest seen}
+concurrency = {"active": 0, "peak": 0}
+timer_requests: list[func.TimerRequest] = []  # what every_second was called with
 
 
 def _count(name: str) -> int:
-    calls[name] = calls.get(name, 0) + 1
-    return calls[name]
+    with _calls_lock:  # sync activities run on several pool threads at once
+        calls[name] = calls.get(name, 0) + 1
+        return calls[name]
 
 
 @app.route(route="start/{name}", methods=["POST"])
@@ -41,6 +48,21 @@ async def binary(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(req.get_body()[::-1], mimetype="application/octet-stream")
 
 
+@app.route(route="text", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def text(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(req.get_body().decode("utf-8").upper(), mimetype="text/plain", charset="utf-8")
+
+
+@app.route(route="secured", methods=["GET"])  # no auth_level: the app's default (FUNCTION) applies
+def secured(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("secret")
+
+
+@app.route(route="boom", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def boom(req: func.HttpRequest) -> func.HttpResponse:
+    raise RuntimeError("unhandled in an HTTP function")
+
+
 @app.route(route="admin-only", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 def admin_only(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("admin")
@@ -50,7 +72,8 @@ def admin_only(req: func.HttpRequest) -> func.HttpResponse:
 @app.durable_client_input(client_name="client")
 async def start_and_wait(req: func.HttpRequest, client) -> func.HttpResponse:
     instance_id = await client.start_new(req.route_params["name"], None, req.get_json())
-    return await client.wait_for_completion_or_create_check_status_response(req, instance_id, 5000, 50)
+    timeout_ms = int(req.params.get("timeout", "5000"))
+    return await client.wait_for_completion_or_create_check_status_response(req, instance_id, timeout_ms, 50)
 
 
 @app.orchestration_trigger(context_name="context")
@@ -125,7 +148,7 @@ def wait_with_timeout(context: df.DurableOrchestrationContext):
 
 @app.orchestration_trigger(context_name="context")
 def early_event(context: df.DurableOrchestrationContext):
-    yield context.call_activity("add_one", 1)
+    yield context.call_activity("slow", context.get_input() or 0.3)  # time for the test to raise "Go" first
     data = yield context.wait_for_external_event("Go")
     return data
 
@@ -166,20 +189,89 @@ def progress(context: df.DurableOrchestrationContext):
 
 @app.activity_trigger(input_name="seconds")
 def slow(seconds: float) -> float:
-    import time
-
     time.sleep(seconds)
     return seconds
 
 
 @app.orchestration_trigger(context_name="context")
 def deterministic(context: df.DurableOrchestrationContext):
+    started = context.current_utc_datetime
     first = context.new_uuid()
     replaying = [context.is_replaying]
-    yield context.call_activity("add_one", 0)
+    echoed = yield context.call_activity("identity", first)  # the activity sees the uuid of the first episode
     replaying.append(context.is_replaying)
     second = context.new_uuid()
-    return {"uuids": [first, second], "now": context.current_utc_datetime.isoformat(), "replaying": replaying}
+    return {"uuids": [first, second], "echoed": echoed, "started": started.isoformat(),
+            "now": context.current_utc_datetime.isoformat(), "replaying": replaying}
+
+
+@app.activity_trigger(input_name="value")
+def identity(value):
+    return value
+
+
+@app.activity_trigger(input_name="key")
+def tick(key: str) -> int:
+    count = _count(key)
+    time.sleep(0.05)
+    return count
+
+
+@app.orchestration_trigger(context_name="context")
+def ticker(context: df.DurableOrchestrationContext):
+    data = context.get_input()
+    for _ in range(data["n"]):
+        yield context.call_activity("tick", data["key"])
+    return data["n"]
+
+
+@app.activity_trigger(input_name="key")
+def fails_once(key: str) -> str:
+    if _count(key) == 1:
+        raise RuntimeError(f"first call of {key} fails")
+    return f"ok on call {calls[key]}"
+
+
+@app.orchestration_trigger(context_name="context")
+def rewindable(context: df.DurableOrchestrationContext):
+    key = context.get_input()
+    before = yield context.call_activity("tick", f"{key}-before")
+    result = yield context.call_activity("fails_once", key)
+    return [before, result]
+
+
+@app.activity_trigger(input_name="seconds")
+def concurrency_probe(seconds: float) -> int:
+    with _calls_lock:
+        concurrency["active"] += 1
+        concurrency["peak"] = max(concurrency["peak"], concurrency["active"])
+    try:
+        time.sleep(seconds)
+    finally:
+        with _calls_lock:
+            concurrency["active"] -= 1
+    return 1
+
+
+@app.orchestration_trigger(context_name="context")
+def probe_fan_out(context: df.DurableOrchestrationContext):
+    data = context.get_input()
+    results = yield context.task_all([context.call_activity("concurrency_probe", data["seconds"])
+                                      for _ in range(data["n"])])
+    return sum(results)
+
+
+@app.orchestration_trigger(context_name="context")
+def mixed_activities(context: df.DurableOrchestrationContext):
+    plus_one = yield context.call_activity("add_one", context.get_input())  # sync, runs on a pool thread
+    doubled = yield context.call_activity("double_async", plus_one)  # async, awaited on the host loop
+    return doubled
+
+
+@app.orchestration_trigger(context_name="context")
+def crashes(context: df.DurableOrchestrationContext):
+    yield context.call_activity("add_one", 0)
+    raise ValueError("kaput in the orchestrator")
 
 
 @app.entity_trigger(context_name="context", entity_name="Counter")
@@ -208,6 +300,13 @@ def uses_entity(context: df.DurableOrchestrationContext):
     return [first, second]
 
 
+@app.orchestration_trigger(context_name="context")
+def signal_and_finish(context: df.DurableOrchestrationContext):
+    context.signal_entity(df.EntityId("Counter", context.get_input()), "add", 7)  # sent by the last episode
+    return "signalled"
+
+
 @app.timer_trigger(schedule="*/1 * * * * *", arg_name="timer", run_on_startup=False)
 def every_second(timer: func.TimerRequest) -> None:
+    timer_requests.append(timer)
     _count("timer")
