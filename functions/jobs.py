@@ -70,7 +70,7 @@ async def delete_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
 @handles_errors
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     settings = get_settings()
-    body = {"status": "ok", "version": VERSION, "ai_provider": settings.ai_provider,
+    body = {"status": "ok", "version": VERSION, "ai_provider": settings.effective_ai_provider,
             "storage": {"reachable": True}}
     try:
         body["storage"]["latency_ms"] = round(await check_storage(settings) * 1000, 1)

@@ -404,6 +404,38 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: ''
         }
         {
+          name: 'OPENAI_MODEL'
+          value: 'gpt-4o-mini'
+        }
+        {
+          name: 'OPENAI_EMBEDDING_MODEL'
+          value: 'text-embedding-3-small'
+        }
+        {
+          name: 'OPENAI_TRANSCRIPTION_MODEL'
+          value: 'whisper-1'
+        }
+        {
+          name: 'AI_TIMEOUT_SECONDS'
+          value: '30'
+        }
+        {
+          name: 'AI_SDK_MAX_RETRIES'
+          value: '1'
+        }
+        {
+          name: 'AI_MAX_ATTEMPTS'
+          value: '4'
+        }
+        {
+          name: 'AI_RETRY_BASE_SECONDS'
+          value: '2'
+        }
+        {
+          name: 'AI_PRICE_TABLE'
+          value: ''
+        }
+        {
           name: 'AZURE_OPENAI_ENDPOINT'
           value: deployAzureOpenAI ? openAi.properties.endpoint : ''
         }
@@ -426,6 +458,22 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AZURE_OPENAI_TRANSCRIPTION_DEPLOYMENT'
           value: 'whisper'
+        }
+        {
+          name: 'INGEST_MAX_BYTES'
+          value: '26214400'
+        }
+        {
+          name: 'CALLBACK_MAX_ATTEMPTS'
+          value: '6'
+        }
+        {
+          name: 'CALLBACK_TIMEOUT_SECONDS'
+          value: '10'
+        }
+        {
+          name: 'CALLBACK_ALLOWED_HOSTS'
+          value: ''
         }
         {
           name: 'WAHA_HMAC_KEY'

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .ai.usage import price_table
 from .errors import SettingsError
 
 
@@ -18,7 +19,7 @@ class Settings(BaseSettings):
     storage_connection: str = Field("", alias="AzureWebJobsStorage")
     storage_account: str = Field("", alias="AzureWebJobsStorage__accountName")
     storage_client_id: str = Field("", alias="AzureWebJobsStorage__clientId")
-    ai_provider: Literal["offline", "openai", "azure_openai"] = Field("offline", alias="AI_PROVIDER")
+    ai_provider: Literal["", "offline", "openai", "azure_openai"] = Field("", alias="AI_PROVIDER")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
     job_wait_max_seconds: float = Field(25.0, alias="JOB_WAIT_MAX_SECONDS", gt=0, le=230)
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS", gt=0, le=30)
@@ -28,6 +29,14 @@ class Settings(BaseSettings):
     # AI providers (the AI port reads these)
     openai_api_key: SecretStr = Field(SecretStr(""), alias="OPENAI_API_KEY")
     openai_base_url: str = Field("", alias="OPENAI_BASE_URL")
+    openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL")
+    openai_embedding_model: str = Field("text-embedding-3-small", alias="OPENAI_EMBEDDING_MODEL")
+    openai_transcription_model: str = Field("whisper-1", alias="OPENAI_TRANSCRIPTION_MODEL")
+    ai_timeout_seconds: float = Field(30.0, alias="AI_TIMEOUT_SECONDS", gt=0, le=600)
+    ai_sdk_max_retries: int = Field(1, alias="AI_SDK_MAX_RETRIES", ge=0, le=5)
+    ai_max_attempts: int = Field(4, alias="AI_MAX_ATTEMPTS", ge=1, le=10)
+    ai_retry_base_seconds: float = Field(2.0, alias="AI_RETRY_BASE_SECONDS", gt=0, le=300)
+    ai_price_table: str = Field("", alias="AI_PRICE_TABLE")
     azure_openai_endpoint: str = Field("", alias="AZURE_OPENAI_ENDPOINT")
     azure_openai_api_key: SecretStr = Field(SecretStr(""), alias="AZURE_OPENAI_API_KEY")
     azure_openai_api_version: str = Field("2024-10-21", alias="AZURE_OPENAI_API_VERSION")
@@ -35,9 +44,22 @@ class Settings(BaseSettings):
     azure_openai_embedding_deployment: str = Field("text-embedding-3-small", alias="AZURE_OPENAI_EMBEDDING_DEPLOYMENT")
     azure_openai_transcription_deployment: str = Field("whisper", alias="AZURE_OPENAI_TRANSCRIPTION_DEPLOYMENT")
 
+    # Offer ingestion and callbacks
+    ingest_max_bytes: int = Field(25 * 1024 * 1024, alias="INGEST_MAX_BYTES", gt=0, le=100 * 1024 * 1024)
+    callback_max_attempts: int = Field(6, alias="CALLBACK_MAX_ATTEMPTS", ge=1, le=20)
+    callback_timeout_seconds: float = Field(10.0, alias="CALLBACK_TIMEOUT_SECONDS", gt=0, le=60)
+    callback_allowed_hosts: str = Field("", alias="CALLBACK_ALLOWED_HOSTS")
+
     # Signing secrets of the integrations
     waha_hmac_key: SecretStr = Field(SecretStr(""), alias="WAHA_HMAC_KEY")
     callback_signing_secret: SecretStr = Field(SecretStr(""), alias="CALLBACK_SIGNING_SECRET")
+
+    @property
+    def effective_ai_provider(self) -> str:
+        """`offline` unless a provider is chosen, or an OpenAI key or server is configured."""
+        if self.ai_provider:
+            return self.ai_provider
+        return "openai" if (self.openai_api_key.get_secret_value() or self.openai_base_url) else "offline"
 
     def secret_values(self) -> list[str]:
         """Every secret's value, so that logging can mask them wherever they show up."""
@@ -48,6 +70,11 @@ class Settings(BaseSettings):
         if not (self.storage_connection or self.storage_account):
             raise SettingsError("AzureWebJobsStorage: set a connection string, or "
                                 "AzureWebJobsStorage__accountName for managed identity")
+        if self.ai_price_table.strip():
+            try:
+                price_table(self.ai_price_table)
+            except (ValueError, AttributeError, TypeError):
+                raise SettingsError("AI_PRICE_TABLE: must be a JSON object of model -> prices") from None
         if self.ai_provider == "azure_openai" and not self.azure_openai_endpoint:
             raise SettingsError("AZURE_OPENAI_ENDPOINT: required when AI_PROVIDER is azure_openai")
 

@@ -59,6 +59,18 @@ class TooManyRequests(AppError):
     status, code = 429, "too_many_requests"
 
 
+class AIError(AppError):
+    """A model call failed. Transient ones (429, 5xx, timeouts, unusable output) are worth retrying."""
+
+    status, code = 502, "ai_error"
+
+    def __init__(self, message: str, *, code: str | None = None, transient: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(AppError):
     """An outage of something we depend on, not the caller's fault."""
 

@@ -11,7 +11,7 @@ def test_defaults_with_only_storage(monkeypatch):
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.delenv("AI_PROVIDER", raising=False)
     settings = load_settings()
-    assert settings.ai_provider == "offline" and settings.job_wait_max_seconds == 25
+    assert settings.effective_ai_provider == "offline" and settings.job_wait_max_seconds == 25
 
 
 def test_missing_storage_names_the_variable(monkeypatch):

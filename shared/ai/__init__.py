@@ -1,0 +1,1 @@
+"""The AI port: one small interface for extraction, transcription, embeddings and chat, many providers."""

@@ -1,0 +1,109 @@
+"""The offline provider: local methods with the same shapes, so the app works without a key or a network."""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+from typing import Any, Callable, Sequence
+
+from ..errors import AIError
+from .port import ExtractionHints, Image, M, Result, Segment
+from .usage import Usage
+
+EMBEDDING_DIMENSIONS = 512
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _usage(operation: str, **fields: Any) -> Usage:
+    return Usage(model=f"offline-{operation}", operation=operation, **fields)
+
+
+class _Ocr:
+    """RapidOCR (ONNX models inside the wheel), loaded once per process on first use."""
+
+    _engine = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def read(cls, data: bytes) -> str:
+        with cls._lock:
+            if cls._engine is None:
+                from rapidocr_onnxruntime import RapidOCR
+
+                cls._engine = RapidOCR()
+            lines, _ = cls._engine(data)
+        return _reading_order(lines or [])
+
+
+def _reading_order(lines: list) -> str:
+    """Boxes to text lines: top to bottom, and left to right within a line."""
+    boxes = sorted(((float(b[0][1]), float(b[0][0]), float(b[2][1]) - float(b[0][1]), t) for b, t, _ in lines))
+    rows: list[list[tuple[float, float, float, str]]] = []
+    for box in boxes:
+        if rows and abs(box[0] - rows[-1][0][0]) < max(8.0, rows[-1][0][2] * 0.5):
+            rows[-1].append(box)
+        else:
+            rows.append([box])
+    return "\n".join(" ".join(t for _, _, _, t in sorted(row, key=lambda b: b[1])) for row in rows)
+
+
+Extractor = Callable[[str, ExtractionHints], Any]
+_EXTRACTORS: dict[str, Extractor] = {}
+
+
+def register_extractor(schema_name: str, extractor: Extractor) -> None:
+    """Capabilities plug their rule-based extraction in here, keyed by the pydantic model's name."""
+    _EXTRACTORS[schema_name] = extractor
+
+
+def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """Word and character-trigram features hashed into a fixed vector, L2-normalised."""
+    vector = [0.0] * dimensions
+    words = [w.lower() for w in _WORD.findall(text)]
+    features = words + [w[i:i + 3] for w in words if len(w) > 3 for i in range(len(w) - 2)]
+    for feature in features:
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        index = int.from_bytes(digest[:4], "little") % dimensions
+        vector[index] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+class OfflineProvider:
+    name = "offline"
+
+    def extract(self, schema: type[M], *, instructions: str, text: str | None = None,
+                images: Sequence[Image] = (), hints: ExtractionHints | None = None) -> Result[M]:
+        extractor = _EXTRACTORS.get(schema.__name__)
+        if extractor is None:
+            raise AIError(f"The offline provider cannot extract {schema.__name__}.", code="offline_unsupported")
+        parts = [text or ""] + [_Ocr.read(image.data) for image in images]
+        value = extractor("\n".join(p for p in parts if p), hints or ExtractionHints())
+        return Result(schema.model_validate(value), [_usage("extract", input_tokens=_tokens(parts))])
+
+    def read_image_text(self, image: Image) -> Result[str]:
+        return Result(_Ocr.read(image.data), [_usage("ocr")])
+
+    def transcribe(self, audio: bytes, *, filename: str, language: str | None = None) -> Result[list[Segment]]:
+        raise AIError("Offline transcription is not available in this build.", code="offline_unsupported")
+
+    def embed(self, texts: Sequence[str]) -> Result[list[list[float]]]:
+        return Result([hashed_embedding(t) for t in texts], [_usage("embed", input_tokens=_tokens(texts))])
+
+    def chat(self, messages: Sequence[dict[str, str]]) -> Result[str]:
+        """Answers with the context sentence that shares most words with the question, or says it does not know."""
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        context = "\n".join(m["content"] for m in messages if m["role"] == "system")
+        asked = {w.lower() for w in _WORD.findall(question) if len(w) > 3}
+        best, score = "", 0
+        for sentence in re.split(r"(?<=[.!?])\s+|\n+", context):
+            overlap = len(asked & {w.lower() for w in _WORD.findall(sentence)})
+            if overlap > score:
+                best, score = sentence.strip(), overlap
+        answer = best if score >= 2 else "I don't know."
+        return Result(answer, [_usage("chat", input_tokens=_tokens([context, question]))])
+
+
+def _tokens(texts: Sequence[str]) -> int:
+    return sum(len(_WORD.findall(t or "")) for t in texts)

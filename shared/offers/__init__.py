@@ -1,0 +1,1 @@
+"""Offer ingestion: normalise what Make.com sends, extract the offer, check its arithmetic."""
