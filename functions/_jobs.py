@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from shared.config import get_settings
 from shared.errors import NotFound
-from shared.observability import log_event
 from shared.jobs import (OrchestrationSnapshot, check_same_request, is_finished, job_id_for, job_json,
                          parse_wait, request_fingerprint)
+from shared.observability import log_event
 
 from ._http import json_response
 
@@ -51,42 +52,53 @@ async def wait_for_job(client: df.DurableOrchestrationClient, job_id: str, secon
     return job
 
 
-def job_http_response(job: dict, location: str) -> func.HttpResponse:
+def job_http_response(job: dict, location: str, shape: Callable[[dict], dict] | None = None) -> func.HttpResponse:
     headers = {"Location": location}
     if not is_finished(job):
         headers["Retry-After"] = "1"
-    return json_response(job, 200 if is_finished(job) else 202, headers)
+    return json_response(shape(job) if shape else job, 200 if is_finished(job) else 202, headers)
 
 
 async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest, *, kind: str,
-                    orchestrator: str, payload: Any) -> dict:
-    """Starts `orchestrator` with `payload`, or returns the job an earlier request with the same key started."""
-    fingerprint = request_fingerprint(payload)
-    job_id = job_id_for(kind, req.headers.get("Idempotency-Key"))
-    job_input = {"request": payload, "fingerprint": fingerprint}
-    if req.headers.get("Idempotency-Key") is not None:
-        existing = await client.get_status(job_id, show_input=True)
-        if existing and existing.instance_id:
-            check_same_request(existing.input_, fingerprint)
-            return job_json(snapshot(existing))
-        try:
-            await client.start_new(orchestrator, job_id, job_input)
-        except Exception:  # noqa: BLE001 - a concurrent request with the same key won the race
-            existing = await client.get_status(job_id, show_input=True)
-            if not existing or not existing.instance_id:
-                raise
-            check_same_request(existing.input_, fingerprint)
-            return job_json(snapshot(existing))
-    else:
+                    orchestrator: str, payload: Any = None, fingerprint_of: Any = None,
+                    prepare: Callable[[str], Awaitable[Any]] | None = None) -> dict:
+    """Starts `orchestrator`, or returns the job an earlier request with the same Idempotency-Key started.
+
+    `prepare(job_id)` builds the payload once the job id is known (e.g. after storing bytes in Blob
+    storage); it runs only when a new job really starts. `fingerprint_of` is what identifies the request.
+    """
+    fingerprint = request_fingerprint(fingerprint_of if fingerprint_of is not None else payload)
+    key = req.headers.get("Idempotency-Key")
+    job_id = job_id_for(kind, key)
+    if key is not None:
+        existing = await _existing_job(client, job_id, fingerprint)
+        if existing is not None:
+            return existing
+    job_input = {"request": await prepare(job_id) if prepare else payload, "fingerprint": fingerprint}
+    try:
         await client.start_new(orchestrator, job_id, job_input)
+    except Exception:  # noqa: BLE001 - a concurrent request with the same key may have won the race
+        existing = await _existing_job(client, job_id, fingerprint) if key is not None else None
+        if existing is None:
+            raise
+        return existing
     log_event("job.accepted", job_id=job_id, capability=kind)
-    return await require_job(client, job_id)
+    now = datetime.now(timezone.utc)  # just started: no need to ask the hub what it would say
+    return job_json(OrchestrationSnapshot(job_id, orchestrator, "Pending", now, now, None, None))
+
+
+async def _existing_job(client: df.DurableOrchestrationClient, job_id: str, fingerprint: str) -> dict | None:
+    existing = await client.get_status(job_id, show_input=True)
+    if not existing or not existing.instance_id:
+        return None
+    check_same_request(existing.input_, fingerprint)
+    return job_json(snapshot(existing))
 
 
 async def respond_with_job(client: df.DurableOrchestrationClient, req: func.HttpRequest, job: dict,
-                           location: str) -> func.HttpResponse:
+                           location: str, shape: Callable[[dict], dict] | None = None) -> func.HttpResponse:
     """Honours `?wait=N`: the finished job in this response when it is ready in time, else 202."""
     wait = parse_wait(req.params.get("wait"), get_settings().job_wait_max_seconds)
     if wait and not is_finished(job):
         job = await wait_for_job(client, job["job_id"], wait)
-    return job_http_response(job, location)
+    return job_http_response(job, location, shape)

@@ -9,16 +9,22 @@ class SettingsError(Exception):
 
 
 class AppError(Exception):
-    """An error a caller can act on; `status` is its HTTP code, `code` a stable snake_case name."""
+    """An error a caller can act on; `status` is its HTTP code, `code` a stable snake_case name.
+
+    `transient` marks failures of something we call (a model, a receiver) that are worth retrying later.
+    """
 
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, details: list[Any] | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, details: list[Any] | None = None,
+                 transient: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.code
         self.details = details or []
+        self.transient = transient
+        self.retry_after = retry_after
 
     def to_body(self) -> dict:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -64,11 +70,11 @@ class AIError(AppError):
 
     status, code = 502, "ai_error"
 
-    def __init__(self, message: str, *, code: str | None = None, transient: bool = False,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message, code=code)
-        self.transient = transient
-        self.retry_after = retry_after
+
+class DeliveryError(AppError):
+    """An outbound delivery (callback, webhook, notification) failed."""
+
+    status, code = 502, "delivery_failed"
 
 
 class ServiceUnavailable(AppError):

@@ -88,9 +88,12 @@ def job_json(snapshot: OrchestrationSnapshot) -> dict:
                 "message": custom.get("message", "")}
     if status == "done" and progress["total"]:
         progress["current"] = progress["total"]
-    return {"job_id": snapshot.instance_id, "type": snapshot.name, "status": status,
-            "created_at": _iso(snapshot.created_at), "updated_at": _iso(snapshot.updated_at),
-            "progress": progress, "result": result, "error": error, "usage": usage or {}}
+    job = {"job_id": snapshot.instance_id, "type": snapshot.name, "status": status,
+           "created_at": _iso(snapshot.created_at), "updated_at": _iso(snapshot.updated_at),
+           "progress": progress, "result": result, "error": error, "usage": usage or {}}
+    if isinstance(output, dict) and output.get("callback"):
+        job["callback"] = output["callback"]  # how the delivery to callback_url went
+    return job
 
 
 def is_finished(job: dict) -> bool:

@@ -1,0 +1,36 @@
+"""Orchestrator helpers: call an activity until it succeeds or its retry budget ends, on durable timers."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Generator
+
+import azure.durable_functions as df
+
+# Unexpected exceptions (a bug, a storage blip) get Durable's own retries; known failures come back as
+# outcomes with `retry_in`, so that a 429's Retry-After and exponential backoff can be honoured.
+CRASH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
+
+
+def call_with_retries(context: df.DurableOrchestrationContext, activity: str,
+                      payload: dict) -> Generator[Any, Any, dict]:
+    attempt, usage = 1, []
+    while True:
+        outcome = yield context.call_activity_with_retry(activity, CRASH_RETRY, {**payload, "attempt": attempt})
+        usage += outcome.get("usage", [])
+        if outcome["ok"] or outcome.get("retry_in") is None:
+            return {**outcome, "usage": usage, "attempts": attempt}
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=outcome["retry_in"]))
+        attempt += 1
+
+
+def deliver_callback(context: df.DurableOrchestrationContext, url: str, event_type: str,
+                     body: dict) -> Generator[Any, Any, dict]:
+    """Posts the finished job to its callback_url, signed, retried with backoff; returns what happened."""
+    outcome = yield from call_with_retries(context, "deliver_callback", {
+        "url": url, "message_id": f"{context.instance_id}.{event_type}", "body": body})
+    record = {"url": url, "status": "delivered" if outcome["ok"] else "failed", "attempts": outcome["attempts"]}
+    if outcome["ok"]:
+        record["status_code"] = outcome["value"]["status_code"]
+    else:
+        record["error"] = outcome["error"]
+    return record

@@ -1,0 +1,153 @@
+"""What a file really is, judged by its bytes, and whether it opens: checked before any job starts."""
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import zipfile
+from dataclasses import dataclass
+
+from .errors import Unprocessable, UnsupportedMediaType
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PNG, JPEG, WEBP = "image/png", "image/jpeg", "image/webp"
+EML = "message/rfc822"
+TEXT = "text/plain"
+HTML = "text/html"
+IMAGES = {PNG, JPEG, WEBP}
+_ALIASES = {"image/jpg": JPEG, "image/pjpeg": JPEG, "application/x-pdf": PDF, "text/markdown": TEXT,
+            "application/msword+xml": DOCX}
+_EXTENSIONS = {".pdf": PDF, ".docx": DOCX, ".png": PNG, ".jpg": JPEG, ".jpeg": JPEG, ".webp": WEBP,
+               ".eml": EML, ".txt": TEXT, ".md": TEXT, ".html": HTML, ".htm": HTML}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    content_type: str
+    pages: int | None = None
+
+
+def normalise_type(declared: str | None) -> str:
+    base = (declared or "").split(";")[0].strip().lower()
+    return _ALIASES.get(base, base)
+
+
+def type_from_name(name: str | None) -> str | None:
+    if not name or "." not in name:
+        return None
+    return _EXTENSIONS.get(name[name.rfind("."):].lower())
+
+
+def sniff(data: bytes) -> str | None:
+    """The type the bytes say they are; None for text and unknown formats."""
+    if data.startswith(b"%PDF-"):
+        return PDF
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return WEBP
+    if data.startswith(b"PK\x03\x04"):
+        return DOCX if b"word/" in data[:4096] or _zip_has(data, "word/document.xml") else "application/zip"
+    return None
+
+
+def _zip_has(data: bytes, name: str) -> bool:
+    try:
+        return name in zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except zipfile.BadZipFile:
+        return False
+
+
+def decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Unprocessable("Text must be UTF-8 encoded.", code="text_not_utf8") from None
+
+
+def inspect(data: bytes, declared: str | None, name: str | None = None,
+            allowed: frozenset[str] = frozenset({PDF, DOCX, PNG, JPEG, WEBP, EML, TEXT, HTML})) -> FileInfo:
+    """Decides the file's type from its content (the declared type only breaks ties for text) and opens it."""
+    if not data:
+        raise Unprocessable(f"The file {name or ''} is empty.".replace("  ", " "), code="empty_file")
+    declared_type = normalise_type(declared)
+    if declared_type in ("", "application/octet-stream", "binary/octet-stream"):
+        declared_type = type_from_name(name) or declared_type
+    actual = sniff(data)
+    if actual == "application/zip" and declared_type == DOCX:
+        actual = DOCX  # a damaged DOCX: say so rather than "unsupported"
+    if actual is None:
+        if declared_type in (EML, TEXT, HTML):
+            actual = declared_type
+        elif declared_type in (PDF, DOCX) or declared_type in IMAGES:
+            raise Unprocessable(f"The file is not a valid {declared_type.split('/')[-1].upper()}: its content does "
+                                "not match.", code=_corrupt_code(declared_type))
+        else:
+            raise UnsupportedMediaType(f"Unsupported content type '{declared_type or 'unknown'}'; send PDF, DOCX, "
+                                       "PNG, JPEG, WebP, .eml or UTF-8 text.", code="unsupported_media_type")
+    if actual not in allowed:
+        raise UnsupportedMediaType(f"Files of type {actual} are not accepted here.", code="unsupported_media_type")
+    if actual == PDF:
+        return FileInfo(PDF, pdf_page_count(data))
+    if actual == DOCX:
+        _check_docx(data)
+    elif actual in IMAGES:
+        _check_image(data)
+    elif actual == EML:
+        _check_eml(data)
+    else:
+        decode_text(data)
+    return FileInfo(actual)
+
+
+def _corrupt_code(content_type: str) -> str:
+    return {PDF: "pdf_corrupt", DOCX: "docx_corrupt"}.get(content_type, "image_corrupt")
+
+
+def pdf_page_count(data: bytes) -> int:
+    import pypdfium2 as pdfium
+
+    try:
+        document = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise Unprocessable("The PDF is encrypted; send it without a password.", code="pdf_encrypted") from None
+        raise Unprocessable("The PDF is damaged and cannot be opened.", code="pdf_corrupt") from None
+    try:
+        pages = len(document)
+    finally:
+        document.close()
+    if pages == 0:
+        raise Unprocessable("The PDF has no pages.", code="pdf_empty")
+    return pages
+
+
+def _check_docx(data: bytes) -> None:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        if "word/document.xml" not in archive.namelist() or archive.testzip() is not None:
+            raise zipfile.BadZipFile
+        archive.read("word/document.xml")
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError):
+        raise Unprocessable("The DOCX file is damaged and cannot be opened.", code="docx_corrupt") from None
+
+
+def _check_image(data: bytes) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise Unprocessable("The image is damaged or truncated.", code="image_corrupt") from None
+
+
+def _check_eml(data: bytes) -> None:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    if not (message.get("From") or message.get("Subject") or message.get("Content-Type")):
+        raise Unprocessable("The e-mail has no headers; send the full .eml file.", code="eml_invalid")

@@ -1,0 +1,158 @@
+"""Turns an e-mail, PDF, DOCX, image or text into plain text plus page images for extraction."""
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import io
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+from .. import files as filetypes
+from ..ai.port import Image
+
+MAX_TEXT_CHARS = 60_000
+MAX_IMAGES = 8
+_MIN_PAGE_TEXT = 20  # a page with less text than this is treated as a scan and rendered
+
+
+@dataclass
+class Normalized:
+    text: str = ""
+    images: list[Image] = field(default_factory=list)
+    subject: str | None = None
+    sender: str | None = None
+    sent_at: str | None = None
+    parts: list[str] = field(default_factory=list)
+
+    def add_text(self, text: str, label: str | None = None) -> None:
+        text = text.strip()
+        if text:
+            self.text = (self.text + ("\n\n" if self.text else "") + (f"--- {label} ---\n" if label else "") + text)
+            self.text = self.text[:MAX_TEXT_CHARS]
+
+
+class _TextOfHtml(HTMLParser):
+    _BLOCKS = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "table", "section"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in self._BLOCKS:
+            self.chunks.append("\n")
+        elif tag in ("td", "th"):
+            self.chunks.append(" | ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in self._BLOCKS:
+            self.chunks.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.chunks.append(data)
+
+
+def html_to_text(html: str) -> str:
+    parser = _TextOfHtml()
+    parser.feed(html)
+    text = "".join(parser.chunks)
+    return re.sub(r"[ \t]*\n[ \t\n]*", "\n", re.sub(r"[ \t\xa0]+", " ", text)).strip()
+
+
+def pdf_pages(data: bytes, render_scale: float = 2.0) -> list[tuple[str, bytes | None]]:
+    """Each page's text layer, and a PNG rendering for pages that have (almost) none."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(data)
+    pages = []
+    try:
+        for page in document:
+            text = page.get_textpage().get_text_range().replace("\r\n", "\n")
+            png = None
+            if len(text.strip()) < _MIN_PAGE_TEXT:
+                buffer = io.BytesIO()
+                page.render(scale=render_scale).to_pil().save(buffer, format="PNG")
+                png = buffer.getvalue()
+            pages.append((text, png))
+    finally:
+        document.close()
+    return pages
+
+
+def docx_text(data: bytes) -> str:
+    """Paragraphs, then each table row as cells separated by ' | '."""
+    import docx
+
+    document = docx.Document(io.BytesIO(data))
+    lines = [p.text for p in document.paragraphs if p.text.strip()]
+    for table in document.tables:
+        for row in table.rows:
+            cells = [c.text.strip() for c in row.cells]
+            lines.append(" | ".join(dict.fromkeys(cells)))  # merged cells repeat; keep each once
+    return "\n".join(lines)
+
+
+def add_file(result: Normalized, name: str, content_type: str, data: bytes, depth: int = 0) -> None:
+    label = name if result.text or result.images or depth else None
+    if content_type == filetypes.PDF:
+        for number, (text, png) in enumerate(pdf_pages(data), start=1):
+            result.add_text(text, f"{name} page {number}" if label else None)
+            if png is not None and len(result.images) < MAX_IMAGES:
+                result.images.append(Image(png, filetypes.PNG))
+    elif content_type == filetypes.DOCX:
+        result.add_text(docx_text(data), label)
+    elif content_type in filetypes.IMAGES:
+        if len(result.images) < MAX_IMAGES:
+            result.images.append(Image(data, content_type))
+    elif content_type == filetypes.EML and depth < 3:
+        add_email(result, data, depth)
+    elif content_type == filetypes.HTML:
+        result.add_text(html_to_text(filetypes.decode_text(data)), label)
+    else:
+        result.add_text(data.decode("utf-8", errors="replace"), label)
+    result.parts.append(f"{name} ({content_type})")
+
+
+def add_email(result: Normalized, data: bytes, depth: int = 0) -> None:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    if depth == 0:
+        result.subject = str(message.get("Subject") or "") or None
+        result.sender = str(message.get("From") or "") or None
+        if message.get("Date"):
+            try:
+                result.sent_at = email.utils.parsedate_to_datetime(str(message["Date"])).date().isoformat()
+            except (TypeError, ValueError):
+                result.sent_at = None
+    body = message.get_body(preferencelist=("plain", "html"))
+    if body is not None:
+        content = body.get_content()
+        result.add_text(html_to_text(content) if body.get_content_type() == "text/html" else content)
+    for part in message.iter_attachments():
+        payload = part.get_payload(decode=True) or b""
+        if not payload:
+            continue
+        name = part.get_filename() or "attachment"
+        detected = filetypes.sniff(payload) or filetypes.type_from_name(name) or part.get_content_type()
+        if detected in (filetypes.PDF, filetypes.DOCX, filetypes.EML, filetypes.TEXT, filetypes.HTML) \
+                or detected in filetypes.IMAGES:
+            add_file(result, name, detected, payload, depth + 1)
+
+
+def normalize(text: str | None, files: list[tuple[str, str, bytes]]) -> Normalized:
+    result = Normalized()
+    if text:
+        result.add_text(text)
+    for name, content_type, data in files:
+        if content_type == filetypes.EML:
+            add_email(result, data)
+        else:
+            add_file(result, name, content_type, data)
+    return result

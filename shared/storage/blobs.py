@@ -1,0 +1,59 @@
+"""Bytes in Blob storage, addressed by `container/name` references that orchestrations carry instead of bytes."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..config import Settings
+from .clients import blob_service
+
+_services: dict[int, Any] = {}
+_created: set[tuple[int, str]] = set()
+
+
+def _service(settings: Settings) -> Any:
+    """One async client per event loop: aio clients must not cross loops."""
+    loop = id(asyncio.get_running_loop())
+    if loop not in _services:
+        _services[loop] = blob_service(settings)
+    return _services[loop]
+
+
+class BlobStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def _container(self, container: str) -> Any:
+        from azure.core.exceptions import ResourceExistsError
+
+        service = _service(self.settings)
+        client = service.get_container_client(container)
+        key = (id(asyncio.get_running_loop()), container)
+        if key not in _created:
+            try:
+                await client.create_container()
+            except ResourceExistsError:
+                pass
+            _created.add(key)
+        return client
+
+    async def put(self, container: str, name: str, data: bytes, content_type: str | None = None) -> str:
+        from azure.storage.blob import ContentSettings
+
+        client = await self._container(container)
+        await client.upload_blob(name, data, overwrite=True,
+                                 content_settings=ContentSettings(content_type=content_type) if content_type else None)
+        return f"{container}/{name}"
+
+    async def get(self, ref: str) -> bytes:
+        container, _, name = ref.partition("/")
+        client = await self._container(container)
+        download = await client.download_blob(name)
+        return await download.readall()
+
+    async def delete_prefix(self, container: str, prefix: str) -> int:
+        client = await self._container(container)
+        names = [b.name async for b in client.list_blobs(name_starts_with=prefix)]
+        for name in names:
+            await client.delete_blob(name)
+        return len(names)

@@ -1,0 +1,118 @@
+"""Outbound webhooks: Standard Webhooks signatures, safe target URLs, one delivery attempt."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import Unprocessable
+
+_LOCAL_NAMES = ("localhost", ".localhost", ".local", ".internal", ".lan", ".home.arpa")
+
+
+def secret_key(secret: str) -> bytes:
+    """`whsec_<base64>` as the spec has it; other strings are used as raw bytes."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):])
+    return secret.encode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    payload = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), payload, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(secrets: list[str], message_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """Several secrets (during a rotation) give several space-separated signatures."""
+    moment = int(time.time()) if timestamp is None else timestamp
+    return {"webhook-id": message_id, "webhook-timestamp": str(moment),
+            "webhook-signature": " ".join(sign(s, message_id, moment, body) for s in secrets),
+            "content-type": "application/json"}
+
+
+def _allowed(host: str, allowed_hosts: str) -> bool:
+    return host.lower() in {h.strip().lower() for h in allowed_hosts.split(",") if h.strip()}
+
+
+def _is_private(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return not ip.is_global or ip.is_multicast
+
+
+def validate_target(url: str, allowed_hosts: str = "") -> str:
+    """https and a public host; hosts in `allowed_hosts` may be plain http or private (for tests)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise Unprocessable("callback_url is not a valid URL.", code="invalid_callback_url") from None
+    if not host or parts.scheme not in ("http", "https") or parts.username or parts.password:
+        raise Unprocessable("callback_url must be an absolute https URL without credentials.",
+                            code="invalid_callback_url")
+    if _allowed(host, allowed_hosts):
+        return url
+    if parts.scheme != "https":
+        raise Unprocessable("callback_url must use https.", code="invalid_callback_url")
+    try:
+        if _is_private(host.strip("[]")):
+            raise Unprocessable("callback_url points to a private or loopback address.",
+                                code="callback_url_not_public")
+    except ValueError:  # a name, not an address
+        if host.endswith(_LOCAL_NAMES) or host == "localhost" or "." not in host:
+            raise Unprocessable("callback_url points to a local host name.", code="callback_url_not_public") from None
+    return url
+
+
+def resolves_public(url: str, allowed_hosts: str = "") -> bool:
+    """At send time: a public name must not resolve to a private address (DNS rebinding, SSRF)."""
+    host = urlsplit(url).hostname or ""
+    if _allowed(host, allowed_hosts):
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return True  # unresolvable: the request itself will fail and be retried
+    return not any(_is_private(info[4][0]) for info in infos)
+
+
+@dataclass
+class Attempt:
+    ok: bool
+    status_code: int | None
+    error: str | None
+    permanent: bool
+    duration_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def post_signed(url: str, payload: dict, *, secrets: list[str], message_id: str, timeout: float,
+                      allowed_hosts: str = "") -> Attempt:
+    """One attempt, redirects not followed. 2xx is delivered; 410 and other 4xx but 408/429 are permanent."""
+    import aiohttp
+
+    started = time.perf_counter()
+    if not resolves_public(url, allowed_hosts):
+        return Attempt(False, None, "target resolves to a private address", True, 0.0)
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.post(url, data=body, headers=signed_headers(secrets, message_id, body),
+                                    allow_redirects=False) as response:
+                status = response.status
+    except Exception as exc:  # noqa: BLE001 - a network failure is a failed attempt, retried later
+        return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:200], False,
+                       (time.perf_counter() - started) * 1000)
+    ok = 200 <= status < 300
+    permanent = not ok and 400 <= status < 500 and status not in (408, 425, 429)
+    return Attempt(ok, status, None if ok else f"HTTP {status}", permanent, (time.perf_counter() - started) * 1000)

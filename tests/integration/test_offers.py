@@ -1,0 +1,338 @@
+"""Offer ingestion over real HTTP on devhost + Azurite, with a fake OpenAI server and with the offline provider."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.http import Http, wait_until
+from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_port
+from tests.support.receiver import Receiver
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "offers"
+SECRET = "whsec_" + base64.b64encode(b"integration-callback-secret").decode()
+CASES = ["whatsapp_de_text", "whatsapp_en_terse", "email_fr_body", "email_en_pdf_attachment", "docx_it_table",
+         "scan_es_image", "email_not_an_offer"]
+DESCRIPTIVE = {"case", "note", "source", "expect_warning_on"}
+
+
+def expected(case: str) -> dict:
+    return json.loads((FIXTURES / case / "expected.json").read_text())
+
+
+def model_answer(case: str) -> dict:
+    """What a good model returns for the case: the expected fields, in the Offer schema."""
+    fields = {k: v for k, v in expected(case).items() if k not in DESCRIPTIVE}
+    return {"is_offer": fields.pop("is_offer", True), **fields}
+
+
+def assert_matches(actual, wanted, path: str = "offer") -> None:
+    """Every field the fixture states must be there with that value; extra fields may be null."""
+    if isinstance(wanted, dict):
+        for key, value in wanted.items():
+            assert key in actual, f"{path}.{key} missing"
+            assert_matches(actual[key], value, f"{path}.{key}")
+    elif isinstance(wanted, list):
+        assert len(actual) == len(wanted), f"{path}: {len(actual)} entries, expected {len(wanted)}"
+        for i, (got, want) in enumerate(zip(actual, wanted)):
+            assert_matches(got, want, f"{path}[{i}]")
+    else:
+        assert actual == wanted, f"{path}: {actual!r} != {wanted!r}"
+
+
+def send(http: Http, case: str, *, headers: dict | None = None, query: str = "") -> tuple[int, dict, dict]:
+    """Each case the way a Make.com scenario would send it."""
+    folder = FIXTURES / case
+    headers = dict(headers or {})
+    if case.startswith("whatsapp"):
+        return http.request("POST", f"/api/ingest{query}", {"text": (folder / "message.txt").read_text(),
+                                                             "source": "whatsapp"}, headers=headers)
+    if case in ("email_fr_body", "email_en_pdf_attachment", "email_not_an_offer"):
+        name = "mail.eml" if case == "email_not_an_offer" else "offer.eml"
+        return http.request("POST", f"/api/ingest?source=email{query.replace('?', '&')}",
+                            raw=(folder / name).read_bytes(), headers={"content-type": "message/rfc822", **headers})
+    if case == "docx_it_table":
+        boundary = uuid.uuid4().hex
+        data = (folder / "offer.docx").read_bytes()
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"source\"\r\n\r\ndocument\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"offer.docx\"\r\n"
+                "Content-Type: application/vnd.openxmlformats-officedocument.wordprocessingml.document\r\n\r\n"
+                ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        return http.request("POST", f"/api/ingest{query}", raw=body,
+                            headers={"content-type": f"multipart/form-data; boundary={boundary}", **headers})
+    if case == "scan_es_image":
+        image = base64.b64encode((folder / "quote.png").read_bytes()).decode()
+        return http.request("POST", f"/api/ingest{query}", {"source": "document", "file": {
+            "name": "quote.png", "content_type": "image/png", "content_base64": image}}, headers=headers)
+    raise ValueError(case)
+
+
+def finished(http: Http, job_id: str, timeout: float = 60) -> dict:
+    def check():
+        status, _, job = http.request("GET", f"/api/result/{job_id}?wait=5")
+        return job if job["status"] in ("done", "failed", "canceled") else None
+
+    return wait_until(check, timeout=timeout, interval=0.1)
+
+
+@pytest.fixture(scope="module")
+def azurite_module():
+    server = Azurite().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def _devhost(azurite: Azurite, **env: str) -> DevhostProcess:
+    base = {"DEVHOST_RPC_PORT": str(free_port()), "CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
+            "CALLBACK_SIGNING_SECRET": SECRET, "AI_RETRY_BASE_SECONDS": "0.2", "AI_SDK_MAX_RETRIES": "0",
+            "AI_MAX_ATTEMPTS": "3", "AI_TIMEOUT_SECONDS": "2", "CALLBACK_MAX_ATTEMPTS": "4"}
+    return DevhostProcess(azurite.connection_string, {**base, **env}).start()
+
+
+@pytest.fixture(scope="module")
+def openai_api(azurite_module, fake):
+    host = _devhost(azurite_module, AI_PROVIDER="openai", OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-fake",
+                    OPENAI_MODEL="gpt-4o-mini")
+    yield Http(host.base_url, FUNCTION_KEY)
+    host.stop()
+
+
+@pytest.fixture(scope="module")
+def offline_api(azurite_module):
+    host = _devhost(azurite_module, AI_PROVIDER="offline")
+    yield Http(host.base_url, FUNCTION_KEY)
+    host.stop()
+
+
+@pytest.fixture()
+def reset(fake):
+    fake.script.clear()
+    fake.requests.clear()
+    fake.default = {"status": 500}
+    return fake
+
+
+def _user_text(request: dict) -> str:
+    user = next(m for m in request["body"]["messages"] if m["role"] == "user")
+    return " ".join(p.get("text", "") for p in user["content"] if p["type"] == "text")
+
+
+SNIPPETS = {"whatsapp_de_text": "Edelstahlschrauben M8x40", "whatsapp_en_terse": "A4 copy paper",
+            "email_fr_body": "Palette bois EUR", "email_en_pdf_attachment": "Servo motor SM-40",
+            "docx_it_table": "Plafoniera LED 24W", "email_not_an_offer": "Packaging Expo"}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fixture_offer_through_the_model_matches_expected(openai_api, reset, case):
+    reset.script.append({"json": model_answer(case)})
+    status, headers, job = send(openai_api, case)
+    assert status == 202, job
+    assert job["status"] == "accepted" and headers["Location"] == f"/api/result/{job['job_id']}"
+    done = finished(openai_api, job["job_id"])
+    assert done["status"] == "done", done
+
+    [call] = reset.chat_requests()
+    body = call["body"]
+    assert body["model"] == "gpt-4o-mini"
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "Offer"
+    assert "total_gross" in body["response_format"]["json_schema"]["schema"]["properties"]
+    if case == "scan_es_image":
+        user = next(m for m in body["messages"] if m["role"] == "user")
+        assert any(p["type"] == "image_url" and p["image_url"]["url"].startswith("data:image/png;base64,")
+                   for p in user["content"])
+    else:
+        assert SNIPPETS[case] in _user_text(call)
+
+    offer, want = done["data"], expected(case)
+    assert offer == done["result"]
+    assert_matches(offer, {k: v for k, v in want.items() if k not in DESCRIPTIVE})
+    for field in want.get("expect_warning_on", []):
+        assert any(w.startswith(field) for w in offer["warnings"]), offer["warnings"]
+    if case != "whatsapp_de_text":
+        assert offer["warnings"] == [], offer["warnings"]
+    assert done["usage"]["input_tokens"] == 120 and done["usage"]["output_tokens"] == 40
+    assert done["usage"]["cost_usd"] > 0 and done["usage"]["calls"][0]["model"] == "gpt-4o-mini"
+
+
+def test_pdf_alone_is_read_from_its_text_layer(openai_api, reset):
+    reset.script.append({"json": model_answer("email_en_pdf_attachment")})
+    pdf = (FIXTURES / "email_en_pdf_attachment" / "Q-55120.pdf").read_bytes()
+    status, _, job = openai_api.request("POST", "/api/ingest", raw=pdf, headers={"content-type": "application/pdf"})
+    assert status == 202, job
+    done = finished(openai_api, job["job_id"])
+    assert done["status"] == "done" and done["data"]["total_gross"] == 7544.52
+    assert "Net total: GBP 6,287.10" in _user_text(reset.chat_requests()[0])
+
+
+OFFLINE_CASES = ["whatsapp_de_text", "whatsapp_en_terse", "email_fr_body", "email_en_pdf_attachment",
+                 "docx_it_table"]
+
+
+@pytest.mark.parametrize("case", OFFLINE_CASES)
+def test_offline_provider_gets_supplier_currency_and_total(offline_api, case):
+    status, _, job = send(offline_api, case)
+    assert status == 202, job
+    done = finished(offline_api, job["job_id"])
+    assert done["status"] == "done", done
+    offer, want = done["data"], expected(case)
+    assert offer["is_offer"] is True
+    assert (offer["supplier"], offer["currency"], offer["total_net"]) == (
+        want["supplier"], want["currency"], want["total_net"])
+    assert done["usage"]["cost_usd"] == 0
+
+
+def test_offline_provider_marks_a_non_offer(offline_api):
+    status, _, job = send(offline_api, "email_not_an_offer")
+    done = finished(offline_api, job["job_id"])
+    assert done["status"] == "done" and done["data"]["is_offer"] is False and done["data"]["items"] == []
+
+
+def _job_count(http: Http) -> int:
+    return len(http.request("GET", "/api/jobs?limit=500")[2]["jobs"])
+
+
+def test_rate_limit_is_retried_after_the_retry_after_delay(openai_api, reset):
+    reset.script.extend([{"status": 429, "headers": {"Retry-After": "1"}}, {"json": model_answer("whatsapp_en_terse")}])
+    _, _, job = send(openai_api, "whatsapp_en_terse")
+    done = finished(openai_api, job["job_id"])
+    assert done["status"] == "done" and done["data"]["total_net"] == 2520.0
+    assert len(reset.chat_requests()) == 2
+
+
+@pytest.mark.parametrize("behaviour,code,calls", [
+    ({"status": 500}, "ai_server_error", 3),
+    ({"hang": 4}, "ai_timeout", 3),
+    ({"content": "{not json"}, "model_output_invalid", 3),
+    ({"refusal": "I cannot help with that."}, "model_refused", 1),
+    ({"status": 400}, "ai_bad_request", 1),
+])
+def test_model_faults_end_failed_with_a_clear_code(openai_api, reset, behaviour, code, calls):
+    reset.default = behaviour
+    _, _, job = send(openai_api, "whatsapp_de_text")
+    done = finished(openai_api, job["job_id"], timeout=90)
+    assert done["status"] == "failed", done
+    assert done["error"]["code"] == code, done["error"]
+    assert done["data"] is None
+    assert len(reset.chat_requests()) == calls
+
+
+BAD_INPUTS = [
+    ("empty body", b"", "application/json", 400, None),
+    ("empty JSON", b"{}", "application/json", 400, "empty_request"),
+    ("not JSON", b"{oops", "application/json", 400, "invalid_json"),
+    ("unsupported type", b"<x/>", "application/xml", 415, "unsupported_media_type"),
+    ("corrupt PDF", b"%PDF-1.7\nthis is not a pdf", "application/pdf", 422, "pdf_corrupt"),
+    ("corrupt DOCX", b"PK\x03\x04garbage", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+     422, "docx_corrupt"),
+    ("corrupt image", b"\x89PNG\r\n\x1a\n\x00\x00garbage", "image/png", 422, "image_corrupt"),
+    ("PDF that is not", b"hello", "application/pdf", 422, "pdf_corrupt"),
+    ("non-UTF-8 text", "Preis 10 €".encode("cp1252"), "text/plain", 422, "text_not_utf8"),
+    ("invalid base64", json.dumps({"file": {"name": "a.pdf", "content_base64": "***"}}).encode(), "application/json",
+     400, "invalid_base64"),
+    ("multipart without file", b"--b\r\nContent-Disposition: form-data; name=\"source\"\r\n\r\nemail\r\n--b--\r\n",
+     "multipart/form-data; boundary=b", 400, "empty_request"),
+    ("http callback", json.dumps({"text": "x", "callback_url": "http://example.com/hook"}).encode(),
+     "application/json", 422, "invalid_callback_url"),
+    ("private callback", json.dumps({"text": "x", "callback_url": "https://10.1.2.3/hook"}).encode(),
+     "application/json", 422, "callback_url_not_public"),
+    ("loopback callback", json.dumps({"text": "x", "callback_url": "https://localhost:8443/hook"}).encode(),
+     "application/json", 422, "callback_url_not_public"),
+    ("unknown field", json.dumps({"text": "x", "colour": "red"}).encode(), "application/json", 422,
+     "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("name,body,content_type,status,code", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_a_4xx_json_error_and_starts_no_job(openai_api, reset, name, body, content_type, status, code):
+    before = _job_count(openai_api)
+    got, _, answer = openai_api.request("POST", "/api/ingest", raw=body, headers={"content-type": content_type})
+    assert got == status, answer
+    assert "error" in answer and (code is None or answer["error"]["code"] == code), answer
+    assert _job_count(openai_api) == before
+    assert reset.chat_requests() == []
+
+
+def test_body_over_the_limit_is_413(azurite_module):
+    host = _devhost(azurite_module, AI_PROVIDER="offline", INGEST_MAX_BYTES="1000")
+    try:
+        status, _, answer = Http(host.base_url, FUNCTION_KEY).request("POST", "/api/ingest", raw=b"x" * 2000,
+                                                                     headers={"content-type": "text/plain"})
+        assert status == 413 and answer["error"]["code"] == "payload_too_large"
+    finally:
+        host.stop()
+
+
+def test_unknown_job_is_404(openai_api):
+    status, _, body = openai_api.request("GET", "/api/result/offer-0000000000")
+    assert status == 404 and body["error"]["code"] == "job_not_found"
+
+
+def test_same_idempotency_key_concurrently_gives_one_job_and_one_model_call(openai_api, reset):
+    reset.default = {"json": model_answer("whatsapp_en_terse")}
+    key = {"Idempotency-Key": f"make-{uuid.uuid4()}"}
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: send(openai_api, "whatsapp_en_terse", headers=key), range(5)))
+    assert {status for status, _, _ in answers} <= {200, 202}
+    ids = {job["job_id"] for _, _, job in answers}
+    assert len(ids) == 1
+    finished(openai_api, ids.pop())
+    assert len(reset.chat_requests()) == 1
+
+
+def test_same_idempotency_key_with_another_body_is_409(openai_api, reset):
+    reset.default = {"json": model_answer("whatsapp_en_terse")}
+    key = {"Idempotency-Key": f"make-{uuid.uuid4()}"}
+    assert send(openai_api, "whatsapp_en_terse", headers=key)[0] == 202
+    status, _, body = send(openai_api, "whatsapp_de_text", headers=key)
+    assert status == 409 and body["error"]["code"] == "idempotency_key_reused"
+
+
+def test_wait_returns_the_offer_in_the_same_call(openai_api, reset):
+    reset.default = {"json": model_answer("whatsapp_en_terse")}
+    status, _, job = send(openai_api, "whatsapp_en_terse", query="?wait=20")
+    assert status == 200 and job["status"] == "done" and job["data"]["total_net"] == 2520.0
+
+
+def test_callback_is_signed_and_retried_until_accepted_once(openai_api, reset):
+    reset.default = {"json": model_answer("whatsapp_de_text")}
+    with Receiver(SECRET) as receiver:
+        receiver.script.extend([500, 503])
+        status, _, job = openai_api.request("POST", "/api/ingest", {
+            "text": (FIXTURES / "whatsapp_de_text" / "message.txt").read_text(), "source": "whatsapp",
+            "metadata": {"scenario": "42"}, "callback_url": receiver.url})
+        assert status == 202
+        done = finished(openai_api, job["job_id"], timeout=60)
+        assert done["callback"] == {"url": receiver.url, "status": "delivered", "attempts": 3, "status_code": 200}
+        assert [a["status"] for a in receiver.attempts] == [500, 503, 200]
+        assert all(a["verified"] for a in receiver.attempts)
+        assert len({a["headers"]["webhook-id"] for a in receiver.attempts}) == 1
+        [accepted] = receiver.accepted
+        assert accepted["payload"]["type"] == "offer.parsed" and accepted["payload"]["job_id"] == job["job_id"]
+        assert accepted["payload"]["data"]["supplier"] == "Schrauben Koch KG"
+        assert accepted["payload"]["metadata"] == {"scenario": "42"}
+
+
+def test_callback_that_keeps_failing_is_recorded_on_the_job(openai_api, reset):
+    reset.default = {"json": model_answer("whatsapp_en_terse")}
+    with Receiver(SECRET) as receiver:
+        receiver.script.extend([500] * 10)
+        _, _, job = openai_api.request("POST", "/api/ingest", {"text": "2 boxes at $3", "callback_url": receiver.url})
+        started = time.monotonic()
+        done = finished(openai_api, job["job_id"], timeout=60)
+        assert done["status"] == "done"  # the offer is fine; only the delivery failed
+        assert done["callback"]["status"] == "failed" and done["callback"]["attempts"] == 4
+        assert done["callback"]["error"]["code"] == "callback_failed"
+        assert len(receiver.attempts) == 4 and time.monotonic() - started < 30

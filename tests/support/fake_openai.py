@@ -1,0 +1,106 @@
+"""A fake OpenAI-compatible server on loopback: scripted answers and faults, every request recorded."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+Behaviour = dict[str, Any]
+
+
+def completion(content: str | None, *, model: str, refusal: str | None = None, prompt_tokens: int = 120,
+               completion_tokens: int = 40) -> dict:
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
+class FakeOpenAI:
+    """Behaviours: {"json": obj}, {"content": text}, {"refusal": text}, {"status": 429, "headers": {...}},
+    {"hang": seconds}, or a callable(request_body) -> behaviour. Scripted ones are used first, in order."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.script: deque[Behaviour | Callable[[dict], Behaviour]] = deque()
+        self.default: Behaviour | Callable[[dict], Behaviour] = {"json": {}}
+        self.latency = 0.0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeOpenAI":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def chat_requests(self) -> list[dict]:
+        return [r for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    def _next(self, body: dict) -> Behaviour:
+        with self._lock:
+            behaviour = self.script.popleft() if self.script else self.default
+        return behaviour(body) if callable(behaviour) else behaviour
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def _send(self, status: int, body: Any, headers: dict | None = None) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    body = {"_raw": raw[:200].decode(errors="replace")}
+                with fake._lock:
+                    fake.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                if fake.latency:
+                    time.sleep(fake.latency)
+                if self.path.endswith("/embeddings"):
+                    inputs = body.get("input") or []
+                    inputs = [inputs] if isinstance(inputs, str) else inputs
+                    data = [{"object": "embedding", "index": i, "embedding": [float(len(t) % 7), 1.0, 0.5]}
+                            for i, t in enumerate(inputs)]
+                    return self._send(200, {"object": "list", "data": data, "model": body.get("model"),
+                                            "usage": {"prompt_tokens": 8 * len(inputs), "total_tokens": 8}})
+                behaviour = fake._next(body)
+                if "hang" in behaviour:
+                    time.sleep(behaviour["hang"])
+                    return self._send(200, completion("{}", model=body.get("model", "fake")))
+                if "status" in behaviour:
+                    return self._send(behaviour["status"], {"error": {"message": "fake failure",
+                                                                      "type": "server_error"}},
+                                      behaviour.get("headers"))
+                model = body.get("model", "fake")
+                if "refusal" in behaviour:
+                    return self._send(200, completion(None, model=model, refusal=behaviour["refusal"]))
+                content = behaviour["content"] if "content" in behaviour else json.dumps(behaviour["json"])
+                return self._send(200, completion(content, model=model))
+
+        return Handler

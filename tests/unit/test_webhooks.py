@@ -1,0 +1,59 @@
+"""Standard Webhooks signing (checked by the spec's reference library) and callback target rules."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from shared.errors import Unprocessable
+from shared.webhooks import sign, signed_headers, validate_target
+
+SECRET = "whsec_" + base64.b64encode(b"unit-test-secret").decode()
+
+
+def test_signature_verifies_with_the_reference_library():
+    body = b'{"type":"offer.parsed","job_id":"offer-1"}'
+    headers = signed_headers([SECRET], "offer-1.offer.parsed", body)
+    assert Webhook(SECRET).verify(body, headers) == {"type": "offer.parsed", "job_id": "offer-1"}
+
+
+def test_tampered_body_fails_verification():
+    headers = signed_headers([SECRET], "m1", b'{"a":1}')
+    with pytest.raises(Exception):
+        Webhook(SECRET).verify(b'{"a":2}', headers)
+
+
+def test_two_secrets_give_two_signatures_each_valid():
+    other = "whsec_" + base64.b64encode(b"rotated-secret").decode()
+    headers = signed_headers([SECRET, other], "m2", b"{}", timestamp=1_700_000_000)
+    assert headers["webhook-signature"].split(" ") == [sign(SECRET, "m2", 1_700_000_000, b"{}"),
+                                                       sign(other, "m2", 1_700_000_000, b"{}")]
+
+
+@pytest.mark.parametrize("url", ["https://hook.eu1.make.com/abc123", "https://example.com:8443/x?y=1"])
+def test_public_https_targets_are_accepted(url):
+    assert validate_target(url) == url
+
+
+@pytest.mark.parametrize("url,code", [
+    ("http://hook.eu1.make.com/abc", "invalid_callback_url"),
+    ("ftp://example.com/x", "invalid_callback_url"),
+    ("https://user:pw@example.com/x", "invalid_callback_url"),
+    ("not a url", "invalid_callback_url"),
+    ("https://127.0.0.1/x", "callback_url_not_public"),
+    ("https://[::1]/x", "callback_url_not_public"),
+    ("https://192.168.0.10/x", "callback_url_not_public"),
+    ("https://169.254.169.254/latest/meta-data", "callback_url_not_public"),
+    ("https://localhost/x", "callback_url_not_public"),
+    ("https://printer.local/x", "callback_url_not_public"),
+    ("https://intranet/x", "callback_url_not_public"),
+])
+def test_unsafe_targets_are_refused(url, code):
+    with pytest.raises(Unprocessable) as refused:
+        validate_target(url)
+    assert refused.value.code == code
+
+
+def test_allowed_hosts_may_be_loopback_and_plain_http():
+    assert validate_target("http://127.0.0.1:9000/hook", "127.0.0.1")
