@@ -25,7 +25,6 @@ _SYMBOLS = {"€": "EUR", "$": "USD", "US$": "USD", "£": "GBP", "¥": "JPY"}
 _NUM_PLAIN = r"\d{1,3}(?:[.,']\d{3})+(?:[.,]\d+)?(?![\d])|\d+(?:[.,]\d+)?"
 _NUM_MONEY = rf"(?:\d{{1,3}}(?: \d{{3}})+(?=[.,]\d|\s?{_CURRENCY})(?:[.,]\d{{1,4}})?|{_NUM_PLAIN})"
 _PRICE = rf"(?:{_CURRENCY}\s?-?\s?{_NUM_MONEY}(?![\w])|-?{_NUM_MONEY}\s?{_CURRENCY}|{_NUM_MONEY})"
-_PRICE_RE = re.compile(_PRICE)
 _MONEY_RE = re.compile(rf"(?<![\w.,])(?:{_CURRENCY}\s?-?\s?(?P<a>{_NUM_MONEY})(?![\w])(?!\s?%)"
                        rf"|-?(?P<b>{_NUM_MONEY})\s?(?P<c>{_CURRENCY}))")
 _QTY = r"\d{1,3}(?:[.,']\d{3})+(?![\d])|\d+(?:[.,]\d+)?"
@@ -500,8 +499,6 @@ def _items(lines: list[str], numbers: _Numbers) -> tuple[list[_Draft], list[str]
         if table:
             flush()
         rest.append(line)
-        if line.lstrip().startswith(">"):
-            continue
         draft = reader.line(line)
         if draft:
             drafts.append(draft)
@@ -540,7 +537,9 @@ def _amount_near(numbers: _Numbers, line: str, start: int, end: int, stop: int, 
     if m and (kind != "vat" or _CURRENCY_RE.search(m["p"]) or re.search(r"[.,]\d{2}\b", m["p"])):
         parsed = numbers.price(m["p"])
         return parsed[0] if parsed else None
-    if kind in ("total", "net", "gross"):
+    if kind == "total":
+        # "so 2520 total": chat style puts the figure first; only the plain word is read that way, so
+        # "0,45 € brutto" on an item line does not become the gross.
         m = re.search(rf"(?<![\w.,])(?P<p>{_PRICE})\s*$", line[max(0, start - 40):start])
         if m:
             parsed = numbers.price(m["p"])
@@ -552,8 +551,6 @@ def _amount_near(numbers: _Numbers, line: str, start: int, end: int, stop: int, 
 def _totals(lines: list[str], numbers: _Numbers) -> _Totals:
     totals = _Totals()
     for number, line in enumerate(lines):
-        if line.lstrip().startswith(">"):
-            continue
         rate = _VAT_RATE_RE.search(line)
         if rate and totals.vat_rate is None:
             totals.vat_rate = round(numbers.num(rate.group(rate.lastindex)) / 100, 4)
@@ -666,7 +663,7 @@ _DURATION = re.compile(
     r"|jours?(?:\s+(?:ouvrés|ouvrables|calendaires))?|giorni(?:\s+(?:lavorativi|solari))?|gg\.?"
     r"|días(?:\s+(?:hábiles|laborables|naturales))?|dias|days?|weeks?|wochen?|semaines?|settimane?|semanas?"
     r"|months?|monate?n?|mois|mesi|meses?|hours?|stunden|heures|ore|horas|KW\s*\d+)(?![\w])", re.IGNORECASE)
-_FILLER = r"(?:[^\n\d.]|(?<![\w])(?:ca|env|approx|circa|max|min|ab|approx)\.)"
+_FILLER = r"(?:[^\n\d.]|(?<![\w])(?:ca|env|approx|circa|max|min|ab)\.)"
 
 _PAYMENT_KW = _kw(r"payment\s+terms|terms\s+of\s+payment|payment|conditions\s+de\s+paiement|paiement|règlement"
                   r"|zahlungsbedingungen|zahlungsziel|zahlung|zahlbar|condizioni\s+di\s+pagamento|pagamento"
@@ -676,7 +673,7 @@ _PAYMENT_WORDS = re.compile(r"\d|prepay|advance|vorkasse|vorauskasse|nachnahme|l
                             re.IGNORECASE)
 _INCOTERMS = re.compile(r"(?<![\w])(EXW|FCA|FAS|FOB|CFR|CIF|CPT|CIP|DAP|DPU|DDP|DAT|DDU)(?![\w])"
                         r"(?:\s+(?!Incoterms)([A-ZÀ-Þ][\w'-]+(?:\s+(?!Incoterms)[A-ZÀ-Þ][\w'-]+){0,2}))?")
-_INCLUDED = _kw(r"delivered|free\s+delivery|delivery\s+(?:is\s+)?included|shipping\s+(?:is\s+)?included"
+_INCLUDED = _kw(r"delivered(?!\s+(?:within|in|by|on|after|before|from|to\s+you))|free\s+delivery|delivery\s+(?:is\s+)?included|shipping\s+(?:is\s+)?included"
                 r"|incl(?:\.|uding)?\s+(?:delivery|shipping|freight)|free\s+shipping|frei\s+haus|versandkostenfrei"
                 r"|inkl\.?\s+(?:lieferung|versand|fracht)|lieferung\s+(?:inklusive|inkl\.?|frei)"
                 r"|franco\s+(?:domicile|domicilio|destino|de\s+port)|livraison\s+(?:incluse|comprise|offerte|gratuite)"
@@ -733,7 +730,7 @@ _LEADING_NOISE = re.compile(r"^(?:(?:wir|we|our|unser[e]?|nous|notre|noi|nostra|
                             r"|grüße|gruß|regards|cordialement|saluti|saludos|thanks|cheers|best)\s+)+",
                             re.IGNORECASE)
 _AT_COMPANY = re.compile(r"(?P<person>[A-ZÀ-Þ][\w'’-]+(?:\s+[A-ZÀ-Þ][\w'’-]+)?)\s+@\s+"
-                         r"(?P<company>[A-ZÀ-Þ0-9][\w&'’.\-]*(?:\s+[A-ZÀ-Þ0-9&][\w&'’.\-]*){0,4})")
+                         r"(?P<company>[A-ZÀ-Þ][\w&'’.\-]*(?:\s+[A-ZÀ-Þ0-9&][\w&'’.\-]*){0,4})")
 _CLOSING = re.compile(
     r"^\s*(?:(?:mit\s+)?(?:freundlichen|besten|vielen|viele|liebe|herzliche)\s+grüßen?|grüße|gruß|lg|vg|mfg"
     r"|(?:kind|best|warm|many)\s+regards|regards|cheers|best(?:\s+wishes)?|thanks|thank\s+you|sincerely"
@@ -741,11 +738,13 @@ _CLOSING = re.compile(
     r"|salutations(?:\s+distinguées)?"
     r"|(?:cordiali|distinti)\s+saluti|saluti|un\s+(?:caro\s+)?saluto|saludos(?:\s+cordiales)?|un\s+saludo|atentamente)"
     r"(?![\w])[\s,.!]*", re.IGNORECASE | re.MULTILINE)
-_PERSON = re.compile(r"(?P<name>[A-ZÀ-Þ][a-zà-ÿß'’-]+(?:\s+[A-ZÀ-Þ][a-zà-ÿß'’-]+){0,2})"
-                     r"\s*(?=$|[–—\-|,@/\n(])")
+_PERSON = re.compile(r"(?P<name>[A-ZÀ-Þ][a-zà-ÿß'’-]+(?:\s+(?:(?:de|van|von|der|den|di|da|del|della|du|la|le)\s+)*"
+                     r"[A-ZÀ-Þ][a-zà-ÿß'’-]+){0,2})\s*(?=$|[–—\-|,@/\n(])")
 _GENERIC_SENDERS = _kw(r"sales|info|news|newsletter|noreply|no-reply|team|office|service|support|vertrieb|verkauf"
                        r"|contact|kontakt|ventas|vendite|commercial|commerciale|admin|angebote|orders|einkauf"
                        r"|purchasing|achats|accounts|billing|mail|hello")
+_RECIPIENT_LABEL = _kw(r"customer|client|cliente|kunde|kundin|attn\.?|attention|bill\s+to|ship\s+to|spett\.?(?:le)?"
+                       r"|destinatario|destinataire|z\.\s*hd\.?|messrs|c\.a\.|(?:to|an|cc|à|para|a)\s*:")
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"(?<![\w+/.,])(?:\+|\(?\d)[\d ()./-]{6,20}\d(?![\w/.,]\d)")
 _PHONE_LABEL = _kw(r"tel\.?|phone|tél\.?|téléphone|telefon|telefono|teléfono|fon|mobile|mobil|handy|cell|móvil"
@@ -805,6 +804,9 @@ def _sender_parts(sender: str | None) -> tuple[str | None, str | None, str | Non
     display, address = parseaddr(sender)
     if not address or "@" not in address:
         display, address = sender, None
+    elif re.fullmatch(r"\d{7,15}@(?:c\.us|s\.whatsapp\.net)", address):
+        # A chat gateway's id is the sender's phone number, not a mailbox.
+        return (display or None), None, None, "+" + address.split("@")[0]
     digits = re.sub(r"\D", "", display)
     if display and len(digits) >= 7 and not re.search(r"[^\W\d_]", display):
         return None, None, address, display.strip()
@@ -851,6 +853,27 @@ def _offer_number(texts: list[str]) -> str | None:
 
 # -------------------------------------------------------------------------------------------------- assembly
 
+_REPLY_MARKER = re.compile(
+    r"^\s*(?:-{2,}\s*(?:original\s+message|ursprüngliche\s+nachricht|message\s+d'origine|messaggio\s+originale"
+    r"|mensaje\s+original|forwarded\s+message|weitergeleitete\s+nachricht|message\s+transféré)"
+    r"|(?:on|am|le|il|el)\s.{5,120}(?:wrote|schrieb|a\s+écrit|ha\s+scritto|escribió)\s*:?\s*$"
+    r"|(?:from|von|de|da)\s*:.*@)", re.IGNORECASE)
+_ATTACHMENT_LABEL = re.compile(r"^---\s.+\s---\s*$")
+
+
+def _without_quotes(lines: list[str]) -> list[str]:
+    """Blanks earlier messages quoted under a reply, so the customer's own request and signature are not read
+    as the offer; a quoted block ends where the next attachment's text begins."""
+    own, quoting = [], False
+    for line in lines:
+        if _ATTACHMENT_LABEL.match(line):
+            quoting = False
+        elif _REPLY_MARKER.match(line):
+            quoting = True
+        own.append("" if quoting or line.lstrip().startswith(">") else line)
+    return own
+
+
 def _normalise(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return re.sub(r"[\u00a0\u202f\u2009\u2007]", " ", text)
@@ -871,7 +894,8 @@ def extract_offer_offline(text: str, *, source: str | None, sent_at: datetime.da
     """Reads an offer from plain text with rules alone; fields the text does not state stay None."""
     text = _normalise(text or "")
     subject = _normalise(subject or "")
-    lines = text.split("\n")
+    lines = _without_quotes(text.split("\n"))
+    text = "\n".join(lines)
     language = detect_language(f"{subject}\n{text}")
     numbers = _Numbers(_decimal_comma(text, language))
     month_first = language == "en" and bool(re.search(r"\$|USD", text))
@@ -889,7 +913,7 @@ def extract_offer_offline(text: str, *, source: str | None, sent_at: datetime.da
     supplier = ((at["company"].rstrip(" .,;") if at else None) or _company(signature, skip_customers=False)
                 or sender_company or _company(text))
     name = person or signed_name or (at["person"] if at else None)
-    emails = [e for line in lines if not _CUSTOMER.search(line) for e in _EMAIL.findall(line)]
+    emails = [e for line in lines if not _RECIPIENT_LABEL.search(line) for e in _EMAIL.findall(line)]
     email = sender_email or (emails[0] if emails else None)
     phone = _phone(signature.split("\n"), anywhere=True) or _phone(lines) or sender_phone
     contact = Contact(name=name, email=email, phone=phone) if (name or email or phone) else None

@@ -216,6 +216,33 @@ def test_unqualified_total_after_vat_is_the_gross_and_subtotal_without_discount_
     assert [i.description for i in offer.items] == ["Widget A", "Freight"]
 
 
+def test_table_columns_are_found_by_their_headings_and_a_totals_row_is_not_an_item():
+    text = ("Please see our offer OF-7781 below.\n"
+            "| Code | Description | Qty | Unit | Unit price | Total\n"
+            "| CB-10 | Cardboard box 40x30x20 | 1,000 | pcs | €0.82 | €820.00\n"
+            "| TP-50 | Packing tape 50 mm | 36 | rolls | €2.15 | €77.40\n"
+            "| | Total net | | | | €897.40\n"
+            "VAT 21% not included. Offer valid until 15/12/2026. Delivery within 5 working days.")
+    offer = extract_offer_offline(text, source="email", sent_at=datetime.date(2026, 11, 20))
+    assert [(i.sku, i.description, i.quantity, i.unit, i.unit_price, i.line_total) for i in offer.items] == [
+        ("CB-10", "Cardboard box 40x30x20", 1000, "pcs", 0.82, 820.00),
+        ("TP-50", "Packing tape 50 mm", 36, "roll", 2.15, 77.40)]
+    assert (offer.offer_number, offer.currency, offer.total_net, offer.vat_rate, offer.vat) == (
+        "OF-7781", "EUR", 897.40, 0.21, None)
+    assert (offer.valid_until, offer.delivery_time) == ("2026-12-15", "5 working days")
+
+
+def test_quoted_earlier_message_lends_neither_supplier_nor_contact_nor_items():
+    text = ("Hello Anna,\nour price: 300 pcs cartons 60x40 @ EUR 1.10, delivered.\n"
+            "Kind regards,\nPiet de Vries\nVerpakkingen Holland B.V.\n\n"
+            "On Mon, 16 Nov 2026 at 10:12, Anna Becker <a.becker@kunde.example> wrote:\n"
+            "> We need 500 pcs cartons 60x40 @ EUR 1.00.\n> Best regards,\n> Anna Becker\n> Müller Logistik AG\n")
+    offer = extract_offer_offline(text, source="email", sent_at=datetime.date(2026, 11, 20))
+    assert (offer.supplier, offer.contact.name, offer.contact.email) == (
+        "Verpakkingen Holland B.V.", "Piet de Vries", None)
+    assert [(i.quantity, i.unit_price) for i in offer.items] == [(300, 1.10)]
+
+
 def test_customer_company_is_not_taken_for_the_supplier():
     text = "Customer: Contoso Robotics GmbH\nItem 10 pcs GBP 2.00 GBP 20.00\nNet total: GBP 20.00"
     assert extract_offer_offline(text, source="document", sent_at=None).supplier is None
