@@ -1,13 +1,14 @@
 """Task hub persistence: one partition per orchestration or entity, in memory or in Azure Table storage.
 
-Every row of an instance (its status, history events, inbox messages and activity work items) lives in
-the instance's partition, so one episode commits with one atomic table transaction.
+Every row of an instance (its status, history events, inbox messages, activity work items and outbox)
+lives in the instance's partition, so one episode commits in one atomic write.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+from collections import OrderedDict
 from typing import Iterable, Protocol
 
 STATUS = "status"
@@ -21,6 +22,7 @@ class Store(Protocol):
     async def read_partition(self, pk: str) -> dict[str, dict]: ...
     async def read_row(self, pk: str, rk: str) -> dict | None: ...
     async def write(self, pk: str, upserts: dict[str, dict], deletes: Iterable[str] = ()) -> None: ...
+    async def create(self, pk: str, rows: dict[str, dict]) -> bool: ...
     async def status_rows(self) -> list[dict]: ...
     async def pending_partitions(self) -> set[str]: ...
     async def delete_partition(self, pk: str) -> None: ...
@@ -59,6 +61,14 @@ class MemoryStore:
         for rk in deletes:
             partition.pop(rk, None)
 
+    async def create(self, pk: str, rows: dict[str, dict]) -> bool:
+        """Inserts the rows only if the partition has none of them: False when any exists."""
+        partition = self._partitions.get(pk, {})
+        if any(rk in partition for rk in rows):
+            return False
+        await self.write(pk, rows)
+        return True
+
     async def status_rows(self) -> list[dict]:
         return [json.loads(p[STATUS]) for p in self._partitions.values() if STATUS in p]
 
@@ -70,8 +80,10 @@ class MemoryStore:
 
 
 _CHUNK = 30_000  # characters per string property; Azure Tables allows 64 KiB (UTF-16) per property
-_BATCH = 100  # operations per entity-group transaction
+_ENTITY_CHARS = 420_000  # an entity holds at most 1 MiB; JSON text is stored as UTF-16
+_MAIN = ""  # RowKey of the entity that holds an instance; spill entities are "x1", "x2", ...
 _KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f]")
+_CACHED_PARTITIONS = 4096
 
 
 def _escape_key(value: str) -> str:
@@ -82,8 +94,22 @@ def _unescape_key(value: str) -> str:
     return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
 
 
+def _chunks(prefix: str, text: str) -> dict[str, str]:
+    return {f"{prefix}{i // _CHUNK}": text[i:i + _CHUNK] for i in range(0, max(len(text), 1), _CHUNK)}
+
+
+def _joined(entity: dict, prefix: str) -> str:
+    return "".join(entity[f"{prefix}{i}"] for i in range(int(entity.get(f"{prefix}n", 0))))
+
+
 class TableStore:
-    """Partitions as Azure Table entities (Azurite locally); the row JSON is split across string properties."""
+    """Each instance is one Azure Table entity (Azurite locally) holding all its rows as JSON.
+
+    A state change is then one entity upsert, atomic by itself and several times cheaper than an
+    entity-group transaction. Partitions larger than one entity spill into a few more entities of the
+    same partition, written in one transaction. Only this process writes the hub, so the store keeps
+    each partition it has seen and merges row changes into it before saving.
+    """
 
     name = "azure_storage"
 
@@ -93,6 +119,7 @@ class TableStore:
         self._service = TableServiceClient.from_connection_string(connection_string)
         self._table_name = re.sub(r"[^A-Za-z0-9]", "", hub) + "Instances"
         self._table = self._service.get_table_client(self._table_name)
+        self._cache: OrderedDict[str, tuple[dict[str, dict], int]] = OrderedDict()  # pk -> (rows, spills)
 
     async def open(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -109,87 +136,132 @@ class TableStore:
     async def ping(self) -> None:
         await self._service.get_service_properties()
 
-    @staticmethod
-    def _to_entity(pk: str, rk: str, row: dict) -> dict:
-        text = json.dumps(row, separators=(",", ":"))
-        entity = {"PartitionKey": _escape_key(pk), "RowKey": rk, "n": 0}
-        for i in range(0, max(len(text), 1), _CHUNK):
-            entity[f"d{i // _CHUNK}"] = text[i:i + _CHUNK]
-            entity["n"] = i // _CHUNK + 1
-        if rk == STATUS:  # queryable copies for server-side filters
-            entity["Kind"] = row.get("kind", "")
-            entity["RuntimeStatus"] = row.get("status", "")
-        return entity
+    def _remember(self, pk: str, rows: dict[str, dict], spills: int) -> None:
+        self._cache[pk] = (rows, spills)
+        self._cache.move_to_end(pk)
+        while len(self._cache) > _CACHED_PARTITIONS:
+            self._cache.popitem(last=False)
 
-    @staticmethod
-    def _from_entity(entity: dict) -> dict:
-        return json.loads("".join(entity[f"d{i}"] for i in range(int(entity["n"]))))
+    def _entities(self, pk: str, rows: dict[str, dict]) -> list[dict]:
+        key = _escape_key(pk)
+        text = json.dumps(rows, separators=(",", ":"))
+        parts = [text[i:i + _ENTITY_CHARS] for i in range(0, max(len(text), 1), _ENTITY_CHARS)]
+        status = rows.get(STATUS, {})
+        meta = json.dumps(status, separators=(",", ":"))
+        main = {"PartitionKey": key, "RowKey": _MAIN, "dn": len(_chunks("d", parts[0])), "spills": len(parts) - 1,
+                **_chunks("d", parts[0]), "mn": len(_chunks("m", meta)), **_chunks("m", meta),
+                "Kind": status.get("kind", ""), "RuntimeStatus": status.get("status", ""),
+                "Pending": any(rk[0] in "mwo" for rk in rows)}
+        spill = [{"PartitionKey": key, "RowKey": f"x{n}", "dn": len(_chunks("d", part)), **_chunks("d", part)}
+                 for n, part in enumerate(parts[1:], start=1)]
+        return [main, *spill]
+
+    async def _fetch(self, pk: str) -> tuple[dict[str, dict], int] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            main = await self._table.get_entity(_escape_key(pk), _MAIN)
+        except ResourceNotFoundError:
+            return None
+        text = _joined(main, "d")
+        for n in range(1, int(main.get("spills", 0)) + 1):
+            text += _joined(await self._table.get_entity(_escape_key(pk), f"x{n}"), "d")
+        return json.loads(text), int(main.get("spills", 0))
+
+    async def _rows(self, pk: str) -> tuple[dict[str, dict], int]:
+        if pk in self._cache:
+            self._cache.move_to_end(pk)
+            return self._cache[pk]
+        found = await self._fetch(pk)
+        return found if found is not None else ({}, 0)
 
     async def read_partition(self, pk: str) -> dict[str, dict]:
-        query = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _escape_key(pk)})
-        return {e["RowKey"]: self._from_entity(e) async for e in query}
+        rows, spills = await self._rows(pk)
+        self._remember(pk, rows, spills)
+        return json.loads(json.dumps(rows))
 
     async def read_row(self, pk: str, rk: str) -> dict | None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            return self._from_entity(await self._table.get_entity(_escape_key(pk), rk))
-        except ResourceNotFoundError:
-            return None
+        if pk in self._cache:
+            row = self._cache[pk][0].get(rk)
+            return None if row is None else json.loads(json.dumps(row))
+        if rk == STATUS:  # the status alone is kept apart so that reading it stays cheap
+            try:
+                entity = await self._table.get_entity(_escape_key(pk), _MAIN, select=["mn"] + [f"m{i}" for i in range(40)])
+            except ResourceNotFoundError:
+                return None
+            text = _joined(entity, "m")
+            return json.loads(text) if text and text != "{}" else None
+        rows, _ = await self._rows(pk)
+        return rows.get(rk)
 
     async def write(self, pk: str, upserts: dict[str, dict], deletes: Iterable[str] = ()) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
-        from azure.data.tables import TableTransactionError, UpdateMode
+        current, old_spills = await self._rows(pk)
+        rows = dict(current)
+        rows.update(json.loads(json.dumps(upserts)))
+        for rk in deletes:
+            rows.pop(rk, None)
+        await self._save(pk, rows, old_spills)
 
-        # The status row goes last: if a multi-batch commit breaks off, the status (history length) still
-        # describes the old state, and the rows written ahead of it are overwritten on the retry.
-        ordered = sorted(upserts.items(), key=lambda kv: kv[0] == STATUS)
-        ops: list[tuple] = [("upsert", self._to_entity(pk, rk, row), {"mode": UpdateMode.REPLACE})
-                            for rk, row in ordered]
-        status_ops = [op for op in ops if op[1]["RowKey"] == STATUS]
-        ops = [op for op in ops if op[1]["RowKey"] != STATUS]
-        ops += [("delete", {"PartitionKey": _escape_key(pk), "RowKey": rk}) for rk in deletes]
-        ops += status_ops
-        for start in range(0, len(ops), _BATCH):
-            chunk = ops[start:start + _BATCH]
-            try:
-                await self._table.submit_transaction(chunk)
-            except TableTransactionError:
-                # One missing row fails the whole batch: fall back to single operations that tolerate it.
-                for op in chunk:
-                    try:
-                        if op[0] == "delete":
-                            await self._table.delete_entity(op[1]["PartitionKey"], op[1]["RowKey"])
-                        else:
-                            await self._table.upsert_entity(op[1], mode=UpdateMode.REPLACE)
-                    except ResourceNotFoundError:
-                        pass
+    async def _save(self, pk: str, rows: dict[str, dict], old_spills: int) -> None:
+        from azure.data.tables import UpdateMode
+
+        entities = self._entities(pk, rows)
+        if len(entities) == 1:
+            await self._table.upsert_entity(entities[0], mode=UpdateMode.REPLACE)
+        else:
+            await self._table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in entities[1:]]
+                                                 + [("upsert", entities[0], {"mode": UpdateMode.REPLACE})])
+        self._remember(pk, rows, len(entities) - 1)
+        for n in range(len(entities), old_spills + 1):  # spills the partition no longer needs
+            await self._delete_quietly(pk, f"x{n}")
+
+    async def _delete_quietly(self, pk: str, rk: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            await self._table.delete_entity(_escape_key(pk), rk)
+        except ResourceNotFoundError:
+            pass
+
+    async def create(self, pk: str, rows: dict[str, dict]) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+
+        if pk in self._cache and self._cache[pk][0]:
+            return False
+        entities = self._entities(pk, rows)
+        if len(entities) > 1:  # too large for the one-entity fast path: check, then save
+            if await self._fetch(pk) is not None:
+                return False
+            await self._save(pk, json.loads(json.dumps(rows)), 0)
+            return True
+        try:
+            await self._table.create_entity(entities[0])
+        except ResourceExistsError:
+            return False
+        self._remember(pk, json.loads(json.dumps(rows)), 0)
+        return True
 
     async def status_rows(self) -> list[dict]:
-        query = self._table.query_entities("RowKey eq @rk", parameters={"rk": STATUS})
-        return [self._from_entity(e) async for e in query]
+        query = self._table.query_entities("RowKey eq ''", select=["mn"] + [f"m{i}" for i in range(40)])
+        rows = []
+        async for entity in query:
+            text = _joined(entity, "m")
+            if text and text != "{}":
+                rows.append(json.loads(text))
+        return rows
 
     async def pending_partitions(self) -> set[str]:
-        query = self._table.query_entities(
-            "(RowKey ge 'm' and RowKey lt 'n') or (RowKey ge 'w' and RowKey lt 'x')", select=["PartitionKey"])
+        query = self._table.query_entities("RowKey eq '' and Pending eq true", select=["PartitionKey"])
         return {_unescape_key(e["PartitionKey"]) async for e in query}
 
     async def delete_partition(self, pk: str) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        query = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _escape_key(pk)},
-                                           select=["PartitionKey", "RowKey"])
-        keys = [e["RowKey"] async for e in query]
-        for start in range(0, len(keys), _BATCH):
-            ops = [("delete", {"PartitionKey": _escape_key(pk), "RowKey": rk}) for rk in keys[start:start + _BATCH]]
-            try:
-                await self._table.submit_transaction(ops)
-            except Exception:  # noqa: BLE001 - a concurrent delete is fine; finish row by row
-                for op in ops:
-                    try:
-                        await self._table.delete_entity(op[1]["PartitionKey"], op[1]["RowKey"])
-                    except ResourceNotFoundError:
-                        pass
+        _, spills = await self._rows(pk)
+        for n in range(spills, 0, -1):
+            await self._delete_quietly(pk, f"x{n}")
+        await self._delete_quietly(pk, _MAIN)
+        self._cache.pop(pk, None)
 
 
 def open_store(kind: str, connection_string: str | None, hub: str) -> Store:
