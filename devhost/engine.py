@@ -125,6 +125,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=max_activities, thread_name_prefix="activity")
         self._max_episodes = max_episodes
         self._background: set[asyncio.Task] = set()
+        self._running: set[tuple[str, str]] = set()
         self._idle = asyncio.Event()
         self._busy = 0
 
@@ -179,7 +180,7 @@ class Engine:
     def _resume(self, inst: Instance) -> None:
         """After a restart: rerun unfinished activities, resend the outbox, wake the inbox."""
         for rk, work in inst.work.items():
-            self._spawn(self._run_work(inst.pk, rk, work))
+            self._start_work(inst.pk, rk, work)
         if inst.outbox:
             self._spawn(self._flush_outbox(inst, list(inst.outbox)))
         self._wake(inst)
@@ -280,15 +281,17 @@ class Engine:
         if instance_id.startswith("@") or not instance_id.strip():
             raise HubError(400, "Instance IDs must not be empty or start with '@'.")
         async with self._lock(instance_id):
-            inst = await self._load(instance_id)
-            if inst is not None and inst.status in ACTIVE:
-                raise HubError(409, f"An instance with ID '{instance_id}' already exists.")
-            stale = [] if inst is None else self._all_row_keys(inst)
             meta = self._new_meta(instance_id, name, input_text, version, parent=None)
             message = self._start_message(meta)
             rk = _row_key("m")
-            await self.store.write(instance_id, {STATUS: meta, rk: message}, stale)
-            inst = self._instances[instance_id] = Instance(instance_id, meta, inbox={rk: message})
+            # A new id (the usual case) costs one round trip: insert, and only read when it already exists.
+            if instance_id in self._instances or not await self.store.create(instance_id, {STATUS: meta, rk: message}):
+                inst = await self._load(instance_id)
+                if inst is not None and inst.status in ACTIVE:
+                    raise HubError(409, f"An instance with ID '{instance_id}' already exists.")
+                stale = [] if inst is None else self._all_row_keys(inst)
+                await self.store.write(instance_id, {STATUS: meta, rk: message}, stale)
+            self._instances[instance_id] = Instance(instance_id, meta, inbox={rk: message})
         self.schedule(instance_id)
         return instance_id
 
@@ -793,7 +796,7 @@ class Engine:
     def _after_commit(self, inst: Instance, episode: Episode) -> None:
         for rk in episode.new_work:
             if rk in inst.work:
-                self._spawn(self._run_work(inst.pk, rk, inst.work[rk]))
+                self._start_work(inst.pk, rk, inst.work[rk])
         if episode.new_outbox:
             self._spawn(self._flush_outbox(inst, list(episode.new_outbox)))
         self._wake_later(inst)
@@ -807,6 +810,14 @@ class Engine:
                 inst.inbox.pop(rk, None)
 
     # ---------------------------------------------------------------- activities
+
+    def _start_work(self, pk: str, rk: str, work: dict) -> None:
+        """Runs a work item unless it already runs in this process (at-least-once, not twice at once)."""
+        if (pk, rk) in self._running:
+            return
+        self._running.add((pk, rk))
+        task = self._spawn(self._run_work(pk, rk, work))
+        task.add_done_callback(lambda _: self._running.discard((pk, rk)))
 
     async def _run_work(self, pk: str, rk: str, work: dict) -> None:
         async with self._activity_slots:

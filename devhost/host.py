@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -110,24 +111,34 @@ class DevHost:
         public.router.add_route("*", "/{tail:.*}", self._http_trigger)
         rpc = web.Application(client_max_size=MAX_BODY)
         rpc.router.add_route("*", "/durabletask/{tail:.*}", self._rpc_management)
-        self.port = await self._listen(public, self.config.port)
-        self.rpc_port = await self._listen(rpc, self.config.rpc_port)
+        # Bind first (the binding data needs the ports), recover the hub, and only then serve: a request
+        # must never race the recovery of work the hub already holds.
+        public_socket, rpc_socket = self._bind(self.config.port), self._bind(self.config.rpc_port)
+        self.port, self.rpc_port = public_socket.getsockname()[1], rpc_socket.getsockname()[1]
         self.management = ManagementApi(self.engine, f"{self.base_url}/runtime/webhooks/durabletask",
                                         f"http://{self.config.host}:{self.rpc_port}/durabletask",
                                         self.config.master_key)
         await self.engine.start()
+        await self._serve(rpc, rpc_socket)
+        await self._serve(public, public_socket)
         for info in self.index.timers:
             self._timer_tasks.append(asyncio.get_running_loop().create_task(self._run_timer(info)))
         log.info("devhost listening on %s (%d functions, task hub %s on %s)", self.base_url,
                  len(self.index.functions), self.config.hub, self.store.name)
 
-    async def _listen(self, app: web.Application, port: int) -> int:
+    def _bind(self, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+
+    async def _serve(self, app: web.Application, sock: socket.socket) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, port, backlog=1024)
-        await site.start()
+        await web.SockSite(runner, sock).start()
         self._runners.append(runner)
-        return runner.addresses[0][1]
 
     async def stop(self) -> None:
         for task in self._timer_tasks:

@@ -141,7 +141,7 @@ def test_fixture_offer_through_the_model_matches_expected(openai_api, reset, cas
     assert status == 202, job
     assert job["status"] == "accepted" and headers["Location"] == f"/api/result/{job['job_id']}"
     done = finished(openai_api, job["job_id"])
-    assert done["status"] == "done", done["error"]
+    assert done["status"] == "done", (done["error"], [r["body"]["messages"][-1] for r in reset.chat_requests()])
 
     [call] = reset.chat_requests()
     body = call["body"]
