@@ -4,17 +4,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .ai.usage import price_table
 from .errors import SettingsError
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Every setting the app reads; names match local.settings.example.json and the Azure app settings."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
     storage_connection: str = Field("", alias="AzureWebJobsStorage")
     storage_account: str = Field("", alias="AzureWebJobsStorage__accountName")
@@ -80,8 +81,9 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
+    names = {field.alias for field in Settings.model_fields.values()}
     try:
-        return Settings()
+        return Settings.model_validate({k: v for k, v in os.environ.items() if k in names})
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"]) or "settings"

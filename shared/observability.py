@@ -87,6 +87,8 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, secrets: Iterable[str], app_insights_connection: str = "") -> None:
     """Idempotent: sets the app's log level, masks secrets, and in Azure exports app records to App Insights."""
     log.setLevel(level)
+    for noisy in ("httpx", "httpx2", "openai", "azure.core.pipeline.policies.http_logging_policy"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))  # URLs, headers
     install_redaction(secrets)
     if app_insights_connection and "exporter" not in _installed:
         from azure.monitor.opentelemetry import configure_azure_monitor

@@ -11,7 +11,6 @@ from .arithmetic import check_offer
 from .language import detect_language
 from .models import Offer
 from .normalize import Normalized, normalize
-from .rules import extract_offer_offline
 
 INSTRUCTIONS = """You extract supplier price offers for a small business's purchasing team.
 Return one JSON object in the given schema, from the message and any attached pages.
@@ -26,6 +25,8 @@ Return one JSON object in the given schema, from the message and any attached pa
 
 
 def _offline_offer(text: str, hints: ExtractionHints) -> dict[str, Any]:
+    from .rules import extract_offer_offline  # its many patterns compile at import: only when offline is used
+
     sent = date.fromisoformat(hints.sent_at) if hints.sent_at else None
     offer = extract_offer_offline(text, source=hints.source, sent_at=sent, subject=hints.subject,
                                   sender=hints.sender)
