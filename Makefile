@@ -8,9 +8,15 @@ AZURITE := .tools/node_modules/.bin/azurite
 NODE_TOOLS := .tools/.installed
 PYTEST_FLAGS ?= -q
 
-.PHONY: run test test-unit test-functions test-integration bench deps clean deploy
+.PHONY: run test test-unit test-functions test-integration bench deps clean deploy ocr
 
-deps: $(STAMP) $(NODE_TOOLS)
+deps: $(STAMP) $(NODE_TOOLS) ocr
+
+# Offline OCR reads better with Tesseract (Debian); without it the offline provider uses RapidOCR.
+ocr:
+	@command -v tesseract >/dev/null || (apt-get install -y -qq tesseract-ocr >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq tesseract-ocr >/dev/null 2>&1)) || \
+	  echo "tesseract-ocr could not be installed; offline OCR falls back to RapidOCR"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

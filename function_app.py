@@ -2,11 +2,12 @@
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions import callbacks, docs, jobs, offers, selftest
+from functions import callbacks, docs, documents, jobs, offers, selftest
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(jobs.bp)
 app.register_functions(selftest.bp)
 app.register_functions(offers.bp)
+app.register_functions(documents.bp)
 app.register_functions(callbacks.bp)
 app.register_functions(docs.bp)

@@ -61,14 +61,16 @@ def job_http_response(job: dict, location: str, shape: Callable[[dict], dict] | 
 
 async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest, *, kind: str,
                     orchestrator: str, payload: Any = None, fingerprint_of: Any = None,
-                    prepare: Callable[[str], Awaitable[Any]] | None = None) -> dict:
+                    prepare: Callable[[str], Awaitable[Any]] | None = None,
+                    idempotency_key: str | None = None) -> dict:
     """Starts `orchestrator`, or returns the job an earlier request with the same Idempotency-Key started.
 
     `prepare(job_id)` builds the payload once the job id is known (e.g. after storing bytes in Blob
-    storage); it runs only when a new job really starts. `fingerprint_of` is what identifies the request.
+    storage); it runs only when a new job really starts. `fingerprint_of` is what identifies the request;
+    `idempotency_key` stands in for the header when the request names its own id (e.g. the caller's job id).
     """
     fingerprint = request_fingerprint(fingerprint_of if fingerprint_of is not None else payload)
-    key = req.headers.get("Idempotency-Key")
+    key = idempotency_key if idempotency_key is not None else req.headers.get("Idempotency-Key")
     job_id = job_id_for(kind, key)
     if key is not None:
         existing = await _existing_job(client, job_id, fingerprint)

@@ -476,6 +476,22 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: ''
         }
         {
+          name: 'DOCUMENT_PAGE_PARALLELISM'
+          value: '8'
+        }
+        {
+          name: 'DOCUMENT_MAX_PAGES'
+          value: '50'
+        }
+        {
+          name: 'DOCUMENT_MAX_PAGE_BYTES'
+          value: '10485760'
+        }
+        {
+          name: 'DOCUMENT_MAX_BYTES'
+          value: '52428800'
+        }
+        {
           name: 'WAHA_HMAC_KEY'
           value: empty(wahaHmacKey) ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=waha-hmac-key)'
         }

@@ -51,6 +51,12 @@ class Settings(BaseModel):
     callback_timeout_seconds: float = Field(10.0, alias="CALLBACK_TIMEOUT_SECONDS", gt=0, le=60)
     callback_allowed_hosts: str = Field("", alias="CALLBACK_ALLOWED_HOSTS")
 
+    # Document vision
+    document_page_parallelism: int = Field(8, alias="DOCUMENT_PAGE_PARALLELISM", ge=1, le=64)
+    document_max_pages: int = Field(50, alias="DOCUMENT_MAX_PAGES", ge=1, le=500)
+    document_max_page_bytes: int = Field(10 * 1024 * 1024, alias="DOCUMENT_MAX_PAGE_BYTES", gt=0)
+    document_max_bytes: int = Field(50 * 1024 * 1024, alias="DOCUMENT_MAX_BYTES", gt=0)
+
     # Signing secrets of the integrations
     waha_hmac_key: SecretStr = Field(SecretStr(""), alias="WAHA_HMAC_KEY")
     callback_signing_secret: SecretStr = Field(SecretStr(""), alias="CALLBACK_SIGNING_SECRET")

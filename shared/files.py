@@ -4,6 +4,7 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import re
 import zipfile
 from dataclasses import dataclass
 
@@ -115,6 +116,8 @@ def pdf_page_count(data: bytes) -> int:
     except pdfium.PdfiumError as exc:
         if "password" in str(exc).lower():
             raise Unprocessable("The PDF is encrypted; send it without a password.", code="pdf_encrypted") from None
+        if re.search(rb"/Type\s*/Pages\b[^>]*/Count\s+0\b", data):
+            raise Unprocessable("The PDF has no pages.", code="pdf_empty") from None  # PDFium refuses to open those
         raise Unprocessable("The PDF is damaged and cannot be opened.", code="pdf_corrupt") from None
     try:
         pages = len(document)

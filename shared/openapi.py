@@ -81,11 +81,31 @@ def _schemas() -> dict[str, Any]:
         "file": _ref("Base64File"), "files": {"type": "array", "items": _ref("Base64File")}}}
     schemas["Base64File"] = {"type": "object", "required": ["content_base64"], "properties": {
         "name": {"type": "string"}, "content_type": {"type": "string"}, "content_base64": {"type": "string"}}}
+    schemas["DocumentRequest"] = {"type": "object", "properties": {
+        "job_id": {"type": "string", "description": "your id; the same id is the same document (idempotent)"},
+        "user_id": {"type": "string"}, "images_base64": {"type": "array", "items": {"type": "string"}},
+        "file_base64": {"type": "string", "description": "a PDF instead of page images"},
+        "num_pages": {"type": "integer"}, "file_type": {"type": "string"},
+        "fallback_text": {"type": "string", "description": "text used for pages that cannot be read"},
+        "callback_url": {"type": "string", "format": "uri"}}}
+    task_fields = {"state": {"enum": ["PENDING", "PROGRESS", "SUCCESS", "PARTIAL", "FAILURE"]},
+                   "current": {"type": "integer"}, "total": {"type": "integer"},
+                   "progress": {"type": "integer", "minimum": 0, "maximum": 100}, "result": {"type": "object"},
+                   "failed_pages": {"type": "array", "items": {"type": "integer"}}}
+    schemas["TaskStatus"] = {"type": "object", "properties": {
+        "task_id": {"type": "string"}, "status": {"type": "string", "description": "Processing page 2 of 5"},
+        **task_fields}}
+    schemas["DocumentQueued"] = {"type": "object", "properties": {
+        "status": {"type": "string"}, "message": {"type": "string"}, "job_id": {"type": "string"},
+        "task_id": {"type": "string"}, "user_id": {"type": "string"}, "num_pages": {"type": "integer"},
+        "file_type": {"type": "string"}, "status_endpoint": {"type": "string"},
+        "task_endpoint": {"type": "string"}, **task_fields}}
     schemas["Health"] = {"type": "object", "properties": {
         "status": {"enum": ["ok", "degraded"]}, "version": {"type": "string"}, "ai_provider": {"type": "string"},
         "storage": {"type": "object"}}}
     schemas["CallbackEvent"] = {"type": "object", "description": "Body POSTed to callback_url when a job ends",
-                                "properties": {"type": {"enum": ["offer.parsed", "offer.failed"]},
+                                "properties": {"type": {"enum": ["offer.parsed", "offer.failed",
+                                                                          "document.processed"]},
                                                "job_id": {"type": "string"}, "status": {"type": "string"},
                                                "data": {}, "error": {}, "usage": {"type": "object"},
                                                "metadata": {"type": "object"}}}
@@ -141,6 +161,31 @@ def build_spec() -> dict[str, Any]:
         "/api/result/{job_id}": {"get": {
             "summary": "The offer job: status, and the structured offer when done", "operationId": "getResult",
             "tags": ["offers"], "parameters": [JOB_ID, WAIT], "responses": _job_responses("OfferResult", "404")}},
+        "/api/process-document": {"post": {
+            "summary": "Submit page images or a PDF; pages are read in parallel, progress per page",
+            "operationId": "processDocument", "tags": ["documents"], "parameters": [IDEMPOTENCY, WAIT],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("DocumentRequest")},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {"schema": {"type": "object", "properties": {
+                    "file": {"type": "string", "format": "binary"}, "job_id": {"type": "string"},
+                    "user_id": {"type": "string"}, "fallback_text": {"type": "string"},
+                    "callback_url": {"type": "string"}}}}}},
+            "responses": {"202": {"description": "Queued", "content": {"application/json": {
+                "schema": _ref("DocumentQueued")}}},
+                "200": {"description": "Done within ?wait", "content": {"application/json": {
+                    "schema": _ref("DocumentQueued")}}},
+                **_errors("400", "401", "409", "413", "415", "422")}}},
+        "/api/task-status/{task_id}": {"get": {
+            "summary": "Progress and result of a document task", "operationId": "taskStatus", "tags": ["documents"],
+            "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}, WAIT],
+            "responses": {"200": {"description": "Task status", "content": {"application/json": {
+                "schema": _ref("TaskStatus")}}}, **_errors("400", "401", "404")}}},
+        "/api/job-status/{job_id}": {"get": {
+            "summary": "The task of the caller's job id", "operationId": "jobStatus", "tags": ["documents"],
+            "parameters": [JOB_ID, WAIT],
+            "responses": {"200": {"description": "Task status", "content": {"application/json": {
+                "schema": _ref("TaskStatus")}}}, **_errors("400", "401", "404")}}},
         "/api/jobs": {"get": {
             "summary": "Jobs, newest first", "operationId": "listJobs", "tags": ["jobs"],
             "parameters": [

@@ -1,9 +1,12 @@
 """The offline provider: local methods with the same shapes, so the app works without a key or a network."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
+import shutil
+import subprocess
 import threading
 from typing import Any, Callable, Sequence
 
@@ -20,24 +23,56 @@ def _usage(operation: str, **fields: Any) -> Usage:
 
 
 class _Ocr:
-    """RapidOCR (ONNX models inside the wheel), loaded once per process on first use."""
+    """Tesseract when the machine has it (better word spacing for Latin scripts), else RapidOCR, whose ONNX
+    models ship inside the wheel so it runs anywhere, Azure included; loaded once per process."""
 
     _engine = None
     _lock = threading.Lock()
+    _TESSERACT_LANGUAGES = ("eng", "deu", "fra", "spa", "ita")
 
     @classmethod
     def read(cls, data: bytes) -> str:
+        tesseract = shutil.which("tesseract")
+        if tesseract:
+            languages = _tesseract_languages(tesseract)
+            done = subprocess.run([tesseract, "stdin", "stdout", "-l", languages], input=data,
+                                  capture_output=True, timeout=120)
+            if done.returncode == 0:
+                return "\n".join(line.rstrip() for line in done.stdout.decode(errors="replace").splitlines()
+                                 if line.strip())
         with cls._lock:
             if cls._engine is None:
                 from rapidocr_onnxruntime import RapidOCR
 
                 cls._engine = RapidOCR()
-            lines, _ = cls._engine(data)
+            lines, _ = cls._engine(data, return_word_box=True)
         return _reading_order(lines or [])
+
+
+@functools.lru_cache(maxsize=1)
+def _tesseract_languages(binary: str) -> str:
+    listed = subprocess.run([binary, "--list-langs"], capture_output=True, text=True, timeout=30).stdout.split()
+    return "+".join(lang for lang in _Ocr._TESSERACT_LANGUAGES if lang in listed) or "eng"
+
+
+def _spaced(text: str, chars: list) -> str:
+    """RapidOCR's recogniser drops narrow spaces in Latin text; put them back where the glyph gaps are wide."""
+    if not chars or len(chars) != len(text):
+        return text
+    widths = sorted(float(c[1][0]) - float(c[0][0]) for c in chars)
+    gap_limit = max(4.0, 0.6 * widths[len(widths) // 2])
+    out = [text[0]]
+    for i in range(1, len(text)):
+        gap = float(chars[i][0][0]) - float(chars[i - 1][1][0])
+        if gap > gap_limit and text[i] != " " and text[i - 1] != " ":
+            out.append(" ")
+        out.append(text[i])
+    return "".join(out)
 
 
 def _reading_order(lines: list) -> str:
     """Boxes to text lines: top to bottom, and left to right within a line."""
+    lines = [(line[0], _spaced(line[1], line[3] if len(line) > 3 else []), line[2]) for line in lines]
     boxes = sorted(((float(b[0][1]), float(b[0][0]), float(b[2][1]) - float(b[0][1]), t) for b, t, _ in lines))
     rows: list[list[tuple[float, float, float, str]]] = []
     for box in boxes:
