@@ -75,3 +75,16 @@ def start(host, client):
         return host.run(client.start_new(name, instance_id, data))
 
     return run
+
+
+@pytest.fixture(scope="module")
+def app_http():
+    """The real function_app on an in-memory devhost, for the app's own HTTP tests."""
+    import os
+
+    os.environ.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    import function_app
+
+    config = HostConfig(port=0, function_key=FUNCTION_KEY, master_key=MASTER_KEY, hub="IntakeHub")
+    with HostThread(DevHost(function_app.app, MemoryStore(), config)) as running:
+        yield Http(running.base_url, FUNCTION_KEY)

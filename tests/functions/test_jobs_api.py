@@ -1,26 +1,19 @@
 """The jobs API and the self-test of the real function_app, on an in-memory devhost over HTTP."""
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from devhost.host import DevHost, HostConfig, HostThread
-from devhost.store import MemoryStore
+from helpers import FUNCTION_KEY
 from tests.support.http import Http, wait_until
 
-KEY = "jobs-function-key"
+KEY = FUNCTION_KEY
 
 
 @pytest.fixture(scope="module")
-def api():
-    os.environ.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    import function_app
-
-    config = HostConfig(port=0, function_key=KEY, master_key="jobs-master-key", hub="IntakeHub")
-    with HostThread(DevHost(function_app.app, MemoryStore(), config)) as running:
-        yield Http(running.base_url, KEY)
+def api(app_http):
+    return app_http
 
 
 def _start(api: Http, **headers) -> dict:

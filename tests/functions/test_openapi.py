@@ -1,27 +1,20 @@
 """GET /api/openapi.json describes every HTTP route of the app; /api/docs serves Swagger UI from its package."""
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
 from devhost.app_index import AppIndex
-from devhost.host import DevHost, HostConfig, HostThread
-from devhost.store import MemoryStore
+from helpers import FUNCTION_KEY
 from tests.support.http import Http
 
-KEY = "docs-key"
+KEY = FUNCTION_KEY
 
 
 @pytest.fixture(scope="module")
-def api():
-    os.environ.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    import function_app
-
-    config = HostConfig(port=0, function_key=KEY, master_key="m", hub="IntakeHub")
-    with HostThread(DevHost(function_app.app, MemoryStore(), config)) as running:
-        yield Http(running.base_url, KEY)
+def api(app_http):
+    return app_http
 
 
 def _routes() -> set[tuple[str, str]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.http import Http
 from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_port
 
@@ -34,3 +35,17 @@ def api(devhost_factory):
     http = Http(host.base_url, FUNCTION_KEY)
     http.host = host
     return http
+
+
+@pytest.fixture(scope="module")
+def azurite_module():
+    """One Azurite for all tests of a module that share long-lived hosts."""
+    server = Azurite().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeOpenAI() as server:
+        yield server

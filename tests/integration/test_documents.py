@@ -44,19 +44,6 @@ def answer_by_page(body: dict) -> dict:
     return {"json": PAGE_ANSWERS.get(page_of(body), {"text": f"page {page_of(body)}"})}
 
 
-@pytest.fixture(scope="module")
-def azurite_module():
-    server = Azurite().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAI() as server:
-        yield server
-
-
 @pytest.fixture()
 def reset(fake):
     fake.script.clear()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_openai import FakeOpenAI
 from tests.support.http import Http, wait_until
 from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_port
 from tests.support.receiver import Receiver
@@ -79,19 +78,6 @@ def finished(http: Http, job_id: str, timeout: float = 60) -> dict:
         return job if job["status"] in ("done", "failed", "canceled") else None
 
     return wait_until(check, timeout=timeout, interval=0.1)
-
-
-@pytest.fixture(scope="module")
-def azurite_module():
-    server = Azurite().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAI() as server:
-        yield server
 
 
 def _devhost(azurite: Azurite, **env: str) -> DevhostProcess:

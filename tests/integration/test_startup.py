@@ -9,7 +9,7 @@ from tests.support.processes import DevhostProcess
 @pytest.mark.parametrize("name,value", [("AI_PROVIDER", "skynet"), ("JOB_WAIT_MAX_SECONDS", "forever")])
 def test_bad_setting_fails_start_naming_the_variable(name, value):
     host = DevhostProcess(None, {name: value})
-    with pytest.raises(RuntimeError) as failed:
+    with pytest.raises(RuntimeError):
         host.start(timeout=30)
     lines = [line for line in host.log().splitlines() if "failed to load" in line]
     assert len(lines) == 1 and f": {name}:" in lines[0], host.log()
