@@ -52,7 +52,7 @@ class Azurite:
 
     def start(self) -> "Azurite":
         self.process = subprocess.Popen(
-            [azurite_binary(), "--silent", "--skipApiVersionCheck", "--loose", "--location", self.folder,
+            [azurite_binary(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--location", self.folder,
              "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
              "--tablePort", str(self.table_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -68,7 +68,11 @@ class Azurite:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # a busy Azurite can take long to close; do not leave it behind
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
