@@ -27,7 +27,7 @@ outputs=$(az deployment group create \
   --template-file infra/main.bicep \
   --parameters namePrefix="$NAME_PREFIX" location="$LOCATION" aiProvider="$AI_PROVIDER" \
                deployAzureOpenAI="$DEPLOY_AZURE_OPENAI" \
-               openAiApiKey="${OPENAI_API_KEY:-}" wahaHmacKey="${WAHA_HMAC_KEY:-}" \
+               openAiApiKey="${OPENAI_API_KEY:-}" wahaHmacKey="${WAHA_HMAC_KEY:-}" wahaApiKey="${WAHA_API_KEY:-}" \
                callbackSigningSecret="$CALLBACK_SIGNING_SECRET" \
   --query properties.outputs --output json)
 app=$(echo "$outputs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["functionAppName"]["value"])')

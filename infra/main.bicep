@@ -64,6 +64,10 @@ param openAiApiKey string = ''
 param wahaHmacKey string = ''
 
 @secure()
+@description('API key of the WAHA server (X-Api-Key); stored in Key Vault.')
+param wahaApiKey string = ''
+
+@secure()
 @description('Secret that signs job callbacks (Standard Webhooks); stored in Key Vault.')
 param callbackSigningSecret string = ''
 
@@ -228,6 +232,14 @@ resource wahaHmacSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!em
   name: 'waha-hmac-key'
   properties: {
     value: wahaHmacKey
+  }
+}
+
+resource wahaApiSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(wahaApiKey)) {
+  parent: vault
+  name: 'waha-api-key'
+  properties: {
+    value: wahaApiKey
   }
 }
 
@@ -490,6 +502,30 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'DOCUMENT_MAX_BYTES'
           value: '52428800'
+        }
+        {
+          name: 'WAHA_BASE_URL'
+          value: 'http://127.0.0.1:3000'
+        }
+        {
+          name: 'WAHA_API_KEY'
+          value: empty(wahaApiKey) ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=waha-api-key)'
+        }
+        {
+          name: 'WHATSAPP_BURST_SECONDS'
+          value: '3'
+        }
+        {
+          name: 'WHATSAPP_RATE_LIMIT_PER_MINUTE'
+          value: '10'
+        }
+        {
+          name: 'WHATSAPP_MAX_EVENT_AGE_SECONDS'
+          value: '300'
+        }
+        {
+          name: 'WHATSAPP_SEND_ATTEMPTS'
+          value: '8'
         }
         {
           name: 'WAHA_HMAC_KEY'

@@ -57,6 +57,14 @@ class Settings(BaseModel):
     document_max_page_bytes: int = Field(10 * 1024 * 1024, alias="DOCUMENT_MAX_PAGE_BYTES", gt=0)
     document_max_bytes: int = Field(50 * 1024 * 1024, alias="DOCUMENT_MAX_BYTES", gt=0)
 
+    # WhatsApp assistant (WAHA)
+    waha_base_url: str = Field("http://127.0.0.1:3000", alias="WAHA_BASE_URL")
+    waha_api_key: SecretStr = Field(SecretStr(""), alias="WAHA_API_KEY")
+    whatsapp_burst_seconds: float = Field(3.0, alias="WHATSAPP_BURST_SECONDS", ge=0, le=60)
+    whatsapp_rate_limit: int = Field(10, alias="WHATSAPP_RATE_LIMIT_PER_MINUTE", ge=1, le=1000)
+    whatsapp_max_event_age_seconds: float = Field(300.0, alias="WHATSAPP_MAX_EVENT_AGE_SECONDS", gt=0)
+    whatsapp_send_attempts: int = Field(8, alias="WHATSAPP_SEND_ATTEMPTS", ge=1, le=50)
+
     # Signing secrets of the integrations
     waha_hmac_key: SecretStr = Field(SecretStr(""), alias="WAHA_HMAC_KEY")
     callback_signing_secret: SecretStr = Field(SecretStr(""), alias="CALLBACK_SIGNING_SECRET")
@@ -71,7 +79,8 @@ class Settings(BaseModel):
     def secret_values(self) -> list[str]:
         """Every secret's value, so that logging can mask them wherever they show up."""
         return [v.get_secret_value() for v in (self.openai_api_key, self.azure_openai_api_key, self.waha_hmac_key,
-                                               self.callback_signing_secret) if v.get_secret_value()]
+                                               self.callback_signing_secret, self.waha_api_key)
+                if v.get_secret_value()]
 
     def model_post_init(self, _context: object) -> None:
         if not (self.storage_connection or self.storage_account):

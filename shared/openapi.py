@@ -35,6 +35,7 @@ WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"type": "nu
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                "description": "Same key and body give the same job; the same key with another body is a 409"}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+CHAT_ID = {"name": "chat_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 class JobError(BaseModel):
@@ -186,6 +187,43 @@ def build_spec() -> dict[str, Any]:
             "parameters": [JOB_ID, WAIT],
             "responses": {"200": {"description": "Task status", "content": {"application/json": {
                 "schema": _ref("TaskStatus")}}}, **_errors("400", "401", "404")}}},
+        "/api/webhook": {"post": {
+            "summary": "WAHA webhook: every WhatsApp event; authenticated by X-Webhook-Hmac (HMAC-SHA512 of the body)",
+            "operationId": "wahaWebhook", "tags": ["whatsapp"], "security": [],
+            "parameters": [{"name": "X-Webhook-Hmac", "in": "header", "required": True, "schema": {"type": "string"}},
+                           {"name": "X-Webhook-Hmac-Algorithm", "in": "header", "schema": {"enum": ["sha512"]}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "accepted, duplicate or ignored (with the reason)",
+                                  "content": {"application/json": {"schema": {"type": "object", "properties": {
+                                      "status": {"enum": ["accepted", "duplicate", "ignored"]},
+                                      "reason": {"type": "string"}}}}}},
+                          **_errors("400", "401", "422")}}},
+        "/api/conversations/{chat_id}/pause": {"post": {
+            "summary": "Human takeover: the bot stops replying in this chat", "operationId": "pauseConversation",
+            "tags": ["whatsapp"], "parameters": [CHAT_ID],
+            "responses": {"200": {"description": "Paused"}, **_errors("401")}}},
+        "/api/conversations/{chat_id}/resume": {"post": {
+            "summary": "The bot replies again in this chat", "operationId": "resumeConversation",
+            "tags": ["whatsapp"], "parameters": [CHAT_ID],
+            "responses": {"200": {"description": "Resumed"}, **_errors("401")}}},
+        "/api/kb/documents": {
+            "post": {"summary": "Add or replace a knowledge-base document (PDF, DOCX, text, Markdown, HTML)",
+                     "operationId": "addKnowledgeDocument", "tags": ["whatsapp"],
+                     "parameters": [IDEMPOTENCY, WAIT, {"name": "name", "in": "query", "schema": {"type": "string"}},
+                                    {"name": "id", "in": "query", "schema": {"type": "string"}}],
+                     "requestBody": {"required": True, "content": {
+                         "multipart/form-data": {"schema": {"type": "object", "properties": {
+                             "file": {"type": "string", "format": "binary"}}}},
+                         "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                         "text/plain": {"schema": {"type": "string"}}}},
+                     "responses": _job_responses("Job", "409", "415", "422")},
+            "get": {"summary": "Documents of the knowledge base", "operationId": "listKnowledgeDocuments",
+                    "tags": ["whatsapp"], "responses": {"200": {"description": "Documents"}, **_errors("401")}}},
+        "/api/kb/documents/{doc_id}": {"delete": {
+            "summary": "Remove a document: its passages are no longer retrieved", "operationId":
+            "deleteKnowledgeDocument", "tags": ["whatsapp"],
+            "parameters": [{"name": "doc_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "Removed"}, **_errors("401", "404")}}},
         "/api/jobs": {"get": {
             "summary": "Jobs, newest first", "operationId": "listJobs", "tags": ["jobs"],
             "parameters": [

@@ -130,14 +130,24 @@ class OfflineProvider:
         """Answers with the context sentence that shares most words with the question, or says it does not know."""
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         context = "\n".join(m["content"] for m in messages if m["role"] == "system")
-        asked = {w.lower() for w in _WORD.findall(question) if len(w) > 3}
+        asked = _content_words(question)
         best, score = "", 0
         for sentence in re.split(r"(?<=[.!?])\s+|\n+", context):
-            overlap = len(asked & {w.lower() for w in _WORD.findall(sentence)})
+            overlap = len(asked & _content_words(sentence))
             if overlap > score:
                 best, score = sentence.strip(), overlap
         answer = best if score >= 2 else "I don't know."
         return Result(answer, [_usage("chat", input_tokens=_tokens([context, question]))])
+
+
+_STOPWORDS = frozenset("""the and for are was were what when where which who whom whose why how does did doing
+have has had this that these those with from into about there their they them then than your you our out not
+can could would should will shall may might must much many more most some any all each per its it's is be been
+""".split())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if len(w) >= 3 and w.lower() not in _STOPWORDS}
 
 
 def _tokens(texts: Sequence[str]) -> int:

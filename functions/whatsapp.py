@@ -1,0 +1,201 @@
+"""WhatsApp assistant behind WAHA: signed webhook, one conversation orchestration per chat, knowledge base."""
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import timedelta
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from shared import files as filetypes
+from shared.ai.factory import get_provider
+from shared.ai.usage import summarize
+from shared.config import get_settings
+from shared.errors import AppError, BadRequest, NotFound
+from shared.observability import log_event
+from shared.offers.normalize import normalize
+from shared.outcomes import failed, succeeded
+from shared.storage.blobs import BlobStore
+from shared.storage.tables import Tables
+from shared.whatsapp import assistant
+from shared.whatsapp.events import classify, dedup_key, is_fresh, parse_envelope
+from shared.whatsapp.signature import verify_hmac
+from shared.whatsapp.waha import Waha
+
+from ._http import handles_errors, json_response
+from ._jobs import respond_with_job, start_job
+from ._observe import observed_activity, observed_orchestrator
+from ._retry import call_with_retries
+
+bp = df.Blueprint()
+
+
+def _deps() -> assistant.Deps:
+    settings = get_settings()
+    return assistant.Deps(Tables(settings), BlobStore(settings),
+                          Waha(settings.waha_base_url, settings.waha_api_key.get_secret_value()), get_provider(),
+                          rate_limit=settings.whatsapp_rate_limit)
+
+
+@bp.route(route="webhook", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Anonymous for the Functions host: WAHA's HMAC over the raw body is the authentication."""
+    settings = get_settings()
+    raw = req.get_body()
+    verify_hmac(raw, dict(req.headers), settings.waha_hmac_key.get_secret_value())
+    envelope = parse_envelope(raw)
+    if not is_fresh(envelope, int(time.time() * 1000), settings.whatsapp_max_event_age_seconds):
+        return json_response({"status": "ignored", "reason": "stale"})
+    decision = classify(envelope)
+    if not decision.answer or decision.message is None:
+        return json_response({"status": "ignored", "reason": decision.reason})
+    if decision.kind != "text":
+        # Voice notes, documents and images are not handled yet; say so rather than pretend.
+        return json_response({"status": "ignored", "reason": f"{decision.kind}_not_supported_yet"})
+    message = decision.message
+    if not await assistant.record_incoming(Tables(settings), message, decision.kind):
+        log_event("whatsapp.duplicate", session=message.session, dedup=dedup_key(envelope))
+        return json_response({"status": "duplicate"})
+    log_event("whatsapp.message.received", chat_id=message.chat_id, message_id=message.message_id)
+    await _wake(client, message.session, message.chat_id)
+    return json_response({"status": "accepted"})
+
+
+async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: str) -> None:
+    """The chat's conversation runs forever; start it if it does not run, else tell it a message came."""
+    instance = assistant.conversation_id(session, chat_id)
+    status = await client.get_status(instance)
+    runtime = getattr(status.runtime_status, "value", None) if status else None
+    if runtime in ("Running", "Pending", "ContinuedAsNew", "Suspended"):
+        await client.raise_event(instance, "message", {"chat_id": chat_id})
+        return
+    try:
+        await client.start_new("whatsapp_conversation", instance, {"session": session, "chat_id": chat_id})
+    except Exception:  # noqa: BLE001 - a concurrent message started it first: wake that one
+        await client.raise_event(instance, "message", {"chat_id": chat_id})
+
+
+@bp.orchestration_trigger(context_name="context")
+def whatsapp_conversation(context: df.DurableOrchestrationContext):
+    """Wait for a message, let a burst settle, answer the turn, start over (continue_as_new keeps history small).
+
+    Messages live in table storage, so a wake-up lost between executions costs nothing: each execution
+    first asks whether something is pending.
+    """
+    chat = context.get_input()
+    pending = yield context.call_activity("whatsapp_pending", chat)
+    if not pending["count"]:
+        yield context.wait_for_external_event("message")
+    yield context.create_timer(context.current_utc_datetime + timedelta(seconds=pending["burst_seconds"]))
+    outcome = yield from call_with_retries(context, "whatsapp_answer", chat)
+    if not context.is_replaying and outcome["ok"] and outcome["value"].get("replied"):
+        log_event("whatsapp.reply.sent", chat_id=chat["chat_id"], usage=summarize(outcome["usage"]))
+    context.continue_as_new(chat)
+
+
+@bp.activity_trigger(input_name="chat")
+async def whatsapp_pending(chat: dict) -> dict:
+    tables = Tables(get_settings())
+    count = 0
+    async for _, row in tables.partition(assistant.MESSAGES, chat["chat_id"]):
+        count += row["direction"] == "in" and row["status"] == "pending"
+    return {"count": count, "burst_seconds": get_settings().whatsapp_burst_seconds}
+
+
+@bp.activity_trigger(input_name="chat")
+@observed_activity("whatsapp")
+async def whatsapp_answer(chat: dict) -> dict:
+    settings = get_settings()
+    try:
+        result = await assistant.answer_turn(chat["chat_id"], _deps())
+    except AppError as error:  # WAHA down or the session not WORKING: retried on a durable timer
+        return failed(error, attempt=chat.get("attempt", 1), max_attempts=settings.whatsapp_send_attempts,
+                      base_delay=settings.ai_retry_base_seconds)
+    usage = result.pop("usage")
+    return {**succeeded(result), "usage": usage}
+
+
+async def _pause(req: func.HttpRequest, paused: bool) -> func.HttpResponse:
+    conversation = await assistant.set_paused(Tables(get_settings()), req.route_params["chat_id"], paused)
+    return json_response({"chat_id": conversation["chat_id"], "paused": conversation["paused"]})
+
+
+@bp.route(route="conversations/{chat_id}/pause", methods=["POST"])
+@handles_errors
+async def pause_conversation(req: func.HttpRequest) -> func.HttpResponse:
+    """Human takeover: a paused chat gets no replies until it is resumed."""
+    return await _pause(req, True)
+
+
+@bp.route(route="conversations/{chat_id}/resume", methods=["POST"])
+@handles_errors
+async def resume_conversation(req: func.HttpRequest) -> func.HttpResponse:
+    return await _pause(req, False)
+
+
+@bp.route(route="kb/documents", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    body = req.get_body()
+    if req.files:
+        upload = next(iter(req.files.values()))
+        name, declared, body = upload.filename or "document", upload.content_type, upload.read()
+    else:
+        name, declared = req.params.get("name") or "document", req.headers.get("content-type")
+    if not body:
+        raise BadRequest("Send the document as the body or as a multipart file.", code="empty_request")
+    info = filetypes.inspect(body, declared, name, allowed=frozenset(
+        {filetypes.PDF, filetypes.DOCX, filetypes.TEXT, filetypes.HTML}))
+    doc_id = req.params.get("id") or hashlib.sha256(name.encode()).hexdigest()[:16]
+    sha = hashlib.sha256(body).hexdigest()
+
+    async def store(job_id: str) -> dict:
+        ref = await BlobStore(get_settings()).put("intake-inputs", f"{job_id}/{name[-80:]}", body, info.content_type)
+        return {"doc_id": doc_id, "name": name, "content_type": info.content_type, "blob": ref}
+
+    job = await start_job(client, req, kind="kb", orchestrator="kb_ingestion", prepare=store,
+                          fingerprint_of={"doc_id": doc_id, "sha": sha})
+    return await respond_with_job(client, req, job, f"/api/jobs/{job['job_id']}")
+
+
+@bp.orchestration_trigger(context_name="context")
+@observed_orchestrator("knowledge")
+def kb_ingestion(context: df.DurableOrchestrationContext):
+    request = context.get_input()["request"]
+    outcome = yield from call_with_retries(context, "kb_add_document", request)
+    usage = summarize(outcome["usage"])
+    return {"result": outcome["value"], "usage": usage} if outcome["ok"] else {"error": outcome["error"],
+                                                                             "usage": usage}
+
+
+@bp.activity_trigger(input_name="request")
+@observed_activity("knowledge")
+async def kb_add_document(request: dict) -> dict:
+    settings = get_settings()
+    data = await BlobStore(settings).get(request["blob"])
+    try:
+        normalized = normalize(None, [(request["name"], request["content_type"], data)])
+        count, usage = await assistant.KnowledgeBase(_deps()).add(request["doc_id"], request["name"],
+                                                                  [(1, normalized.text)])
+    except AppError as error:
+        return failed(error, attempt=request.get("attempt", 1), max_attempts=settings.ai_max_attempts,
+                      base_delay=settings.ai_retry_base_seconds)
+    return succeeded({"doc_id": request["doc_id"], "name": request["name"], "chunks": count}, usage)
+
+
+@bp.route(route="kb/documents", methods=["GET"])
+@handles_errors
+async def list_kb_documents(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response({"documents": await assistant.KnowledgeBase(_deps()).documents()})
+
+
+@bp.route(route="kb/documents/{doc_id}", methods=["DELETE"])
+@handles_errors
+async def delete_kb_document(req: func.HttpRequest) -> func.HttpResponse:
+    if not await assistant.KnowledgeBase(_deps()).remove(req.route_params["doc_id"]):
+        raise NotFound("No such document in the knowledge base.", code="document_not_found")
+    return func.HttpResponse(status_code=204)

@@ -1,0 +1,1 @@
+"""Call analysis: audio probing and chunking, transcripts, speakers, insights checked against the transcript."""

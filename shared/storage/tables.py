@@ -1,0 +1,98 @@
+"""App data in Azure Table storage (Azurite locally): rows of JSON, inserts that refuse duplicates."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator
+
+from ..config import Settings
+from .connection import expand_connection_string
+
+_services: dict[int, Any] = {}
+_created: set[tuple[int, str]] = set()
+
+
+def _service(settings: Settings) -> Any:
+    """One async client per event loop: aio clients must not cross loops."""
+    from azure.data.tables.aio import TableServiceClient
+
+    loop = id(asyncio.get_running_loop())
+    if loop not in _services:
+        if settings.storage_connection:
+            _services[loop] = TableServiceClient.from_connection_string(
+                expand_connection_string(settings.storage_connection))
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id or None)
+            _services[loop] = TableServiceClient(f"https://{settings.storage_account}.table.core.windows.net",
+                                                 credential=credential)
+    return _services[loop]
+
+
+def _key(value: str) -> str:
+    """Table keys may not hold / \\ # ? or control characters."""
+    return "".join(c if c not in "/\\#?" and ord(c) >= 32 else f"%{ord(c):02X}" for c in value)
+
+
+class Tables:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def _table(self, name: str) -> Any:
+        from azure.core.exceptions import ResourceExistsError
+
+        service = _service(self.settings)
+        key = (id(asyncio.get_running_loop()), name)
+        if key not in _created:
+            try:
+                await service.create_table(name)
+            except ResourceExistsError:
+                pass
+            _created.add(key)
+        return service.get_table_client(name)
+
+    @staticmethod
+    def _entity(pk: str, rk: str, row: dict) -> dict:
+        return {"PartitionKey": _key(pk), "RowKey": _key(rk), "data": json.dumps(row, separators=(",", ":"))}
+
+    async def insert(self, table: str, pk: str, rk: str, row: dict) -> bool:
+        """False when the row already exists: how duplicate deliveries are recognised, atomically."""
+        from azure.core.exceptions import ResourceExistsError
+
+        client = await self._table(table)
+        try:
+            await client.create_entity(self._entity(pk, rk, row))
+        except ResourceExistsError:
+            return False
+        return True
+
+    async def upsert(self, table: str, pk: str, rk: str, row: dict) -> None:
+        from azure.data.tables import UpdateMode
+
+        client = await self._table(table)
+        await client.upsert_entity(self._entity(pk, rk, row), mode=UpdateMode.REPLACE)
+
+    async def get(self, table: str, pk: str, rk: str) -> dict | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        client = await self._table(table)
+        try:
+            entity = await client.get_entity(_key(pk), _key(rk))
+        except ResourceNotFoundError:
+            return None
+        return json.loads(entity["data"])
+
+    async def partition(self, table: str, pk: str) -> AsyncIterator[tuple[str, dict]]:
+        client = await self._table(table)
+        async for entity in client.query_entities("PartitionKey eq @pk", parameters={"pk": _key(pk)}):
+            yield entity["RowKey"], json.loads(entity["data"])
+
+    async def all(self, table: str) -> AsyncIterator[tuple[str, str, dict]]:
+        client = await self._table(table)
+        async for entity in client.list_entities():
+            yield entity["PartitionKey"], entity["RowKey"], json.loads(entity["data"])
+
+    async def delete(self, table: str, pk: str, rk: str) -> None:
+        client = await self._table(table)
+        await client.delete_entity(_key(pk), _key(rk))

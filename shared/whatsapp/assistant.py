@@ -1,0 +1,164 @@
+"""The assistant's turn: pending messages of one chat, rate limit and pause, a grounded answer sent via WAHA."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..ai.port import AIProvider
+from ..ai.usage import Usage
+from ..storage.blobs import BlobStore
+from ..storage.tables import Tables
+from .events import IncomingMessage
+from .knowledge import Chunk, VectorIndex, chunk_text
+from .ratelimit import RateState, admit
+from .replies import chat_messages, send_text_body
+from .waha import Waha
+
+MESSAGES, CONVERSATIONS, DOCUMENTS = "WhatsAppMessages", "WhatsAppConversations", "KnowledgeDocuments"
+KB_CONTAINER = "knowledge"
+RATE_NOTICE = ("You are sending messages faster than I can answer. I will reply to new messages in a "
+               "minute.")
+MEMORY = 10
+
+
+@dataclass
+class Deps:
+    tables: Tables
+    blobs: BlobStore
+    waha: Waha
+    provider: AIProvider
+    rate_limit: int = 10
+
+
+def conversation_id(session: str, chat_id: str) -> str:
+    return "chat-" + hashlib.sha256(f"{session}:{chat_id}".encode()).hexdigest()[:32]
+
+
+async def record_incoming(tables: Tables, message: IncomingMessage, kind: str) -> bool:
+    """Stores an incoming message once; False for a duplicate delivery of the same session + message id."""
+    row = {**message.model_dump(), "kind": kind, "direction": "in", "status": "pending",
+           "received_at": time.time()}
+    return await tables.insert(MESSAGES, message.chat_id, f"{message.session}:{message.message_id}", row)
+
+
+async def set_paused(tables: Tables, chat_id: str, paused: bool) -> dict:
+    conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {"chat_id": chat_id}
+    conversation["paused"] = paused
+    await tables.upsert(CONVERSATIONS, "chat", chat_id, conversation)
+    return conversation
+
+
+class KnowledgeBase:
+    """Chunks and vectors as one blob per document, listed in a table; searched in memory with numpy."""
+
+    _cache: dict[str, tuple[str, VectorIndex]] = {}
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def add(self, doc_id: str, name: str, pages: list[tuple[int, str]]) -> tuple[int, list[Usage]]:
+        chunks = chunk_text(pages)
+        vectors, usage = [], []
+        for start in range(0, len(chunks), 64):  # embeddings in batches
+            result = await asyncio.to_thread(self.deps.provider.embed, [c.text for c in chunks[start:start + 64]])
+            vectors += result.value
+            usage += result.usage
+        body = json.dumps({"chunks": [c.model_dump() for c in chunks], "vectors": vectors}).encode()
+        await self.deps.blobs.put(KB_CONTAINER, f"{doc_id}.json", body, "application/json")
+        await self.deps.tables.upsert(DOCUMENTS, "kb", doc_id, {"id": doc_id, "name": name, "chunks": len(chunks),
+                                                                "updated": time.time()})
+        return len(chunks), usage
+
+    async def remove(self, doc_id: str) -> bool:
+        if await self.deps.tables.get(DOCUMENTS, "kb", doc_id) is None:
+            return False
+        await self.deps.tables.delete(DOCUMENTS, "kb", doc_id)
+        return True
+
+    async def documents(self) -> list[dict]:
+        return [row async for _, row in self.deps.tables.partition(DOCUMENTS, "kb")]
+
+    async def index(self) -> VectorIndex:
+        """Rebuilt only when the document list changed, so a worker keeps the vectors in memory."""
+        documents = sorted(await self.documents(), key=lambda d: d["id"])
+        version = hashlib.sha256(json.dumps([(d["id"], d["updated"]) for d in documents]).encode()).hexdigest()
+        cached = self._cache.get("kb")
+        if cached and cached[0] == version:
+            return cached[1]
+        index = VectorIndex()
+        for document in documents:
+            data = json.loads(await self.deps.blobs.get(f"{KB_CONTAINER}/{document['id']}.json"))
+            if data["chunks"]:
+                index.add(document["id"], [Chunk(**c) for c in data["chunks"]], data["vectors"])
+        self._cache["kb"] = (version, index)
+        return index
+
+
+async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
+    """Answers every pending message of the chat in one reply; safe to run twice (the reply is keyed)."""
+    tables = deps.tables
+    rows = sorted([(rk, row) async for rk, row in tables.partition(MESSAGES, chat_id)],
+                  key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
+    pending = [(rk, row) for rk, row in rows if row["direction"] == "in" and row["status"] == "pending"]
+    if not pending:
+        return {"replied": False, "reason": "nothing_pending", "usage": []}
+    conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {"chat_id": chat_id}
+    if conversation.get("paused"):
+        for rk, row in pending:
+            await tables.upsert(MESSAGES, chat_id, rk, {**row, "status": "held"})
+        return {"replied": False, "reason": "paused", "usage": []}
+    state = RateState.model_validate(conversation.get("rate") or {})
+    allowed, notify = [], False
+    for rk, row in pending:
+        decision = admit(state, row.get("timestamp") or row["received_at"], limit=deps.rate_limit)
+        state = decision.state
+        notify = notify or decision.notify
+        (allowed if decision.allowed else []).append((rk, row))
+        if not decision.allowed:
+            await tables.upsert(MESSAGES, chat_id, rk, {**row, "status": "rate_limited"})
+    last = IncomingMessage.model_validate({k: v for k, v in pending[-1][1].items()
+                                           if k in IncomingMessage.model_fields})
+    usage: list[Usage] = []
+    answer = None
+    if allowed:
+        question = "\n".join(row["text"] for _, row in allowed if row.get("text"))
+        embedded = await asyncio.to_thread(deps.provider.embed, [question])
+        usage += embedded.usage
+        hits = (await KnowledgeBase(deps).index()).search(embedded.value[0], k=5)
+        memory = conversation.get("memory", [])
+        reply = await asyncio.to_thread(deps.provider.chat, chat_messages(question, hits, memory))
+        usage += reply.usage
+        answer = reply.value
+        await _send_once(deps, last, [rk for rk, _ in allowed], answer, [r["message_id"] for _, r in allowed])
+        for rk, row in allowed:
+            await tables.upsert(MESSAGES, chat_id, rk, {**row, "status": "answered"})
+        conversation["memory"] = (memory + [{"role": "user", "content": question},
+                                            {"role": "assistant", "content": answer}])[-MEMORY:]
+    if notify:
+        await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], RATE_NOTICE, [], quote=False)
+    conversation["rate"] = state.model_dump()
+    await tables.upsert(CONVERSATIONS, "chat", chat_id, conversation)
+    return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
+            "rate_limited": len(pending) - len(allowed), "notice": notify,
+            "usage": [u.model_dump() for u in usage]}
+
+
+async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], text: str, seen_ids: list[str],
+                     quote: bool = True) -> None:
+    """Sends through WAHA unless this reply was sent already (an activity may run twice after a crash)."""
+    reply_id = "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
+    sent = await deps.tables.get(MESSAGES, question.chat_id, reply_id)
+    if sent and sent.get("status") == "sent":
+        return
+    if seen_ids:
+        await deps.waha.send_seen(question.session, question.chat_id, seen_ids)
+    await deps.waha.typing(question.session, question.chat_id, True)
+    await deps.waha.send_text(send_text_body(question, text, quote=quote))
+    await deps.tables.upsert(MESSAGES, question.chat_id, reply_id, {
+        "direction": "out", "status": "sent", "text": text, "chat_id": question.chat_id, "session": question.session,
+        "message_id": reply_id, "timestamp": time.time(), "received_at": time.time()})
+    await deps.waha.typing(question.session, question.chat_id, False)

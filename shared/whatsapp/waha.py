@@ -1,0 +1,42 @@
+"""The WAHA HTTP API for replies: seen, typing, send text; its errors mapped to retry or give up."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import DeliveryError
+
+
+class Waha:
+    def __init__(self, base_url: str, api_key: str, timeout: float = 15.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        import aiohttp
+
+        headers = {"X-Api-Key": self.api_key} if self.api_key else {}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+                async with session.post(f"{self.base_url}{path}", json=body, headers=headers,
+                                        allow_redirects=False) as response:
+                    status = response.status
+                    text = await response.text()
+        except Exception as exc:  # noqa: BLE001 - WAHA unreachable: try again later
+            raise DeliveryError(f"WAHA is not reachable ({type(exc).__name__}).", code="waha_unreachable",
+                                transient=True) from None
+        if 200 <= status < 300:
+            return text
+        # 422: the session is not WORKING yet (starting, QR scan); 5xx: WAHA failed. Both pass with time.
+        if status == 422 or status >= 500 or status == 429:
+            raise DeliveryError(f"WAHA answered {status}.", code="waha_unavailable", transient=True)
+        raise DeliveryError(f"WAHA refused the request ({status}).", code="waha_rejected")
+
+    async def send_seen(self, session: str, chat_id: str, message_ids: list[str]) -> None:
+        await self._post("/api/sendSeen", {"session": session, "chatId": chat_id, "messageIds": message_ids})
+
+    async def typing(self, session: str, chat_id: str, on: bool) -> None:
+        await self._post("/api/startTyping" if on else "/api/stopTyping", {"session": session, "chatId": chat_id})
+
+    async def send_text(self, body: dict[str, Any]) -> None:
+        await self._post("/api/sendText", body)

@@ -1,0 +1,170 @@
+"""WhatsApp assistant over real HTTP: signed WAHA events in, grounded replies out through a fake WAHA."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from shared.whatsapp.signature import sign
+from tests.support.fake_waha import FakeWaha
+from tests.support.http import Http, wait_until
+from tests.support.processes import FUNCTION_KEY, DevhostProcess, free_port
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+KEY = "integration-waha-hmac-key"
+TEXT = json.loads((FIXTURES / "waha" / "message.text.direct.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def waha():
+    with FakeWaha() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api(azurite_module, waha):
+    host = DevhostProcess(azurite_module.connection_string, {
+        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "offline", "WAHA_BASE_URL": waha.base_url,
+        "WAHA_API_KEY": "waha-api-key", "WAHA_HMAC_KEY": KEY, "WHATSAPP_BURST_SECONDS": "1",
+        "AI_RETRY_BASE_SECONDS": "0.3"}).start()
+    http = Http(host.base_url, FUNCTION_KEY)
+    pdf = (FIXTURES / "documents" / "rental_agreement_3p" / "agreement.pdf").read_bytes()
+    status, _, job = http.request("POST", "/api/kb/documents?wait=20&name=agreement.pdf", raw=pdf,
+                                  headers={"content-type": "application/pdf"})
+    assert status == 200 and job["status"] == "done", job
+    yield http
+    host.stop()
+
+
+def event(text: str, chat: str, message_id: str | None = None) -> dict:
+    body = copy.deepcopy(TEXT)
+    body["timestamp"] = int(time.time() * 1000)
+    body["payload"].update(id=f"false_{chat}_{message_id or uuid.uuid4().hex[:20].upper()}", body=text,
+                           **{"from": chat}, timestamp=int(time.time()))
+    return body
+
+
+def post(api: Http, body: dict, key: str = KEY, headers: dict | None = None) -> tuple[int, dict]:
+    raw = json.dumps(body).encode()
+    all_headers = {"content-type": "application/json", "X-Webhook-Hmac": sign(raw, key),
+                   "X-Webhook-Hmac-Algorithm": "sha512", **(headers or {})}
+    status, _, answer = Http(api.base_url, None).request("POST", "/api/webhook", raw=raw, headers=all_headers)
+    return status, answer
+
+
+def new_chat() -> str:
+    return f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+
+
+def test_question_gets_exactly_one_reply_with_the_retrieved_fact(api, waha):
+    chat = new_chat()
+    assert post(api, event("How much is the monthly rent?", chat)) == (200, {"status": "accepted"})
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=30)
+    assert "2,350" in reply["text"] and reply["reply_to"].startswith("false_")
+    paths = [c["path"] for c in waha.calls if c["body"].get("chatId") == chat]
+    assert paths[:2] == ["/api/sendSeen", "/api/startTyping"] and paths[-1] == "/api/stopTyping"
+    assert all(c["api_key"] == "waha-api-key" for c in waha.calls)
+    time.sleep(2)
+    assert len(waha.sent(chat)) == 1
+
+
+@pytest.mark.parametrize("fixture", ["message.group.json", "message.status-broadcast.json",
+                                     "message.channel-newsletter.json", "message-any.from-me-api.json",
+                                     "message.reaction.json", "message.ack.json", "message.edited.json",
+                                     "message.revoked.json", "session.status.working.json"])
+def test_events_the_bot_must_not_answer_are_acknowledged_and_ignored(api, waha, fixture):
+    body = json.loads((FIXTURES / "waha" / fixture).read_text())
+    body["timestamp"] = int(time.time() * 1000)
+    before = len(waha.sent())
+    status, answer = post(api, body)
+    assert status == 200 and answer["status"] == "ignored", answer
+    assert len(waha.sent()) == before
+
+
+def test_each_event_delivered_three_times_concurrently_gets_one_reply(api, waha):
+    chat = new_chat()
+    body = event("What is the security deposit?", chat)
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: post(api, body), range(3)))
+    assert sorted(a[1]["status"] for a in answers) == ["accepted", "duplicate", "duplicate"]
+    wait_until(lambda: waha.sent(chat), timeout=30)
+    time.sleep(2)
+    assert len(waha.sent(chat)) == 1
+
+
+@pytest.mark.parametrize("headers,key", [({}, "wrong-key"), ({"X-Webhook-Hmac": ""}, KEY),
+                                         ({"X-Webhook-Hmac-Algorithm": "sha256"}, KEY)])
+def test_bad_or_missing_signature_is_401_and_nothing_is_stored(api, waha, headers, key):
+    chat = new_chat()
+    status, answer = post(api, event("Hello?", chat), key=key, headers=headers)
+    assert status == 401 and answer["error"]["code"].startswith("waha_")
+    time.sleep(1.5)
+    assert waha.sent(chat) == []
+
+
+def test_burst_of_messages_gets_one_reply(api, waha):
+    chat = new_chat()
+    for text in ("Hi", "I have a question", "about the apartment", "how much is the monthly rent?"):
+        assert post(api, event(text, chat))[0] == 200
+        time.sleep(0.2)
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=30)
+    assert "2,350" in reply["text"]
+    time.sleep(2)
+    assert len(waha.sent(chat)) == 1
+
+
+def test_paused_chat_gets_no_reply_until_resumed(api, waha):
+    chat = new_chat()
+    assert api.request("POST", f"/api/conversations/{chat}/pause")[2] == {"chat_id": chat, "paused": True}
+    post(api, event("Is the flat still free?", chat))
+    time.sleep(3)
+    assert waha.sent(chat) == []
+    assert api.request("POST", f"/api/conversations/{chat}/resume")[2]["paused"] is False
+    post(api, event("How much is the monthly rent?", chat))
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=30)
+    assert "2,350" in reply["text"]
+
+
+def test_reply_is_sent_once_waha_recovers(api, waha):
+    chat = new_chat()
+    waha.send_script.extend([500, 422])
+    post(api, event("How much is the monthly rent?", chat))
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=45)
+    failures = [c for c in waha.calls if c["path"] == "/api/sendText" and c["body"]["chatId"] == chat
+                and c["status"] != 201]
+    assert len(failures) == 2 and "2,350" in reply["text"]
+    time.sleep(2)
+    assert len(waha.sent(chat)) == 1
+
+
+def test_fifteen_messages_in_a_minute_get_ten_answered_and_one_notice(api, waha):
+    chat = new_chat()
+    for n in range(15):
+        post(api, event(f"question {n} about the monthly rent", chat))
+    sent = wait_until(lambda: (s := waha.sent(chat)) and len(s) >= 2 and s, timeout=30)
+    time.sleep(2)
+    sent = waha.sent(chat)
+    notices = [s for s in sent if "faster than I can answer" in s["text"]]
+    assert len(notices) == 1 and len(sent) == 2, [s["text"][:60] for s in sent]
+
+
+def test_docx_knowledge_is_retrieved_and_gone_after_delete(api, waha):
+    docx = (FIXTURES / "offers" / "docx_it_table" / "offer.docx").read_bytes()
+    status, _, job = api.request("POST", "/api/kb/documents?wait=20&name=lamps.docx&id=lamps", raw=docx, headers={
+        "content-type": "application/vnd.openxmlformats-officedocument.wordprocessingml.document"})
+    assert status == 200 and job["result"]["chunks"] >= 1, job
+    assert "lamps" in {d["id"] for d in api.request("GET", "/api/kb/documents")[2]["documents"]}
+    chat = new_chat()
+    post(api, event("What does the Plafoniera LED 24W cost?", chat))
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=30)
+    assert "38,00" in reply["text"], reply["text"]
+    assert api.request("DELETE", "/api/kb/documents/lamps")[0] == 204
+    assert api.request("DELETE", "/api/kb/documents/lamps")[0] == 404
+    post(api, event("What does the Plafoniera LED 24W cost?", chat))
+    second = wait_until(lambda: (s := waha.sent(chat)) and len(s) == 2 and s[1], timeout=30)
+    assert "38,00" not in second["text"]

@@ -1,0 +1,59 @@
+"""A fake WAHA on loopback: records seen, typing and send calls; sendText can be scripted to fail."""
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FakeWaha:
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.send_script: deque[int] = deque()  # statuses for the next sendText calls, then 201
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> "FakeWaha":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def sent(self, chat_id: str | None = None) -> list[dict]:
+        """Texts WAHA accepted (201), oldest first."""
+        with self._lock:
+            return [c["body"] for c in self.calls if c["path"] == "/api/sendText" and c["status"] == 201
+                    and (chat_id is None or c["body"]["chatId"] == chat_id)]
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with fake._lock:
+                    status = fake.send_script.popleft() if self.path == "/api/sendText" and fake.send_script \
+                        else (201 if self.path == "/api/sendText" else 200)
+                    fake.calls.append({"path": self.path, "body": body, "status": status,
+                                       "api_key": self.headers.get("X-Api-Key")})
+                data = json.dumps({"result": status < 300} if status < 300 else {"error": "fake failure"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
