@@ -13,6 +13,7 @@ from shared.ai.factory import get_provider
 from shared.ai.usage import summarize
 from shared.config import get_settings
 from shared.errors import AppError, BadRequest, NotFound
+from shared.jobs import decode_continuation, encode_continuation, parse_limit
 from shared.observability import log_event
 from shared.offers.normalize import normalize
 from shared.outcomes import failed, succeeded
@@ -56,8 +57,10 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
         # Voice notes, documents and images are not handled yet; say so rather than pretend.
         return json_response({"status": "ignored", "reason": f"{decision.kind}_not_supported_yet"})
     message = decision.message
-    if not await assistant.record_incoming(Tables(settings), message, decision.kind):
+    tables = Tables(settings)
+    if not await assistant.record_incoming(tables, message, decision.kind):
         log_event("whatsapp.duplicate", session=message.session, dedup=dedup_key(envelope))
+        await assistant.record_duplicate(tables, message)
         return json_response({"status": "duplicate"})
     log_event("whatsapp.message.received", chat_id=message.chat_id, message_id=message.message_id)
     await _wake(client, message.session, message.chat_id)
@@ -199,3 +202,42 @@ async def delete_kb_document(req: func.HttpRequest) -> func.HttpResponse:
     if not await assistant.KnowledgeBase(_deps()).remove(req.route_params["doc_id"]):
         raise NotFound("No such document in the knowledge base.", code="document_not_found")
     return func.HttpResponse(status_code=204)
+
+
+@bp.route(route="messages", methods=["GET"])
+@handles_errors
+async def list_messages(req: func.HttpRequest) -> func.HttpResponse:
+    direction = req.params.get("direction")
+    if direction not in (None, "", "in", "out"):
+        raise BadRequest("direction must be in or out.", code="invalid_direction")
+    try:
+        since = float(req.params["since"]) if req.params.get("since") else None
+    except ValueError:
+        raise BadRequest("since must be a Unix time in seconds.", code="invalid_since") from None
+    rows, following = await assistant.messages(
+        Tables(get_settings()), chat_id=req.params.get("chat_id"), direction=direction or None, since=since,
+        limit=parse_limit(req.params.get("limit"), default=100, maximum=1000),
+        offset=decode_continuation(req.params.get("continuation")))
+    return json_response({"messages": rows,
+                          "continuation": encode_continuation(following) if following is not None else None})
+
+
+@bp.route(route="conversations", methods=["GET"])
+@handles_errors
+async def list_conversations(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response({"conversations": await assistant.conversations(Tables(get_settings()))})
+
+
+@bp.route(route="conversations/{chat_id}", methods=["GET"])
+@handles_errors
+async def get_conversation(req: func.HttpRequest) -> func.HttpResponse:
+    found = await assistant.conversation(Tables(get_settings()), req.route_params["chat_id"])
+    if found is None:
+        raise NotFound("No conversation with this chat id.", code="conversation_not_found")
+    return json_response(found)
+
+
+@bp.route(route="stats", methods=["GET"])
+@handles_errors
+async def whatsapp_stats(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(await assistant.stats(Tables(get_settings())))

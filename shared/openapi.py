@@ -206,6 +206,23 @@ def build_spec() -> dict[str, Any]:
             "summary": "The bot replies again in this chat", "operationId": "resumeConversation",
             "tags": ["whatsapp"], "parameters": [CHAT_ID],
             "responses": {"200": {"description": "Resumed"}, **_errors("401")}}},
+        "/api/messages": {"get": {
+            "summary": "Stored WhatsApp messages, oldest first", "operationId": "listMessages", "tags": ["whatsapp"],
+            "parameters": [{"name": n, "in": "query", "schema": {"type": t}} for n, t in (
+                ("chat_id", "string"), ("direction", "string"), ("since", "number"), ("limit", "integer"),
+                ("continuation", "string"))],
+            "responses": {"200": {"description": "A page of messages"}, **_errors("400", "401")}}},
+        "/api/conversations": {"get": {
+            "summary": "Chats, most recent first", "operationId": "listConversations", "tags": ["whatsapp"],
+            "responses": {"200": {"description": "Conversations"}, **_errors("401")}}},
+        "/api/conversations/{chat_id}": {"get": {
+            "summary": "One chat: pause state, recent messages, memory", "operationId": "getConversation",
+            "tags": ["whatsapp"], "parameters": [CHAT_ID],
+            "responses": {"200": {"description": "The conversation"}, **_errors("401", "404")}}},
+        "/api/stats": {"get": {
+            "summary": "Messages in and out, replies, reply latency, tokens and cost, rate-limited users, duplicates",
+            "operationId": "whatsappStats", "tags": ["whatsapp"],
+            "responses": {"200": {"description": "Counters"}, **_errors("401")}}},
         "/api/kb/documents": {
             "post": {"summary": "Add or replace a knowledge-base document (PDF, DOCX, text, Markdown, HTML)",
                      "operationId": "addKnowledgeDocument", "tags": ["whatsapp"],

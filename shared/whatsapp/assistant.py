@@ -19,6 +19,7 @@ from .replies import chat_messages, send_text_body
 from .waha import Waha
 
 MESSAGES, CONVERSATIONS, DOCUMENTS = "WhatsAppMessages", "WhatsAppConversations", "KnowledgeDocuments"
+DUPLICATES = "WhatsAppDuplicates"
 KB_CONTAINER = "knowledge"
 RATE_NOTICE = ("You are sending messages faster than I can answer. I will reply to new messages in a "
                "minute.")
@@ -43,6 +44,70 @@ async def record_incoming(tables: Tables, message: IncomingMessage, kind: str) -
     row = {**message.model_dump(), "kind": kind, "direction": "in", "status": "pending",
            "received_at": time.time()}
     return await tables.insert(MESSAGES, message.chat_id, f"{message.session}:{message.message_id}", row)
+
+
+async def record_duplicate(tables: Tables, message: IncomingMessage) -> None:
+    await tables.insert(DUPLICATES, message.chat_id, f"{message.message_id}:{time.time_ns()}",
+                        {"message_id": message.message_id, "at": time.time()})
+
+
+async def messages(tables: Tables, *, chat_id: str | None, direction: str | None, since: float | None,
+                   limit: int, offset: int) -> tuple[list[dict], int | None]:
+    """Stored messages, oldest first; `offset` and the returned next offset page through them."""
+    if chat_id:
+        rows = [row async for _, row in tables.partition(MESSAGES, chat_id)]
+    else:
+        rows = [row async for _, _, row in tables.all(MESSAGES)]
+    rows = [r for r in rows if (not direction or r["direction"] == direction)
+            and (since is None or r["received_at"] >= since)]
+    rows.sort(key=lambda r: (r["received_at"], r.get("message_id", "")))
+    page = rows[offset:offset + limit]
+    return page, (offset + limit if offset + limit < len(rows) else None)
+
+
+async def conversations(tables: Tables) -> list[dict]:
+    found: dict[str, dict] = {}
+    async for chat_id, _, row in tables.all(MESSAGES):
+        entry = found.setdefault(row.get("chat_id") or chat_id, {"chat_id": row.get("chat_id") or chat_id,
+                                                                 "messages": 0, "last_at": 0.0, "paused": False})
+        entry["messages"] += 1
+        entry["last_at"] = max(entry["last_at"], row["received_at"])
+    async for _, chat_id, row in tables.all(CONVERSATIONS):
+        if chat_id in found:
+            found[chat_id]["paused"] = bool(row.get("paused"))
+    return sorted(found.values(), key=lambda c: c["last_at"], reverse=True)
+
+
+async def conversation(tables: Tables, chat_id: str) -> dict | None:
+    rows, _ = await messages(tables, chat_id=chat_id, direction=None, since=None, limit=10_000, offset=0)
+    state = await tables.get(CONVERSATIONS, "chat", chat_id)
+    if not rows and state is None:
+        return None
+    return {"chat_id": chat_id, "paused": bool((state or {}).get("paused")), "messages": rows[-50:],
+            "memory": (state or {}).get("memory", [])}
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def stats(tables: Tables) -> dict:
+    rows = [row async for _, _, row in tables.all(MESSAGES)]
+    incoming = [r for r in rows if r["direction"] == "in"]
+    replies = [r for r in rows if r["direction"] == "out" and r.get("kind") == "reply"]
+    usage = [u for r in replies for u in r.get("usage", [])]
+    latencies = [r["latency_s"] for r in replies if "latency_s" in r]
+    limited = {r["chat_id"] for r in incoming if r["status"] == "rate_limited"}
+    duplicates = len([1 async for _ in tables.all(DUPLICATES)])
+    return {"messages_in": len(incoming), "messages_out": len(rows) - len(incoming), "replies": len(replies),
+            "reply_latency_s": {"median": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95)},
+            "tokens": {"input": sum(u.get("input_tokens", 0) for u in usage),
+                       "output": sum(u.get("output_tokens", 0) for u in usage)},
+            "cost_usd": round(sum(u.get("cost_usd", 0.0) for u in usage), 6),
+            "rate_limited_users": len(limited), "duplicates_dropped": duplicates}
 
 
 async def set_paused(tables: Tables, chat_id: str, paused: bool) -> dict:
@@ -133,7 +198,10 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
         reply = await asyncio.to_thread(deps.provider.chat, chat_messages(question, hits, memory))
         usage += reply.usage
         answer = reply.value
-        await _send_once(deps, last, [rk for rk, _ in allowed], answer, [r["message_id"] for _, r in allowed])
+        first_received = min(row["received_at"] for _, row in allowed)
+        await _send_once(deps, last, [rk for rk, _ in allowed], answer, [r["message_id"] for _, r in allowed],
+                         extra={"latency_s": round(time.time() - first_received, 3), "answers": len(allowed),
+                                "usage": [u.model_dump() for u in usage]})
         for rk, row in allowed:
             await tables.upsert(MESSAGES, chat_id, rk, {**row, "status": "answered"})
         conversation["memory"] = (memory + [{"role": "user", "content": question},
@@ -148,7 +216,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
 
 
 async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], text: str, seen_ids: list[str],
-                     quote: bool = True) -> None:
+                     quote: bool = True, extra: dict | None = None) -> None:
     """Sends through WAHA unless this reply was sent already (an activity may run twice after a crash)."""
     reply_id = "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
     sent = await deps.tables.get(MESSAGES, question.chat_id, reply_id)
@@ -160,5 +228,6 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], tex
     await deps.waha.send_text(send_text_body(question, text, quote=quote))
     await deps.tables.upsert(MESSAGES, question.chat_id, reply_id, {
         "direction": "out", "status": "sent", "text": text, "chat_id": question.chat_id, "session": question.session,
-        "message_id": reply_id, "timestamp": time.time(), "received_at": time.time()})
+        "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
+        "kind": "reply" if quote else "notice", **(extra or {})})
     await deps.waha.typing(question.session, question.chat_id, False)

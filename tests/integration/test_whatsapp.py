@@ -168,3 +168,26 @@ def test_docx_knowledge_is_retrieved_and_gone_after_delete(api, waha):
     post(api, event("What does the Plafoniera LED 24W cost?", chat))
     second = wait_until(lambda: (s := waha.sent(chat)) and len(s) == 2 and s[1], timeout=30)
     assert "38,00" not in second["text"]
+
+
+def test_read_apis_show_messages_conversations_and_stats(api, waha):
+    chat = new_chat()
+    post(api, event("How much is the monthly rent?", chat))
+    wait_until(lambda: waha.sent(chat), timeout=30)
+    rows = wait_until(lambda: (m := api.request("GET", f"/api/messages?chat_id={chat}")[2]["messages"])
+                      and len(m) == 2 and m, timeout=10)
+    assert [r["direction"] for r in rows] == ["in", "out"] and "2,350" in rows[1]["text"]
+    only_out = api.request("GET", f"/api/messages?chat_id={chat}&direction=out")[2]["messages"]
+    assert len(only_out) == 1
+    page = api.request("GET", "/api/messages?limit=1")[2]
+    assert len(page["messages"]) == 1 and page["continuation"]
+    assert api.request("GET", "/api/messages?direction=sideways")[0] == 400
+    assert chat in {c["chat_id"] for c in api.request("GET", "/api/conversations")[2]["conversations"]}
+    detail = api.request("GET", f"/api/conversations/{chat}")[2]
+    assert detail["paused"] is False and detail["memory"][-1]["role"] == "assistant"
+    assert api.request("GET", "/api/conversations/1555000000@c.us")[0] == 404
+    status, _, stats = api.request("GET", "/api/stats")
+    assert status == 200, stats
+    assert stats["replies"] >= 1 and stats["messages_in"] >= stats["replies"]
+    assert stats["reply_latency_s"]["median"] is not None and stats["duplicates_dropped"] >= 2
+    assert stats["rate_limited_users"] >= 1
