@@ -53,8 +53,8 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
     decision = classify(envelope)
     if not decision.answer or decision.message is None:
         return json_response({"status": "ignored", "reason": decision.reason})
-    if decision.kind != "text":
-        # Voice notes, documents and images are not handled yet; say so rather than pretend.
+    if decision.kind not in ("text", "audio"):
+        # Documents and images are not read yet; say so rather than pretend.
         return json_response({"status": "ignored", "reason": f"{decision.kind}_not_supported_yet"})
     message = decision.message
     tables = Tables(settings)

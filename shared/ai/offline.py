@@ -121,7 +121,13 @@ class OfflineProvider:
         return Result(_Ocr.read(image.data), [_usage("ocr")])
 
     def transcribe(self, audio: bytes, *, filename: str, language: str | None = None) -> Result[list[Segment]]:
-        raise AIError("Offline transcription is not available in this build.", code="offline_unsupported")
+        """pocketsphinx with the en-US model its wheel ships; English only, lower case, no punctuation."""
+        from ..calls.audio import RATE, decode_mono_16k
+        from ..calls.offline import transcribe_offline
+
+        samples = decode_mono_16k(audio)
+        segments = transcribe_offline(samples, RATE)
+        return Result(segments, [_usage("transcribe", audio_seconds=round(len(samples) / RATE, 3))])
 
     def embed(self, texts: Sequence[str]) -> Result[list[list[float]]]:
         return Result([hashed_embedding(t) for t in texts], [_usage("embed", input_tokens=_tokens(texts))])

@@ -190,7 +190,13 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     usage: list[Usage] = []
     answer = None
     if allowed:
-        question = "\n".join(row["text"] for _, row in allowed if row.get("text"))
+        for rk, row in allowed:
+            if row.get("kind") == "audio" and not row.get("transcript"):
+                row["transcript"], heard = await _transcribe(deps, row)
+                usage += heard
+                await tables.upsert(MESSAGES, chat_id, rk, row)
+        question = "\n".join(row.get("transcript") or row["text"] for _, row in allowed
+                              if row.get("transcript") or row.get("text"))
         embedded = await asyncio.to_thread(deps.provider.embed, [question])
         usage += embedded.usage
         hits = (await KnowledgeBase(deps).index()).search(embedded.value[0], k=5)
@@ -213,6 +219,14 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
             "rate_limited": len(pending) - len(allowed), "notice": notify,
             "usage": [u.model_dump() for u in usage]}
+
+
+async def _transcribe(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
+    """A voice note: downloaded from WAHA, kept in Blob storage, transcribed through the AI port."""
+    audio = await deps.waha.download(row["media_url"])
+    await deps.blobs.put("whatsapp-media", f"{row['chat_id']}/{row['message_id']}.ogg", audio, "audio/ogg")
+    result = await asyncio.to_thread(deps.provider.transcribe, audio, filename="voice-note.ogg")
+    return " ".join(s.text for s in result.value).strip() or row.get("text", ""), result.usage
 
 
 async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], text: str, seen_ids: list[str],

@@ -32,6 +32,33 @@ class Waha:
             raise DeliveryError(f"WAHA answered {status}.", code="waha_unavailable", transient=True)
         raise DeliveryError(f"WAHA refused the request ({status}).", code="waha_rejected")
 
+    async def download(self, media_url: str) -> bytes:
+        """Media of a message, fetched at once: WAHA deletes its files after a few minutes.
+
+        Only the path of `media_url` is used: WAHA puts its own public host there, which need not be
+        the address we reach it at.
+        """
+        import aiohttp
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(media_url)
+        url = f"{self.base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+        headers = {"X-Api-Key": self.api_key} if self.api_key else {}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+                async with session.get(url, headers=headers, allow_redirects=False) as response:
+                    if response.status == 404:
+                        raise DeliveryError("WAHA no longer has this media file.", code="waha_media_gone")
+                    if response.status >= 400:
+                        raise DeliveryError(f"WAHA answered {response.status} for the media.",
+                                            code="waha_unavailable", transient=response.status >= 500)
+                    return await response.read()
+        except DeliveryError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DeliveryError(f"WAHA is not reachable ({type(exc).__name__}).", code="waha_unreachable",
+                                transient=True) from None
+
     async def send_seen(self, session: str, chat_id: str, message_ids: list[str]) -> None:
         await self._post("/api/sendSeen", {"session": session, "chatId": chat_id, "messageIds": message_ids})
 

@@ -191,3 +191,20 @@ def test_read_apis_show_messages_conversations_and_stats(api, waha):
     assert stats["replies"] >= 1 and stats["messages_in"] >= stats["replies"]
     assert stats["reply_latency_s"]["median"] is not None and stats["duplicates_dropped"] >= 2
     assert stats["rate_limited_users"] >= 1
+
+
+def test_voice_note_is_downloaded_transcribed_and_answered(api, waha):
+    chat = new_chat()
+    body = json.loads((FIXTURES / "waha" / "message.voice-note.json").read_text())
+    message_id = f"false_{chat}_{uuid.uuid4().hex[:20].upper()}"
+    path = f"/api/files/{message_id}.oga"
+    waha.files[path] = (FIXTURES / "calls" / "sales_call_en" / "voice-note.ogg").read_bytes()
+    body["timestamp"] = int(time.time() * 1000)
+    body["payload"].update(id=message_id, timestamp=int(time.time()), **{"from": chat})
+    body["payload"]["media"]["url"] = f"https://waha.example.test{path}"
+    assert post(api, body) == (200, {"status": "accepted"})
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=60)
+    assert reply["text"]
+    assert any(c["path"] == path and c["status"] == 200 and c["api_key"] == "waha-api-key" for c in waha.calls)
+    [incoming] = api.request("GET", f"/api/messages?chat_id={chat}&direction=in")[2]["messages"]
+    assert incoming["kind"] == "audio" and len(incoming["transcript"].split()) >= 3

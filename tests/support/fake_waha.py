@@ -12,6 +12,7 @@ class FakeWaha:
     def __init__(self) -> None:
         self.calls: list[dict] = []
         self.send_script: deque[int] = deque()  # statuses for the next sendText calls, then 201
+        self.files: dict[str, bytes] = {}  # path -> bytes served under /api/files/
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -41,6 +42,16 @@ class FakeWaha:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 return None
+
+            def do_GET(self) -> None:  # noqa: N802
+                data = fake.files.get(self.path.split("?")[0])
+                with fake._lock:
+                    fake.calls.append({"path": self.path, "body": {}, "status": 200 if data else 404,
+                                       "api_key": self.headers.get("X-Api-Key")})
+                self.send_response(200 if data else 404)
+                self.send_header("Content-Length", str(len(data or b"")))
+                self.end_headers()
+                self.wfile.write(data or b"")
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
