@@ -208,3 +208,29 @@ def test_voice_note_is_downloaded_transcribed_and_answered(api, waha):
     assert any(c["path"] == path and c["status"] == 200 and c["api_key"] == "waha-api-key" for c in waha.calls)
     [incoming] = api.request("GET", f"/api/messages?chat_id={chat}&direction=in")[2]["messages"]
     assert incoming["kind"] == "audio" and len(incoming["transcript"].split()) >= 3
+
+
+def test_kill_9_during_a_turn_sends_the_reply_once_after_restart(azurite, waha, fake):
+    fake.requests.clear()
+    fake.latency, fake.default = 1.5, {"content": "The monthly rent is USD 2,350."}
+    env = {"DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+           "OPENAI_API_KEY": "sk-fake", "WAHA_BASE_URL": waha.base_url, "WAHA_HMAC_KEY": KEY,
+           "WHATSAPP_BURST_SECONDS": "0.2", "AI_RETRY_BASE_SECONDS": "0.3"}
+    first = DevhostProcess(azurite.connection_string, env).start()
+    chat = new_chat()
+    try:
+        assert post(Http(first.base_url), event("How much is the rent?", chat))[0] == 200
+        wait_until(lambda: fake.requests, timeout=20)  # the turn is waiting on the model
+        first.kill()
+    finally:
+        first.stop()
+    assert waha.sent(chat) == []
+    second = DevhostProcess(azurite.connection_string, env).start()
+    try:
+        [reply] = wait_until(lambda: waha.sent(chat), timeout=60)
+        assert reply["text"] == "The monthly rent is USD 2,350."
+        time.sleep(3)
+        assert len(waha.sent(chat)) == 1
+    finally:
+        second.stop()
+        fake.latency = 0.0
