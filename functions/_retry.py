@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import azure.durable_functions as df
 
@@ -34,3 +34,29 @@ def deliver_callback(context: df.DurableOrchestrationContext, url: str, event_ty
     else:
         record["error"] = outcome["error"]
     return record
+
+
+def bounded_fan_out(context: df.DurableOrchestrationContext, sub_orchestrator: str, inputs: list[dict],
+                    limit: int, on_done: Callable[[int], Any] | None = None) -> Generator[Any, Any, list[dict]]:
+    """Runs one sub-orchestration per input, at most `limit` at a time, results in input order.
+
+    `on_done(count)` runs after each finish (e.g. to set progress). A child that fails outright
+    counts as a failed outcome, so one bad item never fails the whole job.
+    """
+    results: list = [None] * len(inputs)
+    running: dict = {}
+    started = done = 0
+    while done < len(inputs):
+        while started < len(inputs) and len(running) < limit:
+            task = context.call_sub_orchestrator(sub_orchestrator, inputs[started],
+                                                 f"{context.instance_id}:{sub_orchestrator}-{started + 1}")
+            running[task] = started
+            started += 1
+        finished = yield context.task_any(list(running))
+        index = running.pop(finished)
+        results[index] = finished.result if not isinstance(finished.result, Exception) else {
+            "ok": False, "error": {"code": "child_failed", "message": str(finished.result)[:300]}, "usage": []}
+        done += 1
+        if on_done is not None:
+            on_done(done)
+    return results

@@ -21,7 +21,7 @@ from shared.storage.blobs import BlobStore
 from ._http import handles_errors, json_response
 from ._jobs import require_job, start_job, wait_for_job
 from ._observe import observed_activity, observed_orchestrator
-from ._retry import CRASH_RETRY, call_with_retries, deliver_callback
+from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
 from .offers import INPUTS
 
 bp = df.Blueprint()
@@ -126,25 +126,12 @@ async def get_job_status(req: func.HttpRequest, client: df.DurableOrchestrationC
 @observed_orchestrator("documents")
 def document_vision(context: df.DurableOrchestrationContext):
     request = context.get_input()["request"]
-    pages, limit = request["pages"], request["parallelism"]
+    pages = request["pages"]
     total = len(pages)
-    results: list = [None] * total
-    running: dict = {}
-    started = done = 0
     context.set_custom_status(progress_status(0, total))
-    while done < total:
-        while started < total and len(running) < limit:  # a bounded window of pages in flight
-            task = {**pages[started], "page": started + 1, "total": total, "job_id": context.instance_id}
-            running[context.call_sub_orchestrator("document_page", task,
-                                                  f"{context.instance_id}:page-{started + 1}")] = started
-            started += 1
-        finished = yield context.task_any(list(running))
-        index = running.pop(finished)
-        outcome = finished.result if not isinstance(finished.result, Exception) else {
-            "ok": False, "error": {"code": "page_failed", "message": str(finished.result)[:300]}, "usage": []}
-        results[index] = outcome
-        done += 1
-        context.set_custom_status(progress_status(done, total))
+    inputs = [{**page, "page": n, "total": total, "job_id": context.instance_id} for n, page in enumerate(pages, 1)]
+    results = yield from bounded_fan_out(context, "document_page", inputs, request["parallelism"],
+                                         lambda done: context.set_custom_status(progress_status(done, total)))
     merged = yield context.call_activity_with_retry("merge_document_pages", CRASH_RETRY, {
         "job_id": context.instance_id, "outcomes": results, "fallback_text": request.get("fallback_text")})
     usage = summarize([u for outcome in results for u in outcome.get("usage", [])])
