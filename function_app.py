@@ -2,7 +2,7 @@
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions import callbacks, docs, documents, jobs, offers, selftest, whatsapp
+from functions import calls, callbacks, docs, documents, jobs, offers, selftest, whatsapp
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(jobs.bp)
@@ -10,5 +10,6 @@ app.register_functions(selftest.bp)
 app.register_functions(offers.bp)
 app.register_functions(documents.bp)
 app.register_functions(whatsapp.bp)
+app.register_functions(calls.bp)
 app.register_functions(callbacks.bp)
 app.register_functions(docs.bp)

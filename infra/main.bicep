@@ -504,6 +504,22 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: '52428800'
         }
         {
+          name: 'CALL_MAX_BYTES'
+          value: '104857600'
+        }
+        {
+          name: 'CALL_MAX_DURATION_SECONDS'
+          value: '14400'
+        }
+        {
+          name: 'CALL_CHUNK_SECONDS'
+          value: '600'
+        }
+        {
+          name: 'CALL_CHUNK_PARALLELISM'
+          value: '8'
+        }
+        {
           name: 'WAHA_BASE_URL'
           value: 'http://127.0.0.1:3000'
         }

@@ -57,6 +57,12 @@ class Settings(BaseModel):
     document_max_page_bytes: int = Field(10 * 1024 * 1024, alias="DOCUMENT_MAX_PAGE_BYTES", gt=0)
     document_max_bytes: int = Field(50 * 1024 * 1024, alias="DOCUMENT_MAX_BYTES", gt=0)
 
+    # Call analysis
+    call_max_bytes: int = Field(100 * 1024 * 1024, alias="CALL_MAX_BYTES", gt=0)
+    call_max_duration_seconds: float = Field(4 * 3600.0, alias="CALL_MAX_DURATION_SECONDS", gt=0)
+    call_chunk_seconds: float = Field(600.0, alias="CALL_CHUNK_SECONDS", ge=30, le=1400)
+    call_chunk_parallelism: int = Field(8, alias="CALL_CHUNK_PARALLELISM", ge=1, le=64)
+
     # WhatsApp assistant (WAHA)
     waha_base_url: str = Field("http://127.0.0.1:3000", alias="WAHA_BASE_URL")
     waha_api_key: SecretStr = Field(SecretStr(""), alias="WAHA_API_KEY")

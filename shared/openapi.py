@@ -35,6 +35,7 @@ WAIT = {"name": "wait", "in": "query", "required": False, "schema": {"type": "nu
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                "description": "Same key and body give the same job; the same key with another body is a 409"}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
 CHAT_ID = {"name": "chat_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -241,6 +242,35 @@ def build_spec() -> dict[str, Any]:
             "deleteKnowledgeDocument", "tags": ["whatsapp"],
             "parameters": [{"name": "doc_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"204": {"description": "Removed"}, **_errors("401", "404")}}},
+        "/api/calls/upload": {"post": {
+            "summary": "Upload a sales-call recording (WAV, MP3, M4A, OGG/Opus, WebM); answers at once with the call's job",
+            "operationId": "uploadCall", "tags": ["calls"],
+            "parameters": [IDEMPOTENCY, WAIT] + [{"name": n, "in": "query", "schema": {"type": "string"}} for n in (
+                "title", "participants", "language", "external_id", "callback_url", "filename")],
+            "requestBody": {"required": True, "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": {
+                    "file": {"type": "string", "format": "binary"}, "title": {"type": "string"},
+                    "participants": {"type": "string"}, "language": {"type": "string"},
+                    "external_id": {"type": "string"}, "callback_url": {"type": "string"}}}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": _job_responses("Job", "409", "413", "422")}},
+        "/api/calls": {"get": {
+            "summary": "Calls, newest first; ?status= and ?q= (text in title and analysis)", "operationId": "listCalls",
+            "tags": ["calls"], "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                                              for n in ("status", "q")],
+            "responses": {"200": {"description": "Calls"}, **_errors("401")}}},
+        "/api/calls/{call_id}": {
+            "get": {"summary": "The call: status, progress, transcript, analysis, usage and cost",
+                    "operationId": "getCall", "tags": ["calls"], "parameters": [CALL_ID, WAIT],
+                    "responses": _job_responses("Job", "404")},
+            "delete": {"summary": "Remove the call: audio, chunks, transcript, vectors and analysis",
+                       "operationId": "deleteCall", "tags": ["calls"], "parameters": [CALL_ID],
+                       "responses": {"204": {"description": "Removed"}, **_errors("401", "404", "409")}}},
+        "/api/calls/{call_id}/transcript": {"get": {
+            "summary": "The transcript as json, txt, srt or vtt", "operationId": "getTranscript", "tags": ["calls"],
+            "parameters": [CALL_ID, {"name": "format", "in": "query",
+                                     "schema": {"enum": ["json", "txt", "srt", "vtt"]}}],
+            "responses": {"200": {"description": "Transcript"}, **_errors("400", "401", "404")}}},
         "/api/jobs": {"get": {
             "summary": "Jobs, newest first", "operationId": "listJobs", "tags": ["jobs"],
             "parameters": [

@@ -6,17 +6,19 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ai.port import AIProvider
 from ..ai.usage import Usage
 from ..storage.blobs import BlobStore
 from ..storage.tables import Tables
 from .events import IncomingMessage
-from .knowledge import Chunk, VectorIndex, chunk_text
 from .ratelimit import RateState, admit
 from .replies import chat_messages, send_text_body
 from .waha import Waha
+
+if TYPE_CHECKING:
+    from .knowledge import VectorIndex
 
 MESSAGES, CONVERSATIONS, DOCUMENTS = "WhatsAppMessages", "WhatsAppConversations", "KnowledgeDocuments"
 DUPLICATES = "WhatsAppDuplicates"
@@ -120,12 +122,14 @@ async def set_paused(tables: Tables, chat_id: str, paused: bool) -> dict:
 class KnowledgeBase:
     """Chunks and vectors as one blob per document, listed in a table; searched in memory with numpy."""
 
-    _cache: dict[str, tuple[str, VectorIndex]] = {}
+    _cache: dict[str, tuple[str, "VectorIndex"]] = {}
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
     async def add(self, doc_id: str, name: str, pages: list[tuple[int, str]]) -> tuple[int, list[Usage]]:
+        from .knowledge import chunk_text  # numpy loads with the first knowledge-base use, not at start
+
         chunks = chunk_text(pages)
         vectors, usage = [], []
         for start in range(0, len(chunks), 64):  # embeddings in batches
@@ -147,8 +151,10 @@ class KnowledgeBase:
     async def documents(self) -> list[dict]:
         return [row async for _, row in self.deps.tables.partition(DOCUMENTS, "kb")]
 
-    async def index(self) -> VectorIndex:
+    async def index(self) -> "VectorIndex":
         """Rebuilt only when the document list changed, so a worker keeps the vectors in memory."""
+        from .knowledge import Chunk, VectorIndex
+
         documents = sorted(await self.documents(), key=lambda d: d["id"])
         version = hashlib.sha256(json.dumps([(d["id"], d["updated"]) for d in documents]).encode()).hexdigest()
         cached = self._cache.get("kb")

@@ -1,13 +1,15 @@
 """What the bot says and how: the grounded chat prompt and the WAHA sendText request body."""
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import Unprocessable
 from .events import IncomingMessage
-from .knowledge import Hit
+
+if TYPE_CHECKING:
+    from .knowledge import Hit  # numpy; only for types
 
 MEMORY_MESSAGES = 10
 GROUNDING_RULE = ("Answer only from these passages; if they do not contain the answer, say you don't know.")

@@ -29,6 +29,8 @@ class FakeOpenAI:
         self.script: deque[Behaviour | Callable[[dict], Behaviour]] = deque()
         self.default: Behaviour | Callable[[dict], Behaviour] = {"json": {}}
         self.latency = 0.0
+        # /audio/transcriptions answers: a list of {"start", "end", "text"}, or a callable(form) -> list / behaviour
+        self.transcription: Any = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -71,9 +73,30 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _transcription(self, raw: bytes) -> None:
+                import re as _re
+
+                form = {m.group(1).decode(): m.group(2).decode(errors="replace")
+                        for m in _re.finditer(rb'name="(\w+)"\r\n\r\n([^\r]*)\r\n', raw)}
+                form["audio_bytes"] = len(raw)
+                with fake._lock:
+                    fake.requests.append({"path": self.path, "body": form, "headers": dict(self.headers)})
+                if fake.latency:
+                    time.sleep(fake.latency)
+                answer = fake.transcription(form) if callable(fake.transcription) else fake.transcription
+                if isinstance(answer, dict) and "status" in answer:
+                    return self._send(answer["status"], {"error": {"message": "fake failure"}}, answer.get("headers"))
+                segments = [{"id": i, "start": s["start"], "end": s["end"], "text": s["text"]}
+                            for i, s in enumerate(answer)]
+                return self._send(200, {"task": "transcribe", "language": "english",
+                                        "duration": segments[-1]["end"] if segments else 0.0,
+                                        "text": " ".join(s["text"] for s in segments), "segments": segments})
+
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
+                if self.path.endswith("/audio/transcriptions"):
+                    return self._transcription(raw)
                 try:
                     body = json.loads(raw) if raw else {}
                 except ValueError:

@@ -1,0 +1,254 @@
+"""Call analysis: upload a recording, get transcript, speakers, sales insights and cost per call."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from shared.ai.factory import get_provider
+from shared.ai.usage import summarize
+from shared.calls.cost import call_cost
+from shared.config import get_settings
+from shared.errors import BadRequest, Conflict, NotFound
+from shared.jobs import is_finished, job_json, validate_job_id
+from shared.observability import log_event
+from shared.offers.ingest import check_size
+from shared.outcomes import run
+from shared.storage.blobs import BlobStore
+from shared.webhooks import validate_target
+
+from ._http import handles_errors, json_response
+from ._jobs import require_job, respond_with_job, snapshot, start_job
+from ._observe import observed_activity, observed_orchestrator
+from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
+
+bp = df.Blueprint()
+CALLS = "calls"
+_FORMATS = {"json": "application/json", "txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
+
+
+def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
+    settings = get_settings()
+    check_size(len(req.get_body()), settings.call_max_bytes)
+    if req.files:
+        upload = next(iter(req.files.values()))
+        data, name, fields = upload.read(), upload.filename or "call", dict(req.form)
+    else:
+        data, name, fields = req.get_body(), req.params.get("filename") or "call", dict(req.params)
+    if not data:
+        raise BadRequest("Send the recording as the body or as a multipart file.", code="empty_request")
+    from shared.calls.audio import probe  # audio libraries load on first use, not at start
+
+    probe(data, max_duration_s=settings.call_max_duration_seconds)  # not audio, truncated, too long: 422 now
+    meta = {k: fields.get(k) for k in ("title", "participants", "language", "external_id", "callback_url")}
+    if meta["callback_url"]:
+        validate_target(meta["callback_url"], settings.callback_allowed_hosts)
+    return data, name, meta
+
+
+@bp.route(route="calls/upload", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def upload_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    data, name, meta = _upload(req)
+
+    async def store(call_id: str) -> dict:
+        ref = await BlobStore(get_settings()).put(CALLS, f"{call_id}/audio", data, "application/octet-stream")
+        return {**meta, "filename": name, "blob": ref}
+
+    job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=store,
+                          fingerprint_of={**meta, "sha": hashlib.sha256(data).hexdigest()})
+    return await respond_with_job(client, req, job, f"/api/calls/{job['job_id']}")
+
+
+async def _result(call_id: str) -> dict | None:
+    try:
+        return json.loads(await BlobStore(get_settings()).get(f"{CALLS}/{call_id}/result.json"))
+    except Exception:  # noqa: BLE001 - not analysed (yet), or deleted
+        return None
+
+
+@bp.route(route="calls/{call_id}", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def get_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    call_id = validate_job_id(req.route_params["call_id"])
+    job = await require_job(client, call_id)
+
+    async def with_transcript(j: dict) -> dict:
+        stored = await _result(call_id) if j["status"] == "done" else None
+        return {**j, "transcript": stored["segments"] if stored else None}
+
+    response = await respond_with_job(client, req, job, f"/api/calls/{call_id}")
+    body = await with_transcript(json.loads(response.get_body()))
+    return json_response(body, response.status_code, dict(response.headers))
+
+
+@bp.route(route="calls/{call_id}/transcript", methods=["GET"])
+@handles_errors
+async def get_transcript(req: func.HttpRequest) -> func.HttpResponse:
+    call_id = validate_job_id(req.route_params["call_id"])
+    fmt = req.params.get("format", "json")
+    if fmt not in _FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(_FORMATS)}.", code="invalid_format")
+    stored = await _result(call_id)
+    if stored is None:
+        raise NotFound("No transcript for this call (yet).", code="transcript_not_found")
+    from shared.calls.service import segments_of
+    from shared.calls.transcript import to_srt, to_txt, to_vtt
+
+    segments = segments_of(stored["segments"])
+    text = {"json": lambda: json.dumps({"call_id": call_id, "segments": stored["segments"]}),
+            "txt": lambda: to_txt(segments, timestamps=True), "srt": lambda: to_srt(segments),
+            "vtt": lambda: to_vtt(segments)}[fmt]()
+    return func.HttpResponse(text, mimetype=_FORMATS[fmt], charset="utf-8")
+
+
+@bp.route(route="calls", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    wanted = req.params.get("status")
+    text = (req.params.get("q") or "").lower()
+    calls = []
+    for status in await client.get_status_all():
+        if status.name != "call_analysis":
+            continue
+        job = job_json(snapshot(status))
+        title = json.dumps(job.get("result") or {}).lower()
+        if (not wanted or job["status"] == wanted) and (not text or text in title):
+            calls.append(job)
+    calls.sort(key=lambda j: j["created_at"] or "", reverse=True)
+    return json_response({"calls": calls})
+
+
+@bp.route(route="calls/{call_id}", methods=["DELETE"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def delete_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    call_id = validate_job_id(req.route_params["call_id"])
+    job = await require_job(client, call_id)
+    if not is_finished(job):
+        raise Conflict("The call is still being analysed; cancel it first.", code="job_not_finished")
+    removed = await BlobStore(get_settings()).delete_prefix(CALLS, f"{call_id}/")
+    await client.purge_instance_history(call_id)
+    log_event("call.deleted", job_id=call_id, blobs=removed)
+    return func.HttpResponse(status_code=204)
+
+
+@bp.orchestration_trigger(context_name="context")
+@observed_orchestrator("calls")
+def call_analysis(context: df.DurableOrchestrationContext):
+    request = context.get_input()["request"]
+    call_id = context.instance_id
+    context.set_custom_status({"current": 0, "total": 3, "message": "Preparing the audio"})
+    prepared = yield context.call_activity_with_retry("prepare_call_audio", CRASH_RETRY,
+                                                      {"call_id": call_id, "blob": request["blob"]})
+    if not prepared["ok"]:
+        return {"error": prepared["error"], "usage": {}}
+    chunks = prepared["value"]["chunks"]
+    context.set_custom_status({"current": 1, "total": 3, "message": f"Transcribing {len(chunks)} chunks"})
+    inputs = [{**chunk, "job_id": call_id, "language": request.get("language")} for chunk in chunks]
+    outcomes = yield from bounded_fan_out(context, "call_chunk", inputs, prepared["value"]["parallelism"])
+    usage = [u for outcome in outcomes for u in outcome.get("usage", [])]
+    failure = next((o for o in outcomes if not o["ok"]), None)
+    if failure:
+        return {"error": failure["error"], "usage": summarize(usage)}
+    context.set_custom_status({"current": 2, "total": 3, "message": "Analysing the conversation"})
+    analysed = yield from call_with_retries(context, "analyse_call", {
+        "call_id": call_id, "blob": request["blob"], "channels": prepared["value"]["info"]["channels"],
+        "duration": prepared["value"]["info"]["duration_s"],
+        "chunks": [{**c, "segments_blob": o["value"]} for c, o in zip(chunks, outcomes)]})
+    usage += analysed["usage"]
+    if not analysed["ok"]:
+        return {"error": analysed["error"], "usage": summarize(usage)}
+    context.set_custom_status({"current": 3, "total": 3, "message": "Done"})
+    result = {**{k: request.get(k) for k in ("title", "participants", "language", "external_id", "filename")},
+              **analysed["value"], "audio": prepared["value"]["info"], "chunks": len(chunks),
+              "cost": call_cost(usage, prepared["value"]["info"]["duration_s"]).model_dump()}
+    output = {"result": result, "usage": summarize(usage)}
+    if request.get("callback_url"):
+        output["callback"] = yield from deliver_callback(context, request["callback_url"], "call.analyzed", {
+            "type": "call.analyzed", "job_id": call_id, "status": "done", "data": result})
+    return output
+
+
+@bp.orchestration_trigger(context_name="context")
+def call_chunk(context: df.DurableOrchestrationContext):
+    outcome = yield from call_with_retries(context, "transcribe_call_chunk", context.get_input())
+    return outcome
+
+
+@bp.activity_trigger(input_name="task")
+@observed_activity("calls")
+async def prepare_call_audio(task: dict) -> dict:
+    from shared.calls import service
+
+    settings = get_settings()
+    blobs = BlobStore(settings)
+    audio = await blobs.get(task["blob"])
+
+    def work():
+        return service.chunk_audio(audio, max_duration_s=settings.call_max_duration_seconds,
+                                   max_chunk_s=settings.call_chunk_seconds), []
+
+    outcome = await asyncio.to_thread(run, work, attempt=1, max_attempts=1, base_delay=1)
+    if not outcome["ok"]:
+        return outcome
+    info, chunks = outcome["value"]
+    refs = [await blobs.put(CALLS, f"{task['call_id']}/chunk-{n}.wav", data, "audio/wav")
+            for n, (_, _, data) in enumerate(chunks, start=1)]
+    return {"ok": True, "usage": [], "value": {
+        "info": info, "parallelism": settings.call_chunk_parallelism,
+        "chunks": [{"blob": ref, "start": start, "end": end} for ref, (start, end, _) in zip(refs, chunks)]}}
+
+
+@bp.activity_trigger(input_name="task")
+@observed_activity("calls")
+async def transcribe_call_chunk(task: dict) -> dict:
+    from shared.calls import service
+
+    settings = get_settings()
+    blobs = BlobStore(settings)
+    audio = await blobs.get(task["blob"])
+
+    def work():
+        result = service.transcribe_chunk(get_provider(), audio, task.get("language"))
+        return [{"start": s.start, "end": s.end, "text": s.text, "speaker": s.speaker} for s in result.value], \
+            result.usage
+
+    outcome = await asyncio.to_thread(run, work, attempt=task.get("attempt", 1),
+                                      max_attempts=settings.ai_max_attempts, base_delay=settings.ai_retry_base_seconds)
+    if outcome["ok"]:  # segments to Blob storage: a long chunk's text would bloat the orchestration history
+        outcome["value"] = await blobs.put(CALLS, task["blob"].split("/", 1)[1].replace(".wav", ".json"),
+                                           json.dumps(outcome["value"]).encode(), "application/json")
+    return outcome
+
+
+@bp.activity_trigger(input_name="task")
+@observed_activity("calls")
+async def analyse_call(task: dict) -> dict:
+    from shared.calls import service
+
+    settings = get_settings()
+    blobs = BlobStore(settings)
+    audio = await blobs.get(task["blob"])
+    chunks = [{**c, "segments": json.loads(await blobs.get(c["segments_blob"]))} for c in task["chunks"]]
+
+    def work():
+        analysis, usage = service.analyse(get_provider(), audio, chunks, task["channels"])
+        return analysis, usage
+
+    outcome = await asyncio.to_thread(run, work, attempt=task.get("attempt", 1),
+                                      max_attempts=settings.ai_max_attempts, base_delay=settings.ai_retry_base_seconds)
+    if not outcome["ok"]:
+        return outcome
+    stored = outcome["value"]
+    await blobs.put(CALLS, f"{task['call_id']}/result.json", json.dumps(stored).encode(), "application/json")
+    outcome["value"] = {"analysis": stored["analysis"], "speakers": stored["speakers"],
+                        "segments": len(stored["segments"]), "dropped_insights": stored["dropped"],
+                        "duration_s": task["duration"]}
+    return outcome

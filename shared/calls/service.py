@@ -1,0 +1,72 @@
+"""The call pipeline's work: chunk the audio, transcribe a chunk, then stitch, label, analyse and check."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..ai.port import AIProvider, Result, Segment
+from ..ai.usage import Usage
+from .audio import RATE, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, probe, split_at_silences
+from .models import CallAnalysis
+from .transcript import SpeakerAssignment, apply_speakers, label_by_channel, numbered_lines, stitch
+from .validate import drop_unsupported
+
+ANALYSIS_INSTRUCTIONS = """You analyse a recorded sales call for a sales manager.
+Return one JSON object in the given schema, from the transcript (each line: [index] start-end speaker: text).
+- Every finding carries `quote`: words copied verbatim from the transcript that support it, and the
+  `timestamp` (seconds) where they are said. Findings without a verbatim quote are discarded.
+- Participants: name, role (sales rep, customer, decision maker...), company, and their speaker label.
+- Entities: companies, people, products, prices (amount, ISO currency, unit), dates.
+- Sentiment overall and per speaker; pain points, objections, competitors, next steps (owner, due), and the
+  questions asked. Never invent: leave lists empty when the call does not say."""
+SPEAKER_INSTRUCTIONS = """Assign a speaker label to every numbered transcript line of this two-party sales call:
+"agent" for the seller, "customer" for the buyer. Use the content and turn-taking."""
+
+
+def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float) -> tuple[dict, list[tuple[float, float,
+                                                                                                        bytes]]]:
+    """Probe, decode and cut at silences; each chunk encoded as 16 kHz mono WAV under the API's size limit."""
+    info = probe(data, max_duration_s=max_duration_s)
+    samples = decode_mono_16k(data)
+    bounds = split_at_silences(samples, RATE, max_chunk_s=max_chunk_s)
+    chunks = [(start, end, encode_chunk(chunk_samples(samples, RATE, start, end))) for start, end in bounds]
+    return info.model_dump(), chunks
+
+
+def transcribe_chunk(provider: AIProvider, audio: bytes, language: str | None) -> Result[list[Segment]]:
+    return provider.transcribe(audio, filename="chunk.wav", language=language)
+
+
+def segments_of(items: Sequence[dict]) -> list[Segment]:
+    return [Segment(float(s["start"]), float(s["end"]), s["text"], s.get("speaker")) for s in items]
+
+
+def analyse(provider: AIProvider, audio: bytes, chunks: list[dict], channels: int) -> tuple[dict, list[Usage]]:
+    """Stitched transcript with speakers, the checked analysis, embeddings of segments, and the call's cost."""
+    usage: list[Usage] = []
+    segments = stitch([((c["start"], c["end"]), segments_of(c["segments"])) for c in chunks])
+    if channels >= 2:
+        segments = label_by_channel(segments, decode_channels_16k(audio), RATE, names=("agent", "customer"))
+    if segments and any(s.speaker is None for s in segments) and provider.name != "offline":
+        assigned = provider.extract(SpeakerAssignment, instructions=SPEAKER_INSTRUCTIONS,
+                                    text=numbered_lines(segments))
+        usage += assigned.usage
+        segments = apply_speakers(segments, assigned.value)
+    if provider.name == "offline":
+        from .offline import analyse_rules
+
+        analysis = analyse_rules(segments)
+    else:
+        result = provider.extract(CallAnalysis, instructions=ANALYSIS_INSTRUCTIONS, text=numbered_lines(segments))
+        usage += result.usage
+        analysis = result.value
+    analysis, dropped = drop_unsupported(analysis, segments)
+    vectors = provider.embed([s.text for s in segments]) if segments else Result([], [])
+    usage += vectors.usage
+    return {"segments": [_segment_dict(s) for s in segments], "analysis": analysis.model_dump(),
+            "dropped": [d.model_dump() for d in dropped], "vectors": vectors.value,
+            "speakers": sorted({s.speaker for s in segments if s.speaker})}, usage
+
+
+def _segment_dict(segment: Segment) -> dict[str, Any]:
+    return {"start": round(segment.start, 3), "end": round(segment.end, 3), "text": segment.text,
+            "speaker": segment.speaker}

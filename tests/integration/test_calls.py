@@ -1,0 +1,157 @@
+"""Call analysis over real HTTP on devhost + Azurite: upload, chunked transcription, speakers, checked insights."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.http import Http, wait_until
+from tests.support.processes import FUNCTION_KEY, DevhostProcess, free_port
+
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "calls" / "sales_call_en"
+EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+LINES = [line.split(":", 1) for line in (FIXTURE / "transcript.txt").read_text().splitlines() if line.strip()]
+SEGMENTS = [{"start": i * 7.0, "end": i * 7.0 + 6.5, "text": text.strip()} for i, (_, text) in enumerate(LINES)]
+
+
+def _quote(fragment: str) -> dict:
+    index = next(i for i, (_, text) in enumerate(LINES) if fragment in text)
+    return {"quote": fragment, "timestamp": SEGMENTS[index]["start"], "speaker": LINES[index][0]}
+
+
+ANALYSIS = {
+    "summary": "Brightdesk pitches its help desk to a customer unhappy with speed and price.",
+    "participants": [{"name": "Tom", "role": "sales rep", "company": "Brightdesk", "speaker": "agent"},
+                     {"name": None, "role": "customer", "company": None, "speaker": "customer"}],
+    "entities": {"companies": [{"text": "Zendesk", **_quote("contract with Zendesk")}], "people": [],
+                 "products": [], "dates": [],
+                 "prices": [{"text": "49 USD per agent per month", "amount": 49, "currency": "USD",
+                             "unit": "per agent per month", **_quote("forty nine dollars per agent per month")}]},
+    "sentiment": {"label": "positive", "score": 0.3, "description": "cautiously positive",
+                  **_quote("That sounds better")},
+    "speaker_sentiment": [],
+    "pain_points": [{"text": "slow ticket loading (10 s)", **_quote("Our agents wait ten seconds")},
+                    {"text": "20% price increase", **_quote("the price went up twenty percent")}],
+    "objections": [{"text": "existing contract until March", **_quote("signed a contract with Zendesk until March")},
+                   {"text": "needs finance director approval", **_quote("need approval from our finance director")},
+                   {"text": "an invented objection", "quote": "we never said this at all", "timestamp": 3.0,
+                    "speaker": "customer"}],
+    "competitors": [{"name": "Zendesk", **_quote("contract with Zendesk until March")}],
+    "next_steps": [{"text": "send proposal for 30 agents", "owner": "agent", "due": None,
+                    **_quote("send a proposal for thirty agents")},
+                   {"text": "demo with Laura on Tuesday at 10", "owner": "agent", "due": "Tuesday at ten",
+                    **_quote("Tuesday at ten works")}],
+    "questions": [{"text": "How is the tool working?", "answered": True,
+                   **_quote("How is the help desk tool working for your team?")}],
+}
+
+
+def model_answer(body: dict) -> dict:
+    schema = body["response_format"]["json_schema"]["name"]
+    if schema == "SpeakerAssignment":
+        return {"json": {"turns": [{"index": i, "speaker": speaker} for i, (speaker, _) in enumerate(LINES)]}}
+    return {"json": ANALYSIS}
+
+
+@pytest.fixture(scope="module")
+def api(azurite_module, fake):
+    fake.transcription = SEGMENTS
+    fake.default = model_answer
+    host = DevhostProcess(azurite_module.connection_string, {
+        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-fake", "AI_RETRY_BASE_SECONDS": "0.2", "CALL_MAX_DURATION_SECONDS": "600"}).start()
+    yield Http(host.base_url, FUNCTION_KEY)
+    host.stop()
+
+
+def finished(http: Http, call_id: str, timeout: float = 90) -> dict:
+    def check():
+        job = http.request("GET", f"/api/calls/{call_id}?wait=5")[2]
+        return job if job["status"] in ("done", "failed") else None
+
+    return wait_until(check, timeout=timeout, interval=0.2)
+
+
+@pytest.mark.parametrize("name", ["call.wav", "call.mp3", "voice-note.ogg"])
+def test_recordings_in_every_format_are_accepted(api, name):
+    status, headers, job = api.request("POST", f"/api/calls/upload?filename={name}&title=t-{uuid.uuid4().hex[:6]}",
+                                       raw=(FIXTURE / name).read_bytes(),
+                                       headers={"content-type": "application/octet-stream"})
+    assert status == 202 and headers["Location"] == f"/api/calls/{job['job_id']}", job
+    assert finished(api, job["job_id"])["status"] == "done"
+
+
+def test_call_gets_transcript_speakers_and_the_expected_insights(api, fake):
+    fake.requests.clear()
+    status, _, job = api.request("POST", "/api/calls/upload?title=Brightdesk%20demo",
+                                 raw=(FIXTURE / "call.wav").read_bytes(), headers={"content-type": "audio/wav"})
+    assert status == 202
+    done = finished(api, job["job_id"])
+    assert done["status"] == "done", done["error"]
+    result, analysis = done["result"], done["result"]["analysis"]
+    assert result["speakers"] == ["agent", "customer"] and len(result["speakers"]) == EXPECTED["speakers"]
+    assert [c["name"] for c in analysis["competitors"]] == [EXPECTED["competitor"]]
+    assert analysis["entities"]["prices"][0]["text"] == EXPECTED["price_quoted"]
+    assert [p["text"] for p in analysis["pain_points"]] == EXPECTED["pain_points"]
+    assert [o["text"] for o in analysis["objections"]] == EXPECTED["objections"]
+    assert [n["text"] for n in analysis["next_steps"]] == EXPECTED["next_steps"]
+    assert "thirty agents" in analysis["next_steps"][0]["quote"]  # seats: 30
+    transcript = " ".join(text for _, text in LINES)
+    for item in analysis["pain_points"] + analysis["objections"] + analysis["next_steps"]:
+        assert item["quote"] in transcript and item["timestamp"] is not None
+    assert [d["quote"] for d in result["dropped_insights"]] == ["we never said this at all"]
+    assert result["cost"]["cost_usd"] > 0 and result["cost"]["by_operation"]["transcribe"] > 0
+    assert done["transcript"][0]["speaker"] == "agent" and len(done["transcript"]) == len(LINES)
+    transcribe = [r for r in fake.requests if r["path"].endswith("/audio/transcriptions")]
+    assert len(transcribe) == 1 and transcribe[0]["body"]["model"] == "whisper-1"
+
+
+def test_transcript_formats_listing_and_delete(api):
+    _, _, job = api.request("POST", "/api/calls/upload?title=Formats", raw=(FIXTURE / "call.wav").read_bytes(),
+                            headers={"content-type": "audio/wav"})
+    call_id = finished(api, job["job_id"])["job_id"]
+    srt = api.request("GET", f"/api/calls/{call_id}/transcript?format=srt")[2].decode()
+    assert srt.startswith("1\n00:00:00,000 --> ") and "forty nine dollars" in srt
+    vtt = api.request("GET", f"/api/calls/{call_id}/transcript?format=vtt")[2].decode()
+    assert vtt.startswith("WEBVTT")
+    as_json = api.request("GET", f"/api/calls/{call_id}/transcript?format=json")[2]
+    assert as_json["segments"][1]["speaker"] == "customer"
+    assert api.request("GET", f"/api/calls/{call_id}/transcript?format=doc")[0] == 400
+    listed = api.request("GET", "/api/calls?q=formats")[2]["calls"]
+    assert [c["job_id"] for c in listed] == [call_id]
+    assert api.request("DELETE", f"/api/calls/{call_id}")[0] == 204
+    assert api.request("GET", f"/api/calls/{call_id}")[0] == 404
+    assert api.request("GET", f"/api/calls/{call_id}/transcript")[0] == 404
+
+
+def _wav_header_only() -> bytes:
+    wav = (FIXTURE / "call.wav").read_bytes()
+    return wav[: len(wav) // 3]
+
+
+BAD = [("not audio", b"%PDF-1.4 definitely not audio", 422, "not_audio"),
+       ("zero-length", b"", 400, "empty_request"),
+       ("truncated", _wav_header_only(), 422, "audio_corrupt")]
+
+
+@pytest.mark.parametrize("name,data,status,code", BAD, ids=[b[0] for b in BAD])
+def test_bad_recordings_are_4xx_and_start_no_job(api, name, data, status, code):
+    before = len(api.request("GET", "/api/calls")[2]["calls"])
+    got, _, answer = api.request("POST", "/api/calls/upload", raw=data,
+                                 headers={"content-type": "application/octet-stream"})
+    assert (got, answer["error"]["code"]) == (status, code), answer
+    assert len(api.request("GET", "/api/calls")[2]["calls"]) == before
+
+
+def test_recording_longer_than_the_maximum_is_refused(azurite_module):
+    host = DevhostProcess(azurite_module.connection_string, {"DEVHOST_RPC_PORT": str(free_port()),
+                                                             "AI_PROVIDER": "offline", "CALL_MAX_DURATION_SECONDS": "10"})
+    host.start()
+    try:
+        status, _, answer = Http(host.base_url, FUNCTION_KEY).request(
+            "POST", "/api/calls/upload", raw=(FIXTURE / "call.wav").read_bytes(), headers={"content-type": "audio/wav"})
+        assert status == 422 and answer["error"]["code"] == "audio_too_long"
+    finally:
+        host.stop()
