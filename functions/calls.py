@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -62,6 +63,64 @@ async def upload_call(req: func.HttpRequest, client: df.DurableOrchestrationClie
     job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=store,
                           fingerprint_of={**meta, "sha": hashlib.sha256(data).hexdigest()})
     return await respond_with_job(client, req, job, f"/api/calls/{job['job_id']}")
+
+
+@bp.route(route="calls/upload-url", methods=["POST"])
+@handles_errors
+async def call_upload_url(req: func.HttpRequest) -> func.HttpResponse:
+    """For recordings over the Functions body limit: PUT the file to this URL, then POST /api/calls."""
+    name = "".join(c for c in (req.params.get("filename") or "call") if c.isalnum() or c in "._-")[:80] or "call"
+    blob = f"uploads/{uuid.uuid4().hex}/{name}"
+    url, expires = await BlobStore(get_settings()).upload_url(CALLS, blob)
+    return json_response({"upload_url": url, "method": "PUT", "headers": {"x-ms-blob-type": "BlockBlob"},
+                          "blob": blob, "expires_at": expires}, 201)
+
+
+@bp.route(route="calls", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def start_call_from_blob(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        body = json.loads(req.get_body() or b"{}")
+    except ValueError:
+        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+    blob = body.get("blob") if isinstance(body, dict) else None
+    if not isinstance(blob, str) or not blob.startswith("uploads/") or ".." in blob:
+        raise BadRequest("blob must be the name returned by /api/calls/upload-url.", code="invalid_blob")
+    blobs = BlobStore(get_settings())
+    ref = f"{CALLS}/{blob}"
+    if not await blobs.exists(ref):
+        raise NotFound("Nothing was uploaded under this name (or the upload URL expired).", code="upload_not_found")
+    data = await blobs.get(ref)
+    settings = get_settings()
+    from shared.calls.audio import probe
+
+    probe(data, max_duration_s=settings.call_max_duration_seconds)
+    meta = {k: body.get(k) for k in ("title", "participants", "language", "external_id", "callback_url")}
+    if meta["callback_url"]:
+        validate_target(meta["callback_url"], settings.callback_allowed_hosts)
+
+    async def prepare(call_id: str) -> dict:
+        return {**meta, "filename": blob.rsplit("/", 1)[-1], "blob": ref}
+
+    job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=prepare,
+                          fingerprint_of={**meta, "blob": blob})
+    return await respond_with_job(client, req, job, f"/api/calls/{job['job_id']}")
+
+
+@bp.route(route="calls/search", methods=["GET"])
+@handles_errors
+async def search_calls(req: func.HttpRequest) -> func.HttpResponse:
+    """Semantic search over the segments of analysed calls."""
+    query = (req.params.get("q") or "").strip()
+    if not query:
+        raise BadRequest("q is required.", code="missing_query")
+    from shared.calls.search import search
+    from shared.jobs import parse_limit
+
+    hits = await search(BlobStore(get_settings()), get_provider(), query,
+                        k=parse_limit(req.params.get("k"), default=5, maximum=50))
+    return json_response({"query": query, "hits": hits})
 
 
 async def _result(call_id: str) -> dict | None:

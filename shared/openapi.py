@@ -254,7 +254,27 @@ def build_spec() -> dict[str, Any]:
                     "external_id": {"type": "string"}, "callback_url": {"type": "string"}}}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
             "responses": _job_responses("Job", "409", "413", "422")}},
-        "/api/calls": {"get": {
+        "/api/calls/upload-url": {"post": {
+            "summary": "A short-lived URL to PUT a large recording straight into Blob storage",
+            "operationId": "callUploadUrl", "tags": ["calls"],
+            "parameters": [{"name": "filename", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"201": {"description": "upload_url, method, headers, blob, expires_at"}, **_errors("401")}}},
+        "/api/calls/search": {"get": {
+            "summary": "Semantic search over the segments of analysed calls", "operationId": "searchCalls",
+            "tags": ["calls"], "parameters": [{"name": "q", "in": "query", "required": True,
+                                               "schema": {"type": "string"}},
+                                              {"name": "k", "in": "query", "schema": {"type": "integer"}}],
+            "responses": {"200": {"description": "Hits: call_id, start, end, text, speaker, score"},
+                          **_errors("400", "401")}}},
+        "/api/calls": {"post": {
+            "summary": "Analyse a recording uploaded through /api/calls/upload-url",
+            "operationId": "startCall", "tags": ["calls"], "parameters": [IDEMPOTENCY, WAIT],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["blob"], "properties": {
+                    "blob": {"type": "string"}, "title": {"type": "string"}, "participants": {"type": "string"},
+                    "language": {"type": "string"}, "external_id": {"type": "string"},
+                    "callback_url": {"type": "string"}}}}}},
+            "responses": _job_responses("Job", "404", "409", "422")}, "get": {
             "summary": "Calls, newest first; ?status= and ?q= (text in title and analysis)", "operationId": "listCalls",
             "tags": ["calls"], "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
                                               for n in ("status", "q")],

@@ -51,6 +51,36 @@ class BlobStore:
         download = await client.download_blob(name)
         return await download.readall()
 
+    async def upload_url(self, container: str, name: str, minutes: int = 15) -> tuple[str, str]:
+        """A short-lived URL that lets a client PUT one blob straight into storage (files over the body limit).
+
+        With managed identity it is a user-delegation SAS; with a connection string (Azurite) a service SAS.
+        """
+        from datetime import datetime, timedelta, timezone
+
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        await self._container(container)
+        service = _service(self.settings)
+        now = datetime.now(timezone.utc)
+        expiry = now + timedelta(minutes=minutes)
+        permission = BlobSasPermissions(create=True, write=True)
+        if self.settings.storage_connection:
+            key = service.credential.account_key
+            token = generate_blob_sas(service.account_name, container, name, account_key=key,
+                                      permission=permission, expiry=expiry)
+        else:
+            delegation = await service.get_user_delegation_key(now - timedelta(minutes=5), expiry)
+            token = generate_blob_sas(service.account_name, container, name, user_delegation_key=delegation,
+                                      permission=permission, expiry=expiry)
+        client = service.get_blob_client(container, name)
+        return f"{client.url}?{token}", expiry.isoformat().replace("+00:00", "Z")
+
+    async def exists(self, ref: str) -> bool:
+        container, _, name = ref.partition("/")
+        client = await self._container(container)
+        return await client.get_blob_client(name).exists()
+
     async def delete_prefix(self, container: str, prefix: str) -> int:
         client = await self._container(container)
         names = [b.name async for b in client.list_blobs(name_starts_with=prefix)]

@@ -155,3 +155,36 @@ def test_recording_longer_than_the_maximum_is_refused(azurite_module):
         assert status == 422 and answer["error"]["code"] == "audio_too_long"
     finally:
         host.stop()
+
+
+def test_large_recordings_go_straight_to_storage_through_an_upload_url(api):
+    import urllib.request
+
+    status, _, grant = api.request("POST", "/api/calls/upload-url?filename=big%20call.wav")
+    assert status == 201 and grant["method"] == "PUT" and "sig=" in grant["upload_url"]
+    request = urllib.request.Request(grant["upload_url"], data=(FIXTURE / "call.wav").read_bytes(), method="PUT",
+                                     headers=grant["headers"])
+    assert urllib.request.urlopen(request, timeout=30).status == 201
+    status, _, job = api.request("POST", "/api/calls", {"blob": grant["blob"], "title": "Big call"})
+    assert status == 202, job
+    assert finished(api, job["job_id"])["status"] == "done"
+    assert api.request("POST", "/api/calls", {"blob": "uploads/nothing/here.wav"})[0] == 404
+    assert api.request("POST", "/api/calls", {"blob": "../etc/passwd"})[0] == 400
+
+
+def test_search_finds_the_segment_of_an_analysed_call(azurite_module):
+    host = DevhostProcess(azurite_module.connection_string, {"DEVHOST_RPC_PORT": str(free_port()),
+                                                             "AI_PROVIDER": "offline"}).start()
+    try:
+        http = Http(host.base_url, FUNCTION_KEY)
+        _, _, job = http.request("POST", "/api/calls/upload?title=Offline", raw=(FIXTURE / "call.wav").read_bytes(),
+                                 headers={"content-type": "audio/wav"})
+        done = finished(http, job["job_id"], timeout=120)
+        assert done["status"] == "done", done["error"]
+        assert len(done["transcript"]) >= 2
+        words = done["transcript"][1]["text"].split()[:4]
+        status, _, found = http.request("GET", "/api/calls/search?q=" + "%20".join(words))
+        assert status == 200 and found["hits"][0]["call_id"] == job["job_id"]
+        assert http.request("GET", "/api/calls/search")[0] == 400
+    finally:
+        host.stop()
