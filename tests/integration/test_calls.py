@@ -188,3 +188,53 @@ def test_search_finds_the_segment_of_an_analysed_call(azurite_module):
         assert http.request("GET", "/api/calls/search")[0] == 400
     finally:
         host.stop()
+
+
+def _two_hours_of_the_call() -> bytes:
+    """The fixture repeated to two hours, as 8 kHz mono WAV (about 115 MB): a real long upload."""
+    import io
+    import wave
+
+    import av
+    import numpy as np
+
+    with av.open(str(FIXTURE / "call.wav")) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=8000)
+        pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for frame in container.decode(audio=0)
+                       for f in resampler.resample(frame))
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    repeated = np.tile(samples, int(np.ceil(7200 * 8000 / len(samples))))[: 7200 * 8000]
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(repeated.tobytes())
+    return buffer.getvalue()
+
+
+def test_two_hour_recording_is_chunked_transcribed_in_parallel_and_stitched(azurite_module, fake):
+    import urllib.request
+
+    fake.transcription = lambda form: [{"start": 1.0, "end": 4.0, "text": "first words of this chunk"},
+                                       {"start": 300.0, "end": 303.0, "text": "middle of this chunk"}]
+    fake.default = model_answer
+    host = DevhostProcess(azurite_module.connection_string, {
+        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-fake", "CALL_CHUNK_SECONDS": "600"}).start()
+    try:
+        http = Http(host.base_url, FUNCTION_KEY)
+        grant = http.request("POST", "/api/calls/upload-url?filename=long.wav")[2]
+        upload = urllib.request.Request(grant["upload_url"], data=_two_hours_of_the_call(), method="PUT",
+                                        headers=grant["headers"])
+        assert urllib.request.urlopen(upload, timeout=120).status == 201
+        _, _, job = http.request("POST", "/api/calls", {"blob": grant["blob"], "title": "Two hours"})
+        done = finished(http, job["job_id"], timeout=240)
+    finally:
+        host.stop()
+        fake.transcription = SEGMENTS
+    assert done["status"] == "done", done["error"]
+    assert done["result"]["chunks"] >= 12 and abs(done["result"]["audio"]["duration_s"] - 7200) < 1
+    starts = [s["start"] for s in done["transcript"]]
+    assert starts == sorted(starts) and len(starts) == 2 * done["result"]["chunks"]
+    assert starts[-1] > 6600  # the last chunk's words sit near the end of the call, not at its start
