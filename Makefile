@@ -51,6 +51,8 @@ test-integration: deps
 bench: deps
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 	AZURITE_BIN=$(AZURITE) $(PY) bench/devhost.py
+	AZURITE_BIN=$(AZURITE) $(PY) bench/offers.py
+	AZURITE_BIN=$(AZURITE) $(PY) bench/whatsapp.py
 
 clean:
 	rm -rf $(VENV) .tools .azurite .devhost
