@@ -94,8 +94,9 @@ def main() -> None:
                 "OPENAI_API_KEY": "sk-bench", "DEVHOST_LOG_LEVEL": "WARNING", "LOG_LEVEL": "WARNING"}).start()
             try:
                 http = Http(host.base_url, FUNCTION_KEY)
-                log("warming up")
+                log("warming up")  # first requests create containers and connections: not what we measure
                 ack_latencies(http, [text_of_2kb(n) for n in range(20)], "application/json")
+                ack_latencies(http, [pdf_of_1mb()] * 3, "application/pdf")
                 log("ack latency, 2 KB text")
                 text_ms = ack_latencies(http, [text_of_2kb(100 + n) for n in range(100)], "application/json")
                 pdf = pdf_of_1mb()
