@@ -1,4 +1,4 @@
-"""The activity that delivers signed job callbacks (Standard Webhooks)."""
+"""Durable pieces every capability uses: signed job callbacks, and activities retried as sub-orchestrations."""
 from __future__ import annotations
 
 import azure.durable_functions as df
@@ -9,6 +9,7 @@ from shared.outcomes import failed, succeeded
 from shared.webhooks import post_signed
 
 from ._observe import observed_activity
+from ._retry import call_with_retries
 
 bp = df.Blueprint()
 
@@ -28,3 +29,14 @@ async def deliver_callback(delivery: dict) -> dict:
                           transient=not attempt.permanent)
     return failed(error, attempt=delivery["attempt"], max_attempts=settings.callback_max_attempts,
                   base_delay=settings.ai_retry_base_seconds)
+
+
+@bp.orchestration_trigger(context_name="context")
+def retried_activity(context: df.DurableOrchestrationContext):
+    """`{"activity", "input"}`: one activity with its own durable retries; its outcome, never an exception.
+
+    Fan-outs run these as sub-orchestrations, so that every item waits on its own retry timers.
+    """
+    task = context.get_input()
+    outcome = yield from call_with_retries(context, task["activity"], task["input"])
+    return outcome

@@ -210,8 +210,10 @@ def call_analysis(context: df.DurableOrchestrationContext):
         return {"error": prepared["error"], "usage": {}}
     chunks = prepared["value"]["chunks"]
     context.set_custom_status({"current": 1, "total": 3, "message": f"Transcribing {len(chunks)} chunks"})
-    inputs = [{**chunk, "job_id": call_id, "language": request.get("language")} for chunk in chunks]
-    outcomes = yield from bounded_fan_out(context, "call_chunk", inputs, prepared["value"]["parallelism"])
+    inputs = [{"activity": "transcribe_call_chunk", "input": {**chunk, "job_id": call_id,
+                                                              "language": request.get("language")}}
+              for chunk in chunks]
+    outcomes = yield from bounded_fan_out(context, "retried_activity", inputs, prepared["value"]["parallelism"])
     usage = [u for outcome in outcomes for u in outcome.get("usage", [])]
     failure = next((o for o in outcomes if not o["ok"]), None)
     if failure:
@@ -233,12 +235,6 @@ def call_analysis(context: df.DurableOrchestrationContext):
         output["callback"] = yield from deliver_callback(context, request["callback_url"], "call.analyzed", {
             "type": "call.analyzed", "job_id": call_id, "status": "done", "data": result})
     return output
-
-
-@bp.orchestration_trigger(context_name="context")
-def call_chunk(context: df.DurableOrchestrationContext):
-    outcome = yield from call_with_retries(context, "transcribe_call_chunk", context.get_input())
-    return outcome
 
 
 @bp.activity_trigger(input_name="task")

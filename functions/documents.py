@@ -21,7 +21,7 @@ from shared.storage.blobs import BlobStore
 from ._http import handles_errors, json_response
 from ._jobs import require_job, start_job, wait_for_job
 from ._observe import observed_activity, observed_orchestrator
-from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
+from ._retry import CRASH_RETRY, bounded_fan_out, deliver_callback
 from .offers import INPUTS
 
 bp = df.Blueprint()
@@ -129,8 +129,10 @@ def document_vision(context: df.DurableOrchestrationContext):
     pages = request["pages"]
     total = len(pages)
     context.set_custom_status(progress_status(0, total))
-    inputs = [{**page, "page": n, "total": total, "job_id": context.instance_id} for n, page in enumerate(pages, 1)]
-    results = yield from bounded_fan_out(context, "document_page", inputs, request["parallelism"],
+    inputs = [{"activity": "read_document_page",
+               "input": {**page, "page": n, "total": total, "job_id": context.instance_id}}
+              for n, page in enumerate(pages, 1)]
+    results = yield from bounded_fan_out(context, "retried_activity", inputs, request["parallelism"],
                                          lambda done: context.set_custom_status(progress_status(done, total)))
     merged = yield context.call_activity_with_retry("merge_document_pages", CRASH_RETRY, {
         "job_id": context.instance_id, "outcomes": results, "fallback_text": request.get("fallback_text")})
@@ -142,13 +144,6 @@ def document_vision(context: df.DurableOrchestrationContext):
         output["callback"] = yield from deliver_callback(context, request["callback_url"], "document.processed",
                                                          body)
     return output
-
-
-@bp.orchestration_trigger(context_name="context")
-def document_page(context: df.DurableOrchestrationContext):
-    """One page, with the model call retried on durable timers; never raises for a failed reading."""
-    outcome = yield from call_with_retries(context, "read_document_page", context.get_input())
-    return outcome
 
 
 @bp.activity_trigger(input_name="task")

@@ -5,10 +5,12 @@ import json
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
 Behaviour = dict[str, Any]
+
+from tests.support.loopback import LoopbackServer
 
 
 def completion(content: str | None, *, model: str, refusal: str | None = None, prompt_tokens: int = 120,
@@ -20,7 +22,7 @@ def completion(content: str | None, *, model: str, refusal: str | None = None, p
                       "total_tokens": prompt_tokens + completion_tokens}}
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """Behaviours: {"json": obj}, {"content": text}, {"refusal": text}, {"status": 429, "headers": {...}},
     {"hang": seconds}, or a callable(request_body) -> behaviour. Scripted ones are used first, in order."""
 
@@ -32,21 +34,11 @@ class FakeOpenAI:
         # /audio/transcriptions answers: a list of {"start", "end", "text"}, or a callable(form) -> list / behaviour
         self.transcription: Any = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> "FakeOpenAI":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.root_url}/v1"
 
     def chat_requests(self) -> list[dict]:
         return [r for r in self.requests if r["path"].endswith("/chat/completions")]

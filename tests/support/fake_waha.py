@@ -4,31 +4,23 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.support.loopback import LoopbackServer
 
-class FakeWaha:
+
+class FakeWaha(LoopbackServer):
     def __init__(self) -> None:
         self.calls: list[dict] = []
         self.send_script: deque[int] = deque()  # statuses for the next sendText calls, then 201
         self.files: dict[str, bytes] = {}  # path -> bytes served under /api/files/
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> "FakeWaha":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.root_url
 
     def sent(self, chat_id: str | None = None) -> list[dict]:
         """Texts WAHA accepted (201), oldest first."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.support.loopback import LoopbackServer
 
-class Receiver:
+
+class Receiver(LoopbackServer):
     """Answers with the scripted status codes first (e.g. [500, 500]), then 200; keeps every request."""
 
     def __init__(self, secret: str) -> None:
@@ -19,21 +21,11 @@ class Receiver:
         self.attempts: list[dict] = []
         self.accepted: list[dict] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
-
-    def __enter__(self) -> "Receiver":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.root_url}/hook"
 
     def _handler(self):
         receiver = self
