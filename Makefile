@@ -53,6 +53,7 @@ bench: deps
 	AZURITE_BIN=$(AZURITE) $(PY) bench/devhost.py
 	AZURITE_BIN=$(AZURITE) $(PY) bench/offers.py
 	AZURITE_BIN=$(AZURITE) $(PY) bench/whatsapp.py
+	AZURITE_BIN=$(AZURITE) $(PY) bench/calls.py
 
 clean:
 	rm -rf $(VENV) .tools .azurite .devhost
