@@ -24,6 +24,8 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 # `python bench/devhost.py` puts bench/ first on sys.path, where this file would shadow the `devhost` package.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if p and Path(p).resolve() != ROOT / "bench"]
+
+from bench.machine import busy_cpu_s, own_cpu_s  # noqa: E402
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")  # every connection stays on the loopback
 
 log = logging.getLogger("bench")
@@ -49,24 +51,6 @@ def _percentile(samples: list[float], q: float) -> float:
 def _summary(samples: list[float]) -> dict:
     return {"p50": round(_percentile(samples, 50), 2), "p99": round(_percentile(samples, 99), 2),
             "mean": round(statistics.fmean(samples), 2), "max": round(max(samples), 2), "n": len(samples)}
-
-
-def _busy_cpu_s() -> float | None:
-    """CPU seconds all processes on the machine have used since boot (Linux), to spot a busy neighbour."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_s() -> float:
-    """CPU seconds of this process and of the children it has waited for (all of them, at the end)."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -372,7 +356,7 @@ def main() -> int:
 
     bench_started = time.perf_counter()
     load_before = os.getloadavg()
-    busy_before, own_before = _busy_cpu_s(), _own_cpu_s()
+    busy_before, own_before = busy_cpu_s(), own_cpu_s()
     config = _host_config()
     report: dict[str, Any] = {"bench": "devhost"}
     runs: list[dict] = []
@@ -401,11 +385,11 @@ def main() -> int:
                                  args.celery_rounds, args.warmup_jobs)
 
     wall = time.perf_counter() - bench_started
-    busy_after = _busy_cpu_s()
+    busy_after = busy_cpu_s()
     # The share of the machine's CPUs that other processes used while the bench ran: above ~0.1, the figures
     # are low because a neighbour (a test run, say) competed for the same cores.
     others = (None if busy_before is None or busy_after is None else
-              round(max(0.0, (busy_after - busy_before) - (_own_cpu_s() - own_before)) / (wall * os.cpu_count()), 3))
+              round(max(0.0, (busy_after - busy_before) - (own_cpu_s() - own_before)) / (wall * os.cpu_count()), 3))
     per_s = {b: {str(r["chain"]): r["jobs_per_s"] for r in runs if r["backend"] == b} for b in ("memory", "azurite")}
     ratio = {b: round(per_s[b]["3"] / celery["jobs_per_s"], 3) for b in per_s}
     report.update({

@@ -40,6 +40,8 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if p and Path(p).resolve() != R
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")  # every connection stays on the loopback
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
+from bench.machine import busy_cpu_s, own_cpu_s  # noqa: E402
+
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 HMAC_KEY = "bench-waha-hmac-key"
 BURST_SECONDS = 1.0
@@ -75,24 +77,6 @@ class Stamped(list):
 
 
 # ---------------------------------------------------------------------------------------------- processes
-
-def busy_cpu_s() -> float | None:
-    """CPU seconds all processes on the machine have used since boot (Linux), to spot a busy neighbour."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s() -> float:
-    """CPU seconds of this process and of the children it has waited for (all of them, at the end)."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a process, all its threads (Linux /proc)."""

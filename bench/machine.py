@@ -1,0 +1,23 @@
+"""How busy the machine is: CPU seconds of everything and of this process, to flag noisy runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def busy_cpu_s() -> float | None:
+    """CPU seconds all processes on the machine have used since boot (Linux), to spot a busy neighbour."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and of the children it has waited for (all of them, at the end)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
