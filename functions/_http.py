@@ -13,6 +13,11 @@ from shared.errors import AppError
 log = logging.getLogger("intake.http")
 
 
+def uploaded_files(req: func.HttpRequest) -> list[tuple[str | None, str | None, bytes]]:
+    """Every file of a multipart request as (file name, declared type, bytes), in form order."""
+    return [(f.filename, f.content_type, f.read()) for name in req.files for f in req.files.getlist(name)]
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status,
                              headers=headers, mimetype="application/json", charset="utf-8")

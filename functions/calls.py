@@ -21,7 +21,7 @@ from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 from shared.webhooks import validate_target
 
-from ._http import handles_errors, json_response
+from ._http import handles_errors, json_response, uploaded_files
 from ._jobs import require_job, respond_with_job, snapshot, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
@@ -35,8 +35,8 @@ def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
     settings = get_settings()
     check_size(len(req.get_body()), settings.call_max_bytes)
     if req.files:
-        upload = next(iter(req.files.values()))
-        data, name, fields = upload.read(), upload.filename or "call", dict(req.form)
+        name, _, data = uploaded_files(req)[0]
+        name, fields = name or "call", dict(req.form)
     else:
         data, name, fields = req.get_body(), req.params.get("filename") or "call", dict(req.params)
     if not data:

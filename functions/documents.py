@@ -18,7 +18,7 @@ from shared.observability import log_event
 from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 
-from ._http import handles_errors, json_response
+from ._http import handles_errors, json_response, uploaded_files
 from ._jobs import require_job, start_job, wait_for_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, deliver_callback
@@ -41,7 +41,7 @@ def _parse(req: func.HttpRequest) -> ingest.DocumentRequest:
     if content_type == "application/json":
         return ingest.parse_json(body, _limits(), hosts)
     if content_type == "multipart/form-data":
-        uploads = [(f.read(), f.content_type, f.filename) for name in req.files for f in req.files.getlist(name)]
+        uploads = [(data, declared, name) for name, declared, data in uploaded_files(req)]
         return ingest.parse_upload(uploads, dict(req.form), _limits(), hosts)
     if not body:
         raise BadRequest("The body is empty.", code="empty_request")

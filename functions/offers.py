@@ -18,7 +18,7 @@ from shared.offers import ingest, service
 from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 
-from ._http import handles_errors
+from ._http import handles_errors, uploaded_files
 from ._jobs import require_job, respond_with_job, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import call_with_retries, deliver_callback
@@ -36,8 +36,7 @@ def _parse(req: func.HttpRequest) -> ingest.IngestRequest:
     if content_type == "application/json":
         return ingest.parse_json(body, hosts)
     if content_type == "multipart/form-data":
-        uploads = [(f.filename, f.content_type, f.read()) for name in req.files for f in req.files.getlist(name)]
-        return ingest.parse_form(dict(req.form), uploads, hosts)
+        return ingest.parse_form(dict(req.form), uploaded_files(req), hosts)
     if not body:
         raise BadRequest("The body is empty.", code="empty_request")
     return ingest.parse_raw(content_type, body, name=req.params.get("filename"), source=req.params.get("source"),

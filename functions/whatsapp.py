@@ -24,7 +24,7 @@ from shared.whatsapp.events import classify, dedup_key, is_fresh, parse_envelope
 from shared.whatsapp.signature import verify_hmac
 from shared.whatsapp.waha import Waha
 
-from ._http import handles_errors, json_response
+from ._http import handles_errors, json_response, uploaded_files
 from ._jobs import respond_with_job, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import call_with_retries
@@ -148,8 +148,8 @@ async def resume_conversation(req: func.HttpRequest) -> func.HttpResponse:
 async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     body = req.get_body()
     if req.files:
-        upload = next(iter(req.files.values()))
-        name, declared, body = upload.filename or "document", upload.content_type, upload.read()
+        name, declared, body = uploaded_files(req)[0]
+        name = name or "document"
     else:
         name, declared = req.params.get("name") or "document", req.headers.get("content-type")
     if not body:

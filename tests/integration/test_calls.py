@@ -238,3 +238,17 @@ def test_two_hour_recording_is_chunked_transcribed_in_parallel_and_stitched(azur
     starts = [s["start"] for s in done["transcript"]]
     assert starts == sorted(starts) and len(starts) == 2 * done["result"]["chunks"]
     assert starts[-1] > 6600  # the last chunk's words sit near the end of the call, not at its start
+
+
+def test_multipart_upload_carries_the_metadata(api):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nQuarterly review\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"call.mp3\"\r\n"
+            "Content-Type: audio/mpeg\r\n\r\n").encode() + (FIXTURE / "call.mp3").read_bytes() + \
+        f"\r\n--{boundary}--\r\n".encode()
+    status, _, job = api.request("POST", "/api/calls/upload", raw=body,
+                                 headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 202, job
+    done = finished(api, job["job_id"])
+    assert done["status"] == "done" and done["result"]["title"] == "Quarterly review"
+    assert done["result"]["filename"] == "call.mp3"
