@@ -53,9 +53,6 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
     decision = classify(envelope)
     if not decision.answer or decision.message is None:
         return json_response({"status": "ignored", "reason": decision.reason})
-    if decision.kind not in ("text", "audio"):
-        # Documents and images are not read yet; say so rather than pretend.
-        return json_response({"status": "ignored", "reason": f"{decision.kind}_not_supported_yet"})
     message = decision.message
     tables = Tables(settings)
     if not await assistant.record_incoming(tables, message, decision.kind):

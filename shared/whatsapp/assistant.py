@@ -26,6 +26,8 @@ KB_CONTAINER = "knowledge"
 RATE_NOTICE = ("You are sending messages faster than I can answer. I will reply to new messages in a "
                "minute.")
 MEMORY = 10
+MEDIA_PAGES = 5  # pages of a PDF sent in a chat that are read
+MEDIA_TEXT_CHARS = 6000
 
 
 @dataclass
@@ -197,9 +199,9 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     answer = None
     if allowed:
         for rk, row in allowed:
-            if row.get("kind") == "audio" and not row.get("transcript"):
-                row["transcript"], heard = await _transcribe(deps, row)
-                usage += heard
+            if row.get("kind") in ("audio", "document", "image") and not row.get("transcript"):
+                row["transcript"], used = await _read_media(deps, row)
+                usage += used
                 await tables.upsert(MESSAGES, chat_id, rk, row)
         question = "\n".join(row.get("transcript") or row["text"] for _, row in allowed
                               if row.get("transcript") or row.get("text"))
@@ -227,12 +229,34 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
             "usage": [u.model_dump() for u in usage]}
 
 
-async def _transcribe(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
-    """A voice note: downloaded from WAHA, kept in Blob storage, transcribed through the AI port."""
-    audio = await deps.waha.download(row["media_url"])
-    await deps.blobs.put("whatsapp-media", f"{row['chat_id']}/{row['message_id']}.ogg", audio, "audio/ogg")
-    result = await asyncio.to_thread(deps.provider.transcribe, audio, filename="voice-note.ogg")
-    return " ".join(s.text for s in result.value).strip() or row.get("text", ""), result.usage
+async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
+    """Media of a message, downloaded from WAHA at once and kept in Blob storage, turned into text: voice
+    notes transcribed, PDFs and images read like the pages of document vision. The caption comes first."""
+    from ..documents.service import page_input, read_page
+
+    data = await deps.waha.download(row["media_url"])
+    extension = {"audio": "ogg", "document": "pdf", "image": "img"}[row["kind"]]
+    await deps.blobs.put("whatsapp-media", f"{row['chat_id']}/{row['message_id']}.{extension}", data,
+                         (row.get("media_mimetype") or "application/octet-stream").split(";")[0])
+    if row["kind"] == "audio":
+        result = await asyncio.to_thread(deps.provider.transcribe, data, filename="voice-note.ogg")
+        return " ".join(s.text for s in result.value).strip() or row.get("text", ""), result.usage
+    if row["kind"] == "image":
+        pages = [("", data, row.get("media_mimetype") or "image/jpeg", None)]
+    else:
+        from ..files import pdf_page_count
+
+        pages = [("", None, None, index) for index in range(min(pdf_page_count(data), MEDIA_PAGES))]
+    texts, usage = [], []
+    for number, (_, image, mimetype, index) in enumerate(pages, start=1):
+        text, images = page_input(image=image, content_type=mimetype, pdf=data if index is not None else None,
+                                  page_index=index)
+        reading = await asyncio.to_thread(read_page, deps.provider, text, images, number, len(pages))
+        texts.append(reading.value.text)
+        usage += reading.usage
+    name = row.get("media_filename") or row["kind"]
+    content = "\n".join(texts).strip()[:MEDIA_TEXT_CHARS]
+    return f"{row.get('text', '')}\n[{name}]\n{content}".strip(), usage
 
 
 async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], text: str, seen_ids: list[str],

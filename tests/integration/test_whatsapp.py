@@ -234,3 +234,21 @@ def test_kill_9_during_a_turn_sends_the_reply_once_after_restart(azurite, waha, 
     finally:
         second.stop()
         fake.latency = 0.0
+
+
+def test_pdf_sent_in_the_chat_is_read_and_answered(api, waha):
+    chat = new_chat()
+    body = json.loads((FIXTURES / "waha" / "message.document-pdf.json").read_text())
+    message_id = f"false_{chat}_{uuid.uuid4().hex[:20].upper()}"
+    path = f"/api/files/{message_id}.pdf"
+    waha.files[path] = (FIXTURES / "documents" / "rental_agreement_3p" / "agreement.pdf").read_bytes()
+    body["timestamp"] = int(time.time() * 1000)
+    body["payload"].update(id=message_id, timestamp=int(time.time()), body="What is the rent in this contract?",
+                           **{"from": chat})
+    body["payload"]["media"]["url"] = f"https://waha.example.test{path}"
+    assert post(api, body) == (200, {"status": "accepted"})
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=60)
+    assert reply["text"] and reply["reply_to"] == message_id
+    [incoming] = api.request("GET", f"/api/messages?chat_id={chat}&direction=in")[2]["messages"]
+    assert incoming["kind"] == "document" and "Harbor View Properties LLC" in incoming["transcript"]
+    assert incoming["transcript"].startswith("What is the rent in this contract?")
