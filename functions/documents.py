@@ -19,7 +19,7 @@ from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 
 from ._http import handles_errors, json_response, uploaded_files
-from ._jobs import require_job, start_job, wait_for_job
+from ._jobs import require_job, respond_with_job, start_job, wait_for_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, deliver_callback
 from .offers import INPUTS
@@ -87,11 +87,8 @@ async def process_document(req: func.HttpRequest, client: df.DurableOrchestratio
     job = await start_job(client, req, kind="doc", orchestrator="document_vision",
                           fingerprint_of=request.fingerprint_view(), prepare=store,
                           idempotency_key=request.caller_job_id or req.headers.get("Idempotency-Key"))
-    wait = _wait_seconds(req)
-    if wait and not is_finished(job):
-        job = await wait_for_job(client, job["job_id"], wait)
-    headers = {"Location": f"/api/task-status/{job['job_id']}"}
-    return json_response(_seed_answer(job, request), 200 if is_finished(job) else 202, headers)
+    return await respond_with_job(client, req, job, f"/api/task-status/{job['job_id']}",
+                                  lambda finished: _seed_answer(finished, request))
 
 
 def _wait_seconds(req: func.HttpRequest) -> float:

@@ -49,6 +49,18 @@ def event(text: str, chat: str, message_id: str | None = None) -> dict:
     return body
 
 
+def media_event(waha: FakeWaha, fixture: str, chat: str, extension: str, data: bytes, **payload) -> tuple[dict, str]:
+    """A WAHA media event of `fixture` for `chat`, its file served by the fake WAHA; the event and its path."""
+    body = json.loads((FIXTURES / "waha" / fixture).read_text())
+    message_id = f"false_{chat}_{uuid.uuid4().hex[:20].upper()}"
+    path = f"/api/files/{message_id}.{extension}"
+    waha.files[path] = data
+    body["timestamp"] = int(time.time() * 1000)
+    body["payload"].update(id=message_id, timestamp=int(time.time()), **{"from": chat}, **payload)
+    body["payload"]["media"]["url"] = f"https://waha.example.test{path}"
+    return body, path
+
+
 def post(api: Http, body: dict, key: str = KEY, headers: dict | None = None) -> tuple[int, dict]:
     raw = json.dumps(body).encode()
     all_headers = {"content-type": "application/json", "X-Webhook-Hmac": sign(raw, key),
@@ -195,13 +207,8 @@ def test_read_apis_show_messages_conversations_and_stats(api, waha):
 
 def test_voice_note_is_downloaded_transcribed_and_answered(api, waha):
     chat = new_chat()
-    body = json.loads((FIXTURES / "waha" / "message.voice-note.json").read_text())
-    message_id = f"false_{chat}_{uuid.uuid4().hex[:20].upper()}"
-    path = f"/api/files/{message_id}.oga"
-    waha.files[path] = (FIXTURES / "calls" / "sales_call_en" / "voice-note.ogg").read_bytes()
-    body["timestamp"] = int(time.time() * 1000)
-    body["payload"].update(id=message_id, timestamp=int(time.time()), **{"from": chat})
-    body["payload"]["media"]["url"] = f"https://waha.example.test{path}"
+    body, path = media_event(waha, "message.voice-note.json", chat, "oga",
+                             (FIXTURES / "calls" / "sales_call_en" / "voice-note.ogg").read_bytes())
     assert post(api, body) == (200, {"status": "accepted"})
     [reply] = wait_until(lambda: waha.sent(chat), timeout=60)
     assert reply["text"]
@@ -238,14 +245,10 @@ def test_kill_9_during_a_turn_sends_the_reply_once_after_restart(azurite, waha, 
 
 def test_pdf_sent_in_the_chat_is_read_and_answered(api, waha):
     chat = new_chat()
-    body = json.loads((FIXTURES / "waha" / "message.document-pdf.json").read_text())
-    message_id = f"false_{chat}_{uuid.uuid4().hex[:20].upper()}"
-    path = f"/api/files/{message_id}.pdf"
-    waha.files[path] = (FIXTURES / "documents" / "rental_agreement_3p" / "agreement.pdf").read_bytes()
-    body["timestamp"] = int(time.time() * 1000)
-    body["payload"].update(id=message_id, timestamp=int(time.time()), body="What is the rent in this contract?",
-                           **{"from": chat})
-    body["payload"]["media"]["url"] = f"https://waha.example.test{path}"
+    body, _ = media_event(waha, "message.document-pdf.json", chat, "pdf",
+                          (FIXTURES / "documents" / "rental_agreement_3p" / "agreement.pdf").read_bytes(),
+                          body="What is the rent in this contract?")
+    message_id = body["payload"]["id"]
     assert post(api, body) == (200, {"status": "accepted"})
     [reply] = wait_until(lambda: waha.sent(chat), timeout=60)
     assert reply["text"] and reply["reply_to"] == message_id
