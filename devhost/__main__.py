@@ -14,7 +14,7 @@ from shared.storage.connection import expand_connection_string
 
 from .host import DevHost, HostConfig
 from .settings import load_local_settings
-from .store import open_store
+from .store import HubBusy, open_store
 
 
 def main() -> None:
@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--rpc-port", type=int, default=int(os.environ.get("DEVHOST_RPC_PORT", 0)))
     parser.add_argument("--memory", action="store_true", help="keep the task hub in memory (lost on exit)")
     parser.add_argument("--app", default="function_app", help="module that defines `app`")
+    parser.add_argument("--hub", default=os.environ.get("DEVHOST_HUB", ""),
+                        help="task hub name (default: host.json's durableTask hubName)")
     args = parser.parse_args()
 
     root = Path.cwd()
@@ -37,14 +39,20 @@ def main() -> None:
         print(f"devhost: the app failed to load: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     memory = args.memory or os.environ.get("DEVHOST_BACKEND") == "memory"
-    store = open_store("memory" if memory else "azure_storage",
-                       expand_connection_string(os.environ.get("AzureWebJobsStorage", "")),
-                       HostConfig.from_host_json(root / "host.json").hub)
     config = HostConfig.from_host_json(root / "host.json", port=args.port, rpc_port=args.rpc_port,
                                        function_key=os.environ.get("DEVHOST_FUNCTION_KEY", ""),
                                        master_key=os.environ.get("DEVHOST_MASTER_KEY", ""))
+    if args.hub:
+        config.hub = args.hub
+    config.hub_wait = float(os.environ.get("DEVHOST_HUB_WAIT_SECONDS", config.hub_wait))
+    store = open_store("memory" if memory else "azure_storage",
+                       expand_connection_string(os.environ.get("AzureWebJobsStorage", "")), config.hub)
     logging.getLogger("devhost").info("settings from %s", settings_file.name if settings_file else "environment")
-    asyncio.run(_serve(DevHost(app, store, config)))
+    try:
+        asyncio.run(_serve(DevHost(app, store, config)))
+    except HubBusy as exc:
+        print(f"devhost: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 async def _serve(host: DevHost) -> None:

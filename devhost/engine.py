@@ -19,11 +19,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .app_index import AppIndex
 from .events import COMPLETION_KEYS, EventType, event, iso, parse_iso, utcnow
-from .store import STATUS, Store
+from .store import LEASE_SECONDS, STATUS, HubLost, Store
 
 log = logging.getLogger("devhost")
 
@@ -111,7 +111,7 @@ class Episode:
 
 class Engine:
     def __init__(self, index: AppIndex, store: Store, *, hub: str = "TestHubName",
-                 max_activities: int = 10, max_episodes: int = 8) -> None:
+                 max_activities: int = 10, max_episodes: int = 8, hub_wait: float = 2 * LEASE_SECONDS) -> None:
         self.index = index
         self.store = store
         self.hub = hub
@@ -124,6 +124,8 @@ class Engine:
         self._activity_slots = asyncio.Semaphore(max_activities)
         self._pool = ThreadPoolExecutor(max_workers=max_activities, thread_name_prefix="activity")
         self._max_episodes = max_episodes
+        self._hub_wait = hub_wait
+        self.client_binding: Callable[[], str] | None = None  # set by the host once its management API exists
         self._background: set[asyncio.Task] = set()
         self._running: set[tuple[str, str]] = set()
         self._idle = asyncio.Event()
@@ -141,6 +143,8 @@ class Engine:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+        await self.store.claim(wait=self._hub_wait)
+        self._spawn(self._keep_lease())
         for _ in range(self._max_episodes):
             self._spawn(self._episode_worker())
         self._spawn(self._timer_loop())
@@ -155,7 +159,22 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        await self.store.release()
         await self.store.close()
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                await self.store.renew()
+            except HubLost as exc:  # another host now writes the hub: writing on would corrupt it
+                log.critical("%s", exc)
+                for task in list(self._background):
+                    if task is not asyncio.current_task():
+                        task.cancel()
+                return
+            except Exception:  # noqa: BLE001 - storage hiccup: the lease has time left, try again soon
+                log.warning("devhost could not renew its task hub lease", exc_info=True)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -847,6 +866,9 @@ class Engine:
             value = ActivityTriggerConverter.decode(func_meta.Datum(work["input"] or "null", "string"),
                                                     trigger_metadata={})
             kwargs = {info.trigger["name"]: value}
+            client = info.binding_of("durableClient")
+            if client is not None and self.client_binding is not None:  # activities may start and signal, too
+                kwargs[client["name"]] = self.client_binding()
             if info.is_async:
                 result = await info.func(**kwargs)
             else:

@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -41,13 +42,15 @@ class HostConfig:
     route_prefix: str = "api"
     max_activities: int = 10
     max_orchestrators: int = 8
+    hub_wait: float = 30.0  # how long to wait for another host's lease on the hub to lapse
 
     @classmethod
     def from_host_json(cls, path: Path, **overrides: Any) -> "HostConfig":
         data = json.loads(path.read_text()) if path.exists() else {}
         durable = data.get("extensions", {}).get("durableTask", {})
         http = data.get("extensions", {}).get("http", {})
-        config = cls(hub=durable.get("hubName", cls.hub),
+        hub = re.sub(r"%(\w+)%", lambda m: os.environ.get(m.group(1), ""), durable.get("hubName", cls.hub))
+        config = cls(hub=hub or cls.hub,  # "%Setting%" names an app setting, as in the Functions host
                      route_prefix=http.get("routePrefix", cls.route_prefix),
                      max_activities=int(durable.get("maxConcurrentActivityFunctions", cls.max_activities)),
                      max_orchestrators=int(durable.get("maxConcurrentOrchestratorFunctions", cls.max_orchestrators)))
@@ -104,7 +107,7 @@ class DevHost:
 
     async def start(self) -> None:
         self.engine = Engine(self.index, self.store, hub=self.config.hub, max_activities=self.config.max_activities,
-                             max_episodes=self.config.max_orchestrators)
+                             max_episodes=self.config.max_orchestrators, hub_wait=self.config.hub_wait)
         public = web.Application(client_max_size=MAX_BODY)
         public.router.add_route("*", "/runtime/webhooks/durabletask/{tail:.*}", self._public_management)
         public.router.add_route("*", "/admin/host/status", self._host_status)
@@ -118,8 +121,9 @@ class DevHost:
         self.management = ManagementApi(self.engine, f"{self.base_url}/runtime/webhooks/durabletask",
                                         f"http://{self.config.host}:{self.rpc_port}/durabletask",
                                         self.config.master_key)
+        self.engine.client_binding = self.management.binding
+        await self._serve(rpc, rpc_socket)  # only the app's own functions call it, and none runs before recovery
         await self.engine.start()
-        await self._serve(rpc, rpc_socket)
         await self._serve(public, public_socket)
         for info in self.index.timers:
             self._timer_tasks.append(asyncio.get_running_loop().create_task(self._run_timer(info)))

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import socket
+import time
+import uuid
 from collections import OrderedDict
 from typing import Iterable, Protocol
 
@@ -27,6 +31,17 @@ class Store(Protocol):
     async def pending_partitions(self) -> set[str]: ...
     async def delete_partition(self, pk: str) -> None: ...
     async def ping(self) -> None: ...
+    async def claim(self, wait: float) -> None: ...
+    async def renew(self) -> None: ...
+    async def release(self) -> None: ...
+
+
+class HubBusy(RuntimeError):
+    """Another live devhost holds the task hub: two hosts on one hub would overwrite each other's state."""
+
+
+class HubLost(RuntimeError):
+    """This host's lease on the task hub was taken by another host."""
 
 
 class MemoryStore:
@@ -44,6 +59,15 @@ class MemoryStore:
         return None
 
     async def ping(self) -> None:
+        return None
+
+    async def claim(self, wait: float) -> None:
+        return None  # nobody else can see this process's memory
+
+    async def renew(self) -> None:
+        return None
+
+    async def release(self) -> None:
         return None
 
     async def read_partition(self, pk: str) -> dict[str, dict]:
@@ -84,6 +108,18 @@ _ENTITY_CHARS = 420_000  # an entity holds at most 1 MiB; JSON text is stored as
 _MAIN = ""  # RowKey of the entity that holds an instance; spill entities are "x1", "x2", ...
 _KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f]")
 _CACHED_PARTITIONS = 4096
+_LEASE_KEY = ("~host", "lease")  # outside every instance query, which all ask for RowKey ''
+LEASE_SECONDS = 15.0
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _escape_key(value: str) -> str:
@@ -120,6 +156,8 @@ class TableStore:
         self._table_name = re.sub(r"[^A-Za-z0-9]", "", hub) + "Instances"
         self._table = self._service.get_table_client(self._table_name)
         self._cache: OrderedDict[str, tuple[dict[str, dict], int]] = OrderedDict()  # pk -> (rows, spills)
+        self._owner = uuid.uuid4().hex
+        self._lease_etag: str | None = None
 
     async def open(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -135,6 +173,74 @@ class TableStore:
 
     async def ping(self) -> None:
         await self._service.get_service_properties()
+
+    # The store caches what it wrote, so exactly one host may write a hub. Like the Durable extension's
+    # partition leases, a lease entity names the owner; it lapses when the owner stops renewing it, and a
+    # crashed owner on this machine (a `kill -9` before a restart) gives it up at once.
+
+    def _lease_entity(self) -> dict:
+        return {"PartitionKey": _LEASE_KEY[0], "RowKey": _LEASE_KEY[1], "Owner": self._owner, "Pid": os.getpid(),
+                "Hostname": socket.gethostname(), "Expires": time.time() + LEASE_SECONDS}
+
+    async def _write_lease(self, etag: str | None) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        try:
+            if etag is None:
+                written = await self._table.create_entity(self._lease_entity())
+            else:
+                written = await self._table.update_entity(self._lease_entity(), mode=UpdateMode.REPLACE, etag=etag,
+                                                          match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        self._lease_etag = written["etag"]
+        return True
+
+    async def _read_lease(self) -> dict | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return await self._table.get_entity(*_LEASE_KEY)
+        except ResourceNotFoundError:
+            return None
+
+    async def claim(self, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            lease = await self._read_lease()
+            if lease is None:
+                if await self._write_lease(None):
+                    return
+                continue
+            free = (lease["Owner"] == self._owner or lease["Expires"] < time.time()
+                    or (lease["Hostname"] == socket.gethostname() and not _process_alive(int(lease["Pid"]))))
+            if free and await self._write_lease(lease.metadata["etag"]):
+                return
+            if not free and time.monotonic() > deadline:
+                raise HubBusy(f"task hub {self._table_name} is in use by devhost pid {lease['Pid']} on "
+                              f"{lease['Hostname']}: stop that host or give this one another hub (--hub)")
+            await asyncio.sleep(0.5)
+
+    async def renew(self) -> None:
+        if not await self._write_lease(self._lease_etag):
+            lease = await self._read_lease()
+            raise HubLost(f"task hub {self._table_name} was taken by devhost pid "
+                          f"{lease['Pid'] if lease else '?'}; this host stops processing it")
+
+    async def release(self) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        if self._lease_etag is None:
+            return
+        try:
+            await self._table.delete_entity(*_LEASE_KEY, etag=self._lease_etag,
+                                            match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass
+        self._lease_etag = None
 
     def _remember(self, pk: str, rows: dict[str, dict], spills: int) -> None:
         self._cache[pk] = (rows, spills)

@@ -188,7 +188,7 @@ def test_kill_9_mid_document_finishes_after_restart_without_rereading_done_pages
                timeout=30, interval=0.05)
     first.kill()
     done_before = {page_of(c["body"]) for c in reset.chat_requests()}
-    second = DevhostProcess(azurite_module.connection_string, first.extra_env).start()
+    second = first.again().start()
     try:
         done = finished(Http(second.base_url, FUNCTION_KEY), queued["task_id"], timeout=90)
     finally:

@@ -5,8 +5,11 @@ import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
+from devhost.store import HubBusy, HubLost, TableStore
 from tests.support.http import Http, wait_until
-from tests.support.processes import FUNCTION_KEY, DevhostProcess
+from tests.support.processes import FUNCTION_KEY, free_port
 
 
 def _statuses(http: Http, ids: list[str]) -> dict[str, str]:
@@ -26,7 +29,7 @@ def test_selftest_jobs_finish_after_kill_9_and_restart(azurite, devhost_factory)
     first.kill()
     assert set(before.values()) - {"done"}, "the kill came too late to prove anything"
 
-    second = DevhostProcess(azurite.connection_string, first.extra_env).start()
+    second = first.again(DEVHOST_HUB_WAIT_SECONDS="0").start()  # a dead holder frees the hub at once
     try:
         http = Http(second.base_url, FUNCTION_KEY)
         def all_done():
@@ -73,3 +76,48 @@ def test_health_reports_storage_and_turns_503_when_storage_is_down(azurite, api)
     assert status == 503
     assert body["storage"]["reachable"] is False
     assert body["storage"]["error"]["code"] == "storage_unreachable"
+
+
+def test_a_second_host_on_a_busy_hub_refuses_to_start_and_names_the_holder(devhost_factory):
+    first = devhost_factory()
+    second = first.again(DEVHOST_RPC_PORT=str(free_port()), DEVHOST_HUB_WAIT_SECONDS="1")
+    with pytest.raises(RuntimeError):
+        second.start(timeout=30)
+    assert f"is in use by devhost pid {first.process.pid}" in second.log()
+    status, _, job = Http(first.base_url, FUNCTION_KEY).request("POST", "/api/selftest?wait=20")
+    assert status == 200 and job["status"] == "done", job
+
+
+def test_a_stopped_host_hands_the_hub_over_at_once(devhost_factory):
+    first = devhost_factory()
+    first.stop()
+    second = first.again(DEVHOST_HUB_WAIT_SECONDS="0").start()
+    try:
+        status, _, job = Http(second.base_url, FUNCTION_KEY).request("POST", "/api/selftest?wait=20")
+        assert status == 200 and job["status"] == "done", job
+    finally:
+        second.stop()
+
+
+def test_a_host_whose_lease_was_taken_learns_it_at_the_next_renewal(azurite):
+    async def scenario():
+        holder, rival = TableStore(azurite.connection_string, "LeaseHub"), TableStore(azurite.connection_string, "LeaseHub")
+        try:
+            await holder.open()
+            await holder.claim(wait=0)
+            await holder.renew()
+            with pytest.raises(HubBusy):  # the holder is alive (this very process)
+                await rival.claim(wait=0)
+            lease = await rival._read_lease()
+            lease["Expires"] = 0  # as if the holder had stopped renewing long ago
+            await rival._table.update_entity(lease)
+            await rival.claim(wait=0)
+            with pytest.raises(HubLost):
+                await holder.renew()
+            await rival.release()
+            assert await rival._read_lease() is None
+        finally:
+            await holder.close()
+            await rival.close()
+
+    asyncio.run(scenario())

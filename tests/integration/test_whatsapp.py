@@ -232,7 +232,7 @@ def test_kill_9_during_a_turn_sends_the_reply_once_after_restart(azurite, waha, 
     finally:
         first.stop()
     assert waha.sent(chat) == []
-    second = DevhostProcess(azurite.connection_string, env).start()
+    second = first.again().start()
     try:
         [reply] = wait_until(lambda: waha.sent(chat), timeout=60)
         assert reply["text"] == "The monthly rent is USD 2,350."

@@ -87,6 +87,9 @@ class FakeOpenAI(LoopbackServer):
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
+                if len(raw) < length or not raw:  # the client died while sending (a kill -9): no request at all
+                    self.close_connection = True
+                    return None
                 if self.path.endswith("/audio/transcriptions"):
                     return self._transcription(raw)
                 try:

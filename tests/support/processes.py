@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 from shared.storage.connection import azurite_connection_string
@@ -83,7 +84,8 @@ class DevhostProcess:
                  app_root: Path = ROOT) -> None:
         self.port = free_port()
         self.storage = storage
-        self.extra_env = extra_env or {}
+        # Hosts started side by side get hubs of their own; a restart (`again`) keeps its predecessor's.
+        self.extra_env = {"DEVHOST_HUB": f"Test{uuid.uuid4().hex[:12]}", **(extra_env or {})}
         self.app_root = app_root
         self.process: subprocess.Popen | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="devhost-", suffix=".log")[1])
@@ -114,6 +116,10 @@ class DevhostProcess:
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(f"devhost did not start:\n{self.log()}")
+
+    def again(self, **env: str) -> "DevhostProcess":
+        """A new host on the same storage and task hub, as after a restart (not started yet)."""
+        return DevhostProcess(self.storage, {**self.extra_env, **env}, self.app_root)
 
     def kill(self) -> None:
         """`kill -9`: no shutdown code runs."""
