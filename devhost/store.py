@@ -152,7 +152,9 @@ class TableStore:
     def __init__(self, connection_string: str, hub: str) -> None:
         from azure.data.tables.aio import TableServiceClient
 
-        self._service = TableServiceClient.from_connection_string(connection_string)
+        from shared.storage.connection import client_options
+
+        self._service = TableServiceClient.from_connection_string(connection_string, **client_options())
         self._table_name = re.sub(r"[^A-Za-z0-9]", "", hub) + "Instances"
         self._table = self._service.get_table_client(self._table_name)
         self._cache: OrderedDict[str, tuple[dict[str, dict], int]] = OrderedDict()  # pk -> (rows, spills)

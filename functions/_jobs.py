@@ -104,3 +104,12 @@ async def respond_with_job(client: df.DurableOrchestrationClient, req: func.Http
     if wait and not is_finished(job):
         job = await wait_for_job(client, job["job_id"], wait)
     return job_http_response(job, location, shape)
+
+
+async def start_once(client: df.DurableOrchestrationClient, orchestrator: str, instance_id: str, payload: Any) -> bool:
+    """Starts the instance unless it exists: work derived from one event or key starts once."""
+    status = await client.get_status(instance_id)
+    if status and status.instance_id and status.runtime_status is not None:
+        return False
+    await client.start_new(orchestrator, instance_id, payload)
+    return True

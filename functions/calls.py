@@ -199,7 +199,7 @@ async def delete_call(req: func.HttpRequest, client: df.DurableOrchestrationClie
 
 
 @bp.orchestration_trigger(context_name="context")
-@observed_orchestrator("calls")
+@observed_orchestrator("calls", done="call.analyzed")
 def call_analysis(context: df.DurableOrchestrationContext):
     request = context.get_input()["request"]
     call_id = context.instance_id

@@ -120,7 +120,7 @@ async def get_job_status(req: func.HttpRequest, client: df.DurableOrchestrationC
 
 
 @bp.orchestration_trigger(context_name="context")
-@observed_orchestrator("documents")
+@observed_orchestrator("documents", done="document.processed")
 def document_vision(context: df.DurableOrchestrationContext):
     request = context.get_input()["request"]
     pages = request["pages"]

@@ -12,14 +12,14 @@ from shared.ai.factory import get_provider
 from shared.ai.usage import summarize
 from shared.config import get_settings
 from shared.errors import BadRequest
-from shared.jobs import validate_job_id
+from shared.jobs import job_id_for, request_fingerprint, validate_job_id
 from shared.observability import log_event
 from shared.offers import ingest, service
 from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 
 from ._http import handles_errors, uploaded_files
-from ._jobs import require_job, respond_with_job, start_job
+from ._jobs import require_job, respond_with_job, start_job, start_once
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import call_with_retries, deliver_callback
 
@@ -88,7 +88,7 @@ async def get_result(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
 
 @bp.orchestration_trigger(context_name="context")
-@observed_orchestrator("offers")
+@observed_orchestrator("offers", done="offer.parsed", failed="offer.failed")
 def offer_ingestion(context: df.DurableOrchestrationContext):
     request = context.get_input()["request"]
     context.set_custom_status({"current": 0, "total": 1, "message": "Reading the offer"})
@@ -129,3 +129,13 @@ async def parse_offer(task: dict) -> dict:
     return await asyncio.to_thread(run, work, attempt=task.get("attempt", 1), max_attempts=settings.ai_max_attempts,
                                    base_delay=settings.ai_retry_base_seconds)
 
+
+
+async def start_offer_from_text(client: df.DurableOrchestrationClient, text: str, key: str, metadata: dict) -> str:
+    """An offer job started by the app itself (a rule's action); `key` makes it start once."""
+    job_id = job_id_for("offer", key)
+    request = {"text": text, "text_blob": None, "source": "rule", "subject": None, "metadata": metadata,
+               "callback_url": None, "received_at": datetime.now(timezone.utc).isoformat(), "files": []}
+    await start_once(client, "offer_ingestion", job_id, {"request": request,
+                                                          "fingerprint": request_fingerprint({"text": text})})
+    return job_id

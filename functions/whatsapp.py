@@ -28,6 +28,7 @@ from ._http import handles_errors, json_response, uploaded_files
 from ._jobs import respond_with_job, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import call_with_retries
+from .events import emit_all
 
 bp = df.Blueprint()
 
@@ -94,9 +95,24 @@ def whatsapp_conversation(context: df.DurableOrchestrationContext):
         yield context.wait_for_external_event("message")
     yield context.create_timer(context.current_utc_datetime + timedelta(seconds=pending["burst_seconds"]))
     outcome = yield from call_with_retries(context, "whatsapp_answer", chat)
-    if not context.is_replaying and outcome["ok"] and outcome["value"].get("replied"):
+    turn = outcome["value"] if outcome["ok"] else {}
+    if not context.is_replaying and turn.get("replied"):
         log_event("whatsapp.reply.sent", chat_id=chat["chat_id"], usage=summarize(outcome["usage"]))
+    yield from emit_turn_events(context, chat["chat_id"], turn)
     context.continue_as_new(chat)
+
+
+def emit_turn_events(context: df.DurableOrchestrationContext, chat_id: str, turn: dict):
+    messages = turn.get("messages", [])
+    events = [("whatsapp.message.received", chat_id, {"chat_id": chat_id, **m}) for m in messages]
+    if turn.get("replied"):
+        events.append(("whatsapp.reply.sent", chat_id, {"chat_id": chat_id, "text": turn.get("answer"),
+                                                        "message_ids": [m["message_id"] for m in messages]}))
+    if turn.get("handoff"):
+        events.append(("whatsapp.handoff.requested", chat_id, {
+            "chat_id": chat_id, "reason": turn["handoff"], "answer": turn.get("answer"),
+            "question": " ".join(m.get("text") or "" for m in messages).strip()}))
+    yield from emit_all(context, events)
 
 
 @bp.activity_trigger(input_name="chat")

@@ -71,6 +71,14 @@ param wahaApiKey string = ''
 @description('Secret that signs job callbacks (Standard Webhooks); stored in Key Vault.')
 param callbackSigningSecret string = ''
 
+@secure()
+@description('Password of the SMTP server for e-mail notifications; stored in Key Vault.')
+param smtpPassword string = ''
+
+@secure()
+@description('Token of the SMS API (Twilio-compatible); stored in Key Vault.')
+param smsAuthToken string = ''
+
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = toLower(take('${namePrefix}${suffix}', 24))
 var deploymentContainer = 'app-package'
@@ -248,6 +256,22 @@ resource callbackSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!em
   name: 'callback-signing-secret'
   properties: {
     value: callbackSigningSecret
+  }
+}
+
+resource smtpSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(smtpPassword)) {
+  parent: vault
+  name: 'smtp-password'
+  properties: {
+    value: smtpPassword
+  }
+}
+
+resource smsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(smsAuthToken)) {
+  parent: vault
+  name: 'sms-auth-token'
+  properties: {
+    value: smsAuthToken
   }
 }
 
@@ -486,6 +510,70 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'CALLBACK_ALLOWED_HOSTS'
           value: ''
+        }
+        {
+          name: 'WEBHOOK_RETRY_SCHEDULE'
+          value: '5s,5m,30m,2h,5h,10h,10h'
+        }
+        {
+          name: 'WEBHOOK_DISABLE_AFTER_DAYS'
+          value: '5'
+        }
+        {
+          name: 'WEBHOOK_ROTATION_GRACE_HOURS'
+          value: '24'
+        }
+        {
+          name: 'SMTP_HOST'
+          value: ''
+        }
+        {
+          name: 'SMTP_PORT'
+          value: '587'
+        }
+        {
+          name: 'SMTP_STARTTLS'
+          value: 'true'
+        }
+        {
+          name: 'SMTP_USER'
+          value: ''
+        }
+        {
+          name: 'SMTP_PASSWORD'
+          value: empty(smtpPassword) ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=smtp-password)'
+        }
+        {
+          name: 'EMAIL_FROM'
+          value: ''
+        }
+        {
+          name: 'SMS_BASE_URL'
+          value: ''
+        }
+        {
+          name: 'SMS_ACCOUNT_SID'
+          value: ''
+        }
+        {
+          name: 'SMS_AUTH_TOKEN'
+          value: empty(smsAuthToken) ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=sms-auth-token)'
+        }
+        {
+          name: 'SMS_FROM'
+          value: ''
+        }
+        {
+          name: 'WAHA_SESSION'
+          value: 'default'
+        }
+        {
+          name: 'NOTIFY_RATE_LIMIT_PER_HOUR'
+          value: '20'
+        }
+        {
+          name: 'NOTIFY_MAX_ATTEMPTS'
+          value: '5'
         }
         {
           name: 'DOCUMENT_PAGE_PARALLELISM'

@@ -71,6 +71,24 @@ class Settings(BaseModel):
     whatsapp_max_event_age_seconds: float = Field(300.0, alias="WHATSAPP_MAX_EVENT_AGE_SECONDS", gt=0)
     whatsapp_send_attempts: int = Field(8, alias="WHATSAPP_SEND_ATTEMPTS", ge=1, le=50)
 
+    # Automation: webhook subscriptions and notifications
+    webhook_retry_schedule: str = Field("5s,5m,30m,2h,5h,10h,10h", alias="WEBHOOK_RETRY_SCHEDULE")
+    webhook_disable_after_days: float = Field(5.0, alias="WEBHOOK_DISABLE_AFTER_DAYS", gt=0)
+    webhook_rotation_grace_hours: float = Field(24.0, alias="WEBHOOK_ROTATION_GRACE_HOURS", ge=0, le=720)
+    smtp_host: str = Field("", alias="SMTP_HOST")
+    smtp_port: int = Field(587, alias="SMTP_PORT", ge=1, le=65535)
+    smtp_starttls: bool = Field(True, alias="SMTP_STARTTLS")
+    smtp_user: str = Field("", alias="SMTP_USER")
+    smtp_password: SecretStr = Field(SecretStr(""), alias="SMTP_PASSWORD")
+    email_from: str = Field("", alias="EMAIL_FROM")
+    sms_base_url: str = Field("", alias="SMS_BASE_URL")
+    sms_account_sid: str = Field("", alias="SMS_ACCOUNT_SID")
+    sms_auth_token: SecretStr = Field(SecretStr(""), alias="SMS_AUTH_TOKEN")
+    sms_from: str = Field("", alias="SMS_FROM")
+    waha_session: str = Field("default", alias="WAHA_SESSION")
+    notify_rate_limit_per_hour: int = Field(20, alias="NOTIFY_RATE_LIMIT_PER_HOUR", ge=1, le=10000)
+    notify_max_attempts: int = Field(5, alias="NOTIFY_MAX_ATTEMPTS", ge=1, le=20)
+
     # Signing secrets of the integrations
     waha_hmac_key: SecretStr = Field(SecretStr(""), alias="WAHA_HMAC_KEY")
     callback_signing_secret: SecretStr = Field(SecretStr(""), alias="CALLBACK_SIGNING_SECRET")
@@ -85,7 +103,8 @@ class Settings(BaseModel):
     def secret_values(self) -> list[str]:
         """Every secret's value, so that logging can mask them wherever they show up."""
         return [v.get_secret_value() for v in (self.openai_api_key, self.azure_openai_api_key, self.waha_hmac_key,
-                                               self.callback_signing_secret, self.waha_api_key)
+                                               self.callback_signing_secret, self.waha_api_key,
+                                               self.smtp_password, self.sms_auth_token)
                 if v.get_secret_value()]
 
     def model_post_init(self, _context: object) -> None:
@@ -97,6 +116,12 @@ class Settings(BaseModel):
                 price_table(self.ai_price_table)
             except (ValueError, AttributeError, TypeError):
                 raise SettingsError("AI_PRICE_TABLE: must be a JSON object of model -> prices") from None
+        try:
+            from .automation.subscriptions import parse_schedule
+
+            parse_schedule(self.webhook_retry_schedule)
+        except ValueError as exc:
+            raise SettingsError(f"WEBHOOK_RETRY_SCHEDULE: {exc}") from None
         if self.ai_provider == "azure_openai" and not self.azure_openai_endpoint:
             raise SettingsError("AZURE_OPENAI_ENDPOINT: required when AI_PROVIDER is azure_openai")
 

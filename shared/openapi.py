@@ -63,9 +63,23 @@ class Job(BaseModel):
     callback: dict[str, Any] | None = None
 
 
+def _automation_models() -> tuple:
+    from .automation.deliveries import Delivery
+    from .automation.events import CustomEventIn, Event
+    from .automation.notifications import Notification, NotificationIn
+    from .automation.rules import RuleIn
+    from .automation.subscriptions import SubscriptionIn
+    from .automation.templates import NamedTemplateIn, PreviewIn, Rendered, TemplateIn
+
+    return (Event, CustomEventIn, SubscriptionIn, Delivery, NotificationIn, Notification, TemplateIn, NamedTemplateIn,
+            PreviewIn, Rendered, RuleIn)
+
+
 def _schemas() -> dict[str, Any]:
+    from .automation.events import CATALOGUE
+
     schemas: dict[str, Any] = {}
-    for model in (Offer, Job):
+    for model in (Offer, Job, *_automation_models()):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -111,7 +125,142 @@ def _schemas() -> dict[str, Any]:
                                                "job_id": {"type": "string"}, "status": {"type": "string"},
                                                "data": {}, "error": {}, "usage": {"type": "object"},
                                                "metadata": {"type": "object"}}}
+    schemas["Event"]["properties"]["type"]["description"] = "; ".join(
+        f"`{name}`: {meaning}" for name, meaning in CATALOGUE.items()) + "; `custom.*`: published by you"
+    schemas["Subscription"] = {"type": "object", "description": "A webhook subscription (its secret is never shown "
+                               "again after creation or rotation)", "properties": {
+        "id": {"type": "string"}, "url": {"type": "string"}, "events": {"type": "array", "items": {"type": "string"}},
+        "description": {"type": "string"}, "enabled": {"type": "boolean"},
+        "disabled_reason": {"type": "string", "nullable": True}, "created_at": {"type": "string"},
+        "failing_since": {"type": "string", "nullable": True}, "last_success_at": {"type": "string", "nullable": True},
+        "secret": {"type": "string", "description": "whsec_...; only in the answer to creation and rotation"}}}
+    schemas["Rule"] = {"allOf": [_ref("RuleIn"), {"type": "object", "properties": {
+        "id": {"type": "string"}, "created_at": {"type": "string"}}}]}
     return schemas
+
+
+def _automation_paths() -> dict[str, Any]:
+    def body(schema: str) -> dict:
+        return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+    def ok(description: str, schema: str | None = None) -> dict:
+        answer: dict[str, Any] = {"description": description}
+        if schema:
+            answer["content"] = {"application/json": {"schema": _ref(schema)}}
+        return answer
+
+    def path_param(name: str) -> dict:
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+    signed = {"webhookDelivery": {"{$request.body#/url}": {"post": {
+        "summary": "Each event the subscription wants, signed with Standard Webhooks",
+        "parameters": [{"name": h, "in": "header", "required": True, "schema": {"type": "string"}} for h in (
+            "webhook-id", "webhook-timestamp", "webhook-signature")],
+        "requestBody": {"content": {"application/json": {"schema": _ref("Event")}}},
+        "responses": {"200": {"description": "2xx: delivered"}, "410": {"description": "Gone: disables"}}}}}}
+    sub, dlv, tpl, rule = (path_param(n) for n in ("subscription_id", "delivery_id", "name", "rule_id"))
+    tags = {"tags": ["automation"]}
+    return {
+        "/api/events": {"post": {**tags, "summary": "Publish your own custom.* event to subscriptions and rules",
+                                 "operationId": "publishEvent", "requestBody": body("CustomEventIn"),
+                                 "responses": {"202": ok("Routed: the event, its deliveries, whether rules run"),
+                                               **_errors("400", "401", "422")}}},
+        "/api/webhooks/subscriptions": {
+            "post": {**tags, "summary": "Subscribe a URL to events; the answer holds its whsec_ secret, once",
+                     "operationId": "createSubscription", "requestBody": body("SubscriptionIn"),
+                     "callbacks": signed,
+                     "responses": {"201": ok("Created", "Subscription"), **_errors("400", "401", "422")}},
+            "get": {**tags, "summary": "Subscriptions", "operationId": "listSubscriptions",
+                    "responses": {"200": ok("Subscriptions"), **_errors("401")}}},
+        "/api/webhooks/subscriptions/{subscription_id}": {
+            "get": {**tags, "summary": "One subscription", "operationId": "getSubscription", "parameters": [sub],
+                    "responses": {"200": ok("The subscription", "Subscription"), **_errors("401", "404")}},
+            "delete": {**tags, "summary": "Unsubscribe; pending retries are cancelled",
+                       "operationId": "deleteSubscription", "parameters": [sub],
+                       "responses": {"204": ok("Deleted"), **_errors("401", "404")}}},
+        "/api/webhooks/subscriptions/{subscription_id}/rotate": {"post": {
+            **tags, "summary": "New secret; the old one also signs for WEBHOOK_ROTATION_GRACE_HOURS",
+            "operationId": "rotateSecret", "parameters": [sub],
+            "responses": {"200": ok("Rotated; the new secret", "Subscription"), **_errors("401", "404")}}},
+        "/api/webhooks/subscriptions/{subscription_id}/enable": {"post": {
+            **tags, "summary": "Enable a subscription disabled by 410 Gone or days of failures",
+            "operationId": "enableSubscription", "parameters": [sub],
+            "responses": {"200": ok("Enabled", "Subscription"), **_errors("401", "404")}}},
+        "/api/webhooks/deliveries": {"get": {
+            **tags, "summary": "Deliveries with every attempt, newest first", "operationId": "listDeliveries",
+            "parameters": [{"name": "subscription_id", "in": "query", "schema": {"type": "string"}},
+                           {"name": "status", "in": "query", "schema": {
+                               "enum": ["pending", "retrying", "delivered", "failed", "cancelled"]}},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+            "responses": {"200": ok("Deliveries"), **_errors("400", "401")}}},
+        "/api/webhooks/deliveries/{delivery_id}": {"get": {
+            **tags, "summary": "One delivery, with its event and attempts", "operationId": "getDelivery",
+            "parameters": [dlv], "responses": {"200": ok("The delivery", "Delivery"), **_errors("401", "404")}}},
+        "/api/webhooks/deliveries/{delivery_id}/replay": {"post": {
+            **tags, "summary": "Send the delivery's event again now, as a new attempt", "operationId": "replayDelivery",
+            "parameters": [dlv], "responses": {"202": ok("Replay started"), **_errors("401", "404")}}},
+        "/api/notifications": {
+            "post": {**tags, "summary": "Send an e-mail, SMS or WhatsApp message from a template or a body",
+                     "operationId": "sendNotification", "requestBody": body("NotificationIn"),
+                     "parameters": [IDEMPOTENCY],
+                     "responses": {"202": ok("Queued", "Notification"),
+                                   "200": ok("The same idempotency key: the notification sent before", "Notification"),
+                                   **_errors("400", "401", "404", "422")}},
+            "get": {**tags, "summary": "Notifications, newest first", "operationId": "listNotifications",
+                    "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                                   for n in ("status", "channel", "to", "limit")],
+                    "responses": {"200": ok("Notifications"), **_errors("400", "401")}}},
+        "/api/notifications/{notification_id}": {"get": {
+            **tags, "summary": "Delivery status of a notification", "operationId": "getNotification",
+            "parameters": [path_param("notification_id")],
+            "responses": {"200": ok("The notification", "Notification"), **_errors("401", "404")}}},
+        "/api/templates": {
+            "post": {**tags, "summary": "Create a Jinja2 template (sandboxed; text and HTML)",
+                     "operationId": "createTemplate", "requestBody": body("NamedTemplateIn"),
+                     "responses": {"201": ok("Created"), **_errors("400", "401", "409", "422")}},
+            "get": {**tags, "summary": "Templates", "operationId": "listTemplates",
+                    "responses": {"200": ok("Templates"), **_errors("401")}}},
+        "/api/templates/preview": {"post": {
+            **tags, "summary": "Render an unsaved template with data", "operationId": "previewUnsavedTemplate",
+            "requestBody": body("PreviewIn"),
+            "responses": {"200": ok("Rendered", "Rendered"), **_errors("400", "401", "422")}}},
+        "/api/templates/{name}": {
+            "get": {**tags, "summary": "One template", "operationId": "getTemplate", "parameters": [tpl],
+                    "responses": {"200": ok("The template"), **_errors("401", "404")}},
+            "put": {**tags, "summary": "Replace a template", "operationId": "replaceTemplate", "parameters": [tpl],
+                    "requestBody": body("TemplateIn"),
+                    "responses": {"200": ok("Replaced"), **_errors("400", "401", "404", "422")}},
+            "delete": {**tags, "summary": "Delete a template", "operationId": "deleteTemplate", "parameters": [tpl],
+                       "responses": {"204": ok("Deleted"), **_errors("401", "404")}}},
+        "/api/templates/{name}/preview": {"post": {
+            **tags, "summary": "Render a template with data; an undefined variable is a 422",
+            "operationId": "previewTemplate", "parameters": [tpl], "requestBody": body("PreviewIn"),
+            "responses": {"200": ok("Rendered", "Rendered"), **_errors("400", "401", "404", "422")}}},
+        "/api/rules": {
+            "post": {**tags, "summary": "Create a rule: event, conditions, actions, priority, stop_processing",
+                     "operationId": "createRule", "requestBody": body("RuleIn"),
+                     "responses": {"201": ok("Created", "Rule"), **_errors("400", "401", "422")}},
+            "get": {**tags, "summary": "Rules in the order they are evaluated", "operationId": "listRules",
+                    "responses": {"200": ok("Rules"), **_errors("401")}}},
+        "/api/rules/test": {"post": {
+            **tags, "summary": "Dry run: which rules fire for a sample event, with their actions filled in",
+            "operationId": "testRules", "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"type": "object", "required": ["event"], "properties": {
+                    "event": {"type": "object", "properties": {"type": {"type": "string"},
+                                                               "subject": {"type": "string"},
+                                                               "data": {"type": "object"}}},
+                    "rule": _ref("RuleIn"), "rule_id": {"type": "string"}}}}}},
+            "responses": {"200": ok("fires, fired (rules and actions), evaluated"), **_errors("400", "401", "404",
+                                                                                           "422")}}},
+        "/api/rules/{rule_id}": {
+            "get": {**tags, "summary": "One rule", "operationId": "getRule", "parameters": [rule],
+                    "responses": {"200": ok("The rule", "Rule"), **_errors("401", "404")}},
+            "put": {**tags, "summary": "Replace a rule", "operationId": "replaceRule", "parameters": [rule],
+                    "requestBody": body("RuleIn"),
+                    "responses": {"200": ok("Replaced", "Rule"), **_errors("400", "401", "404", "422")}},
+            "delete": {**tags, "summary": "Delete a rule", "operationId": "deleteRule", "parameters": [rule],
+                       "responses": {"204": ok("Deleted"), **_errors("401", "404")}}},
+    }
 
 
 def to_openapi_30(node: Any) -> Any:
@@ -326,6 +475,7 @@ def build_spec() -> dict[str, Any]:
         "/api/docs": {"get": {"summary": "Swagger UI", "operationId": "docs", "tags": ["operations"],
                               "responses": {"200": {"description": "HTML"}}}},
     }
+    paths.update(_automation_paths())
     return {"openapi": "3.0.3",
             "info": {"title": "Intake", "version": VERSION,
                      "description": "Offers, documents, calls and WhatsApp messages to structured data. Every "

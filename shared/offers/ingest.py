@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import files as filetypes
-from ..errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from ..errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType, invalid_body
 from ..webhooks import validate_target
 from .models import Source
 
@@ -95,11 +95,6 @@ def _finish(body: _JsonBody | dict, files: list[IngestFile], allowed_hosts: str)
                          metadata=data.get("metadata") or {}, callback_url=data.get("callback_url"))
 
 
-def _validation_error(exc: ValidationError) -> Unprocessable:
-    details = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-    return Unprocessable("The request body does not match the schema.", code="invalid_request", details=details)
-
-
 def parse_json(body: bytes, allowed_hosts: str = "") -> IngestRequest:
     try:
         raw = json.loads(filetypes.decode_text(body))
@@ -110,7 +105,7 @@ def parse_json(body: bytes, allowed_hosts: str = "") -> IngestRequest:
     try:
         parsed = _JsonBody.model_validate(raw)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise invalid_body(exc) from None
     files = [_file(f.name, f.content_type, _decode_base64(f.content_base64, f.name))
              for f in ([parsed.file] if parsed.file else []) + parsed.files]
     return _finish(parsed, files, allowed_hosts)
@@ -128,7 +123,7 @@ def parse_form(fields: dict[str, str], uploads: list[tuple[str, str | None, byte
     try:
         parsed = _JsonBody.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise invalid_body(exc) from None
     files = [_file(name or "upload", declared, content) for name, declared, content in uploads if content]
     if not files and uploads:
         raise Unprocessable("The uploaded file is empty.", code="empty_file")
@@ -144,7 +139,7 @@ def parse_raw(content_type: str, body: bytes, *, name: str | None, source: str |
     try:
         extra = _JsonBody.model_validate({"source": source, "callback_url": callback_url})
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise invalid_body(exc) from None
     if declared == filetypes.TEXT:
         return _finish(extra.model_dump() | {"text": filetypes.decode_text(body)}, [], allowed_hosts)
     guessed = {filetypes.EML: "message.eml", filetypes.PDF: "offer.pdf", filetypes.DOCX: "offer.docx",

@@ -5,12 +5,13 @@ import asyncio
 
 from ..config import Settings
 from ..errors import ServiceUnavailable
-from .connection import expand_connection_string
+from .connection import client_options, expand_connection_string
 
 
 def blob_service(settings: Settings, **options):
     from azure.storage.blob.aio import BlobServiceClient
 
+    options = {**client_options(), **options}
     if settings.storage_connection:
         return BlobServiceClient.from_connection_string(expand_connection_string(settings.storage_connection), **options)
     from azure.identity.aio import DefaultAzureCredential

@@ -1,6 +1,10 @@
 """Turns the `AzureWebJobsStorage` setting into something the Azure Storage SDKs accept."""
 from __future__ import annotations
 
+import os
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
 # The Azurite account is public and fixed; the SDKs do not expand the `UseDevelopmentStorage=true` shorthand.
 _AZURITE_ACCOUNT = "devstoreaccount1"
 _AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -20,3 +24,12 @@ def expand_connection_string(value: str) -> str:
     if parts.get("UseDevelopmentStorage", "").lower() == "true":
         return azurite_connection_string()
     return value
+
+
+def client_options() -> dict:
+    """Options for every Storage client: proxy settings from the environment only when a proxy is set.
+
+    With them on, aiohttp looks for proxies and reads ~/.netrc on every request: a sixth of the CPU of a
+    busy host, spent on finding nothing.
+    """
+    return {"use_env_settings": any(os.environ.get(name) for name in _PROXY_VARIABLES)}

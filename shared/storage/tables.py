@@ -6,10 +6,10 @@ import json
 from typing import Any, AsyncIterator
 
 from ..config import Settings
-from .connection import expand_connection_string
+from .connection import client_options, expand_connection_string
 
 _services: dict[int, Any] = {}
-_created: set[tuple[int, str]] = set()
+_clients: dict[tuple[int, str], Any] = {}  # (loop, table) -> a client made once: building one costs real CPU
 
 
 def _service(settings: Settings) -> Any:
@@ -20,13 +20,13 @@ def _service(settings: Settings) -> Any:
     if loop not in _services:
         if settings.storage_connection:
             _services[loop] = TableServiceClient.from_connection_string(
-                expand_connection_string(settings.storage_connection))
+                expand_connection_string(settings.storage_connection), **client_options())
         else:
             from azure.identity.aio import DefaultAzureCredential
 
             credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id or None)
             _services[loop] = TableServiceClient(f"https://{settings.storage_account}.table.core.windows.net",
-                                                 credential=credential)
+                                                 credential=credential, **client_options())
     return _services[loop]
 
 
@@ -42,36 +42,45 @@ class Tables:
     async def _table(self, name: str) -> Any:
         from azure.core.exceptions import ResourceExistsError
 
-        service = _service(self.settings)
         key = (id(asyncio.get_running_loop()), name)
-        if key not in _created:
+        client = _clients.get(key)
+        if client is None:
+            service = _service(self.settings)
             try:
                 await service.create_table(name)
             except ResourceExistsError:
                 pass
-            _created.add(key)
-        return service.get_table_client(name)
+            client = _clients[key] = service.get_table_client(name)
+        return client
 
     @staticmethod
-    def _entity(pk: str, rk: str, row: dict) -> dict:
-        return {"PartitionKey": _key(pk), "RowKey": _key(rk), "data": json.dumps(row, separators=(",", ":"))}
+    def _entity(pk: str, rk: str, row: dict, columns: dict | None = None) -> dict:
+        """`columns` are copies of a few fields as table properties, so that queries can filter on them."""
+        return {**(columns or {}), "PartitionKey": _key(pk), "RowKey": _key(rk),
+                "data": json.dumps(row, separators=(",", ":"))}
 
-    async def insert(self, table: str, pk: str, rk: str, row: dict) -> bool:
+    async def insert(self, table: str, pk: str, rk: str, row: dict, columns: dict | None = None) -> bool:
         """False when the row already exists: how duplicate deliveries are recognised, atomically."""
         from azure.core.exceptions import ResourceExistsError
 
         client = await self._table(table)
         try:
-            await client.create_entity(self._entity(pk, rk, row))
+            await client.create_entity(self._entity(pk, rk, row, columns))
         except ResourceExistsError:
             return False
         return True
 
-    async def upsert(self, table: str, pk: str, rk: str, row: dict) -> None:
+    async def upsert(self, table: str, pk: str, rk: str, row: dict, columns: dict | None = None) -> None:
         from azure.data.tables import UpdateMode
 
         client = await self._table(table)
-        await client.upsert_entity(self._entity(pk, rk, row), mode=UpdateMode.REPLACE)
+        await client.upsert_entity(self._entity(pk, rk, row, columns), mode=UpdateMode.REPLACE)
+
+    async def query(self, table: str, where: str, parameters: dict | None = None) -> AsyncIterator[tuple[str, dict]]:
+        """Rows matching an OData filter (`Status eq @status`), as (PartitionKey, row)."""
+        client = await self._table(table)
+        async for entity in client.query_entities(where, parameters=parameters or {}):
+            yield entity["PartitionKey"], json.loads(entity["data"])
 
     async def get(self, table: str, pk: str, rk: str) -> dict | None:
         from azure.core.exceptions import ResourceNotFoundError

@@ -14,7 +14,7 @@ from ..storage.blobs import BlobStore
 from ..storage.tables import Tables
 from .events import IncomingMessage
 from .ratelimit import RateState, admit
-from .replies import chat_messages, send_text_body
+from .replies import chat_messages, handoff_reason, send_text_body
 from .waha import Waha
 
 if TYPE_CHECKING:
@@ -179,11 +179,13 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     pending = [(rk, row) for rk, row in rows if row["direction"] == "in" and row["status"] == "pending"]
     if not pending:
         return {"replied": False, "reason": "nothing_pending", "usage": []}
+    received = [{"message_id": row["message_id"], "kind": row.get("kind"), "text": row.get("text"),
+                 "from": row.get("sender"), "received_at": row["received_at"]} for _, row in pending]
     conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {"chat_id": chat_id}
     if conversation.get("paused"):
         for rk, row in pending:
             await tables.upsert(MESSAGES, chat_id, rk, {**row, "status": "held"})
-        return {"replied": False, "reason": "paused", "usage": []}
+        return {"replied": False, "reason": "paused", "messages": received, "usage": []}
     state = RateState.model_validate(conversation.get("rate") or {})
     allowed, notify = [], False
     for rk, row in pending:
@@ -196,7 +198,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     last = IncomingMessage.model_validate({k: v for k, v in pending[-1][1].items()
                                            if k in IncomingMessage.model_fields})
     usage: list[Usage] = []
-    answer = None
+    answer = handoff = None
     if allowed:
         for rk, row in allowed:
             if row.get("kind") in ("audio", "document", "image") and not row.get("transcript"):
@@ -212,6 +214,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
         reply = await asyncio.to_thread(deps.provider.chat, chat_messages(question, hits, memory))
         usage += reply.usage
         answer = reply.value
+        handoff = handoff_reason(question, answer)
         first_received = min(row["received_at"] for _, row in allowed)
         await _send_once(deps, last, [rk for rk, _ in allowed], answer, [r["message_id"] for _, r in allowed],
                          extra={"latency_s": round(time.time() - first_received, 3), "answers": len(allowed),
@@ -225,8 +228,8 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     conversation["rate"] = state.model_dump()
     await tables.upsert(CONVERSATIONS, "chat", chat_id, conversation)
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
-            "rate_limited": len(pending) - len(allowed), "notice": notify,
-            "usage": [u.model_dump() for u in usage]}
+            "rate_limited": len(pending) - len(allowed), "notice": notify, "messages": received,
+            "handoff": handoff, "usage": [u.model_dump() for u in usage]}
 
 
 async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:

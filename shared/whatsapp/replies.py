@@ -1,6 +1,7 @@
 """What the bot says and how: the grounded chat prompt and the WAHA sendText request body."""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
@@ -13,6 +14,11 @@ if TYPE_CHECKING:
 
 MEMORY_MESSAGES = 10
 GROUNDING_RULE = ("Answer only from these passages; if they do not contain the answer, say you don't know.")
+_ASKS_FOR_PERSON = re.compile(
+    r"\b(human|real person|a person|someone|somebody|agent|operator|representative|call me|speak to|talk to|"
+    r"mensch|mitarbeiter|persona|humano|agente|quelqu'un|une personne|operatore|persona reale)\b", re.IGNORECASE)
+_UNSURE = re.compile(r"\b(i don'?t know|i do not know|no (?:lo )?s[eé]|je ne sais pas|non lo so|wei(?:ß|ss) (?:ich )?"
+                     r"(?:es )?nicht|keine ahnung)\b", re.IGNORECASE)
 # WhatsApp refuses longer texts.
 MAX_TEXT_CHARS = 65536
 
@@ -89,3 +95,12 @@ def send_text_body(question: IncomingMessage, text: str, *, quote: bool = True) 
     if quote:
         body["reply_to"] = quoted_message_id(question)
     return body
+
+
+def handoff_reason(question: str, answer: str | None) -> str | None:
+    """Why a person should take over the chat: the customer asked for one, or the documents had no answer."""
+    if _ASKS_FOR_PERSON.search(question):
+        return "customer_asked_for_person"
+    if answer is not None and _UNSURE.search(answer):
+        return "no_answer_in_documents"
+    return None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -13,15 +14,21 @@ from tests.support.loopback import LoopbackServer
 class Receiver(LoopbackServer):
     """Answers with the scripted status codes first (e.g. [500, 500]), then 200; keeps every request."""
 
-    def __init__(self, secret: str) -> None:
-        from standardwebhooks.webhooks import Webhook
-
-        self.verifier = Webhook(secret)
+    def __init__(self, secret: str | None = None, port: int = 0) -> None:
+        self.verifier = None
+        if secret:
+            self.use_secret(secret)
         self.script: deque[int] = deque()
         self.attempts: list[dict] = []
         self.accepted: list[dict] = []
         self._lock = threading.Lock()
-        super().__init__(self._handler())
+        super().__init__(self._handler(), port)
+
+    def use_secret(self, secret: str) -> None:
+        """The subscription's secret, known once the subscription exists."""
+        from standardwebhooks.webhooks import Webhook
+
+        self.verifier = Webhook(secret)
 
     @property
     def url(self) -> str:
@@ -44,7 +51,8 @@ class Receiver(LoopbackServer):
                     payload, verified = json.loads(body or b"{}"), False
                 with receiver._lock:
                     status = receiver.script.popleft() if receiver.script else (200 if verified else 401)
-                    record = {"headers": headers, "payload": payload, "verified": verified, "status": status}
+                    record = {"headers": headers, "payload": payload, "verified": verified, "status": status,
+                              "body": body, "at": time.perf_counter()}
                     receiver.attempts.append(record)
                     if status == 200 and verified:
                         receiver.accepted.append(record)

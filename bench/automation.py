@@ -1,0 +1,131 @@
+"""Webhook fan-out on devhost + Azurite: deliveries per second and p99 from event to first delivery attempt.
+
+Baseline in the same run: the same signed POSTs sent straight from one process with no durability (what a
+hand-written sender does), to the same receivers.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import busy_cpu_s  # noqa: E402
+from tests.support.http import Http, wait_until  # noqa: E402
+from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_port  # noqa: E402
+from tests.support.receiver import Receiver  # noqa: E402
+
+
+def log(*args: object) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))], 3)
+
+
+def first_seen(receiver: Receiver) -> dict[str, float]:
+    """When each webhook-id first reached the receiver."""
+    seen: dict[str, float] = {}
+    for record in list(receiver.attempts):
+        seen.setdefault(record["headers"].get("webhook-id", ""), record["at"])
+    return seen
+
+
+def durable_run(http: Http, receivers: list[Receiver], events: int) -> dict:
+    for receiver in receivers:
+        status, _, sub = http.request("POST", "/api/webhooks/subscriptions",
+                                      {"url": receiver.url, "events": ["custom.bench"]})
+        assert status == 201, sub
+        receiver.use_secret(sub["secret"])
+    published: dict[str, float] = {}
+
+    def publish(n: int) -> None:
+        event_id = f"bench-{n}"
+        started = time.perf_counter()
+        status, _, routed = http.request("POST", "/api/events", {"type": "custom.bench", "subject": str(n),
+                                                                 "data": {"n": n}, "id": event_id})
+        assert status == 202, routed
+        published[event_id] = started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(publish, range(events)))
+    publish_s = time.perf_counter() - started
+    wait_until(lambda: all(len(r.accepted) >= events for r in receivers), timeout=600, interval=0.2)
+    seen = [first_seen(r) for r in receivers]
+    elapsed = max(max(s.values()) for s in seen) - started
+    lags = [s[i] - published[i] for s in seen for i in published]
+    return {"deliveries_per_s": round(len(receivers) * events / elapsed, 1), "publish_per_s": round(events / publish_s, 1),
+            "p50_first_attempt_s": percentile(lags, 50), "p99_first_attempt_s": percentile(lags, 99)}
+
+
+def baseline_run(receivers: list[Receiver], events: int) -> float:
+    """The same signed POSTs straight from this process, 16 at a time: no storage, no retries, no log."""
+    from shared.webhooks import post_signed
+
+    secret = "whsec_" + "YmVuY2gtYmFzZWxpbmUtc2VjcmV0LWJ5dGVz"
+    for receiver in receivers:
+        receiver.use_secret(secret)
+        receiver.accepted.clear()
+
+    async def run() -> None:
+        gate = asyncio.Semaphore(16)
+
+        async def one(receiver: Receiver, n: int) -> None:
+            async with gate:
+                attempt = await post_signed(receiver.url, {"n": n}, secrets=[secret], message_id=f"base-{n}",
+                                            timeout=10, allowed_hosts="127.0.0.1")
+                assert attempt.ok, attempt
+
+        await asyncio.gather(*(one(r, n) for r in receivers for n in range(events)))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return round(len(receivers) * events / (time.perf_counter() - started), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=500)
+    parser.add_argument("--subscriptions", type=int, default=3)
+    args = parser.parse_args()
+    cpu_before = busy_cpu_s()
+    azurite = Azurite().start()
+    try:
+        host = DevhostProcess(azurite.connection_string, {
+            "DEVHOST_RPC_PORT": str(free_port()), "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "AI_PROVIDER": "offline",
+            "DEVHOST_LOG_LEVEL": "WARNING", "LOG_LEVEL": "WARNING"}).start()
+        receivers = [Receiver() for _ in range(args.subscriptions)]
+        for receiver in receivers:
+            receiver.__enter__()
+        try:
+            log(f"durable: {args.events} events x {args.subscriptions} subscriptions")
+            durable = durable_run(Http(host.base_url, FUNCTION_KEY), receivers, args.events)
+            log("durable", durable)
+            baseline = baseline_run(receivers, args.events)
+            log("baseline deliveries/s", baseline)
+        finally:
+            for receiver in receivers:
+                receiver.__exit__(None, None, None)
+            host.stop()
+    finally:
+        azurite.stop()
+    cpu_after = busy_cpu_s()
+    print(json.dumps({"bench": "automation", "events": args.events, "subscriptions": args.subscriptions, **durable,
+                      "baseline_direct_deliveries_per_s": baseline,
+                      "durable_vs_direct": round(durable["deliveries_per_s"] / baseline, 3),
+                      "aim_deliveries_per_s": 100, "aim_p99_first_attempt_s": 1.0,
+                      "machine_busy_cpu_s": None if cpu_before is None or cpu_after is None
+                      else round(cpu_after - cpu_before, 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Event rules: CRUD, a dry run, and the orchestration that evaluates them for every event and acts."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.automation.events import Event, new_event
+from shared.automation.notifications import NotificationIn
+from shared.automation.rules import RuleStore, new_rule, parse_rule, plan
+from shared.config import get_settings
+from shared.errors import AppError, BadRequest, DeliveryError, Unprocessable, invalid_body
+from shared.outcomes import failed, succeeded
+from shared.storage.tables import Tables
+from shared.webhooks import post_signed, validate_target
+
+from ._http import handles_errors, json_response
+from ._retry import CRASH_RETRY
+
+bp = df.Blueprint()
+
+
+def _rules() -> RuleStore:
+    return RuleStore(Tables(get_settings()))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _json(req: func.HttpRequest) -> Any:
+    try:
+        return json.loads(req.get_body() or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+
+
+@bp.route(route="rules", methods=["POST"])
+@handles_errors
+async def create_rule(req: func.HttpRequest) -> func.HttpResponse:
+    rule = new_rule(parse_rule(_json(req)), _now())
+    await _rules().save(rule)
+    return json_response(rule.model_dump(mode="json"), 201, {"Location": f"/api/rules/{rule.id}"})
+
+
+@bp.route(route="rules", methods=["GET"])
+@handles_errors
+async def list_rules(req: func.HttpRequest) -> func.HttpResponse:
+    rules = sorted(await _rules().all(), key=lambda r: (r.priority, r.created_at))
+    return json_response({"rules": [r.model_dump(mode="json") for r in rules]})
+
+
+class _SampleEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    subject: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+    occurred_at: str | None = None
+
+
+class _DryRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: _SampleEvent
+    rule: dict[str, Any] | None = Field(None, description="An unsaved rule to try")
+    rule_id: str | None = Field(None, description="A saved rule to try; neither: every saved rule")
+
+
+@bp.route(route="rules/test", methods=["POST"])
+@handles_errors
+async def test_rules(req: func.HttpRequest) -> func.HttpResponse:
+    """Dry run: which rules would fire for the sample event and what their actions would do. Nothing is sent."""
+    from pydantic import ValidationError
+
+    try:
+        body = _DryRun.model_validate(_json(req))
+    except ValidationError as exc:
+        raise invalid_body(exc) from None
+    if body.rule is not None:
+        rules = [new_rule(parse_rule(body.rule), _now(), rule_id="rule_dry_run")]
+    elif body.rule_id is not None:
+        rules = [await _rules().get(body.rule_id)]
+    else:
+        rules = await _rules().all()
+    event = new_event(body.event.type, body.event.subject, body.event.data, event_id=body.event.id or "evt_dry_run")
+    fired = plan(rules, event)
+    return json_response({"event": event.model_dump(), "fires": bool(fired), "fired": fired,
+                          "evaluated": len(rules)})
+
+
+@bp.route(route="rules/{rule_id}", methods=["GET"])
+@handles_errors
+async def get_rule(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response((await _rules().get(req.route_params["rule_id"])).model_dump(mode="json"))
+
+
+@bp.route(route="rules/{rule_id}", methods=["PUT"])
+@handles_errors
+async def replace_rule(req: func.HttpRequest) -> func.HttpResponse:
+    store = _rules()
+    existing = await store.get(req.route_params["rule_id"])
+    rule = new_rule(parse_rule(_json(req)), existing.created_at, rule_id=existing.id)
+    await store.save(rule)
+    return json_response(rule.model_dump(mode="json"))
+
+
+@bp.route(route="rules/{rule_id}", methods=["DELETE"])
+@handles_errors
+async def delete_rule(req: func.HttpRequest) -> func.HttpResponse:
+    await _rules().delete(req.route_params["rule_id"])
+    return func.HttpResponse(status_code=204)
+
+
+@bp.orchestration_trigger(context_name="context")
+def rules_evaluation(context: df.DurableOrchestrationContext):
+    """The rules that fire for one event, in priority order; their actions run side by side, each retried."""
+    event = context.get_input()
+    fired = yield context.call_activity_with_retry("plan_rules", CRASH_RETRY, event)
+    tasks, labels = [], []
+    for rule in fired:
+        for number, action in enumerate(rule["actions"], start=1):
+            step = {"activity": "run_rule_action",
+                    "input": {"action": action, "event": event, "rule_id": rule["rule_id"], "number": number}}
+            tasks.append(context.call_sub_orchestrator("retried_activity", step,
+                                                       f"{context.instance_id}:{rule['rule_id']}:{number}"))
+            labels.append({"rule_id": rule["rule_id"], "action": action["type"]})
+    outcomes = (yield context.task_all(tasks)) if tasks else []
+    return {"fired": [r["rule_id"] for r in fired],
+            "actions": [{**label, "ok": o["ok"], "error": o.get("error")} for label, o in zip(labels, outcomes)]}
+
+
+@bp.activity_trigger(input_name="event")
+async def plan_rules(event: dict) -> list[dict]:
+    """Rules are read when the event is evaluated, so an edit applies to the next event."""
+    return plan(await _rules().matching(event["type"]), Event.model_validate(event))
+
+
+@bp.activity_trigger(input_name="task")
+@bp.durable_client_input(client_name="client")
+async def run_rule_action(task: dict, client: df.DurableOrchestrationClient) -> dict:
+    action, event = task["action"], Event.model_validate(task["event"])
+    settings = get_settings()
+    key = f"rule:{task['rule_id']}:{event.id}:{task['number']}"
+    try:
+        return succeeded(await _act(client, action, event, key))
+    except AppError as error:
+        return failed(error, attempt=task.get("attempt", 1), max_attempts=settings.callback_max_attempts,
+                      base_delay=settings.ai_retry_base_seconds)
+
+
+async def _act(client: df.DurableOrchestrationClient, action: dict, event: Event, key: str) -> dict:
+    from pydantic import ValidationError
+
+    settings = get_settings()
+    kind = action["type"]
+    if kind == "notify":
+        from .notifications import queue_notification
+
+        fields = {k: action.get(k) for k in ("channel", "to", "template", "subject", "body", "html")}
+        try:
+            request = NotificationIn.model_validate({**{k: v for k, v in fields.items() if v is not None},
+                                                     "data": event.model_dump(), "idempotency_key": key})
+        except ValidationError as exc:
+            raise Unprocessable(f"The rule's notification is invalid: {exc.errors()[0]['msg']}",
+                                code="invalid_rule_action") from None
+        notification, _ = await queue_notification(client, request, source=key.split(":")[1])
+        return {"notification_id": notification.id}
+    if kind == "webhook":
+        url = validate_target(action["url"], settings.callback_allowed_hosts)
+        attempt = await post_signed(url, event.model_dump(), secrets=[settings.callback_signing_secret.get_secret_value()],
+                                    message_id=event.id, timeout=settings.callback_timeout_seconds,
+                                    allowed_hosts=settings.callback_allowed_hosts)
+        if not attempt.ok:
+            raise DeliveryError(attempt.error or "webhook failed", code="rule_webhook_failed",
+                                transient=not attempt.permanent)
+        return {"status_code": attempt.status_code}
+    if kind == "start_job":
+        from .offers import start_offer_from_text
+
+        job_id = await start_offer_from_text(client, action["text"], key, {"rule": key, "event_id": event.id})
+        return {"job_id": job_id}
+    if kind == "pause_chat":
+        from shared.whatsapp import assistant
+
+        conversation = await assistant.set_paused(Tables(settings), action["chat_id"], True)
+        return {"chat_id": conversation["chat_id"], "paused": True}
+    raise Unprocessable(f"Unknown action '{kind}'.", code="invalid_rule_action")

@@ -1,0 +1,1 @@
+"""Automation: domain events, webhook subscriptions, notifications from templates, and event rules."""

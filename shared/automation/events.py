@@ -1,0 +1,65 @@
+"""Domain events: the catalogue of types and the stable envelope every subscriber and rule receives."""
+from __future__ import annotations
+
+import fnmatch
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CATALOGUE: dict[str, str] = {
+    "offer.parsed": "An offer was read into structured data (data: the offer, job_id, metadata).",
+    "offer.failed": "An offer could not be read (data: error, job_id, metadata).",
+    "document.processed": "A document was read page by page (data: the document result, state, job_id).",
+    "call.analyzed": "A call recording was transcribed and analysed (data: call id, title, analysis, cost).",
+    "whatsapp.message.received": "A customer's WhatsApp message was accepted (data: chat_id, message id, kind).",
+    "whatsapp.reply.sent": "The assistant answered a WhatsApp turn (data: chat_id, reply text).",
+    "whatsapp.handoff.requested": "A customer asked for a person, or the assistant could not answer.",
+    "job.failed": "Any job ended failed (data: job_id, capability, error).",
+}
+CUSTOM_PREFIX = "custom."  # events a business publishes itself through POST /api/events
+
+
+class Event(BaseModel):
+    """The envelope: `id` is unique per event and stays the same on every delivery of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Unique event id (evt_...); receivers deduplicate on it")
+    type: str = Field(description="Event type, e.g. offer.parsed")
+    occurred_at: str = Field(description="When it happened, ISO 8601 UTC")
+    subject: str = Field(description="What it is about: a job id, a call id, a chat id")
+    data: dict[str, Any] = Field(default_factory=dict, description="Type-specific payload")
+
+
+class CustomEventIn(BaseModel):
+    """An event a business publishes itself: only `custom.*` types, the others come from the app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(pattern=r"^custom\.[a-z0-9_.-]{1,100}$", description="custom.<name>")
+    subject: str = Field("", max_length=200)
+    data: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
+                           description="Your own id: the same id is published (and delivered) once")
+
+
+def new_event(type_: str, subject: str, data: dict[str, Any], *, event_id: str | None = None,
+              occurred_at: datetime | None = None) -> Event:
+    """Orchestrators pass `event_id` and `occurred_at` from their context, so that replays build the same event."""
+    moment = (occurred_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return Event(id=event_id or f"evt_{uuid.uuid4().hex}", type=type_, subject=subject, data=data,
+                 occurred_at=moment.isoformat().replace("+00:00", "Z"))
+
+
+def validate_pattern(pattern: str) -> str:
+    """`offer.parsed`, `offer.*`, `whatsapp.*`, `*` or `custom.*`; a pattern that can match nothing is a ValueError."""
+    probe = [t for t in CATALOGUE if fnmatch.fnmatchcase(t, pattern)]
+    if probe or pattern.startswith(CUSTOM_PREFIX) or pattern == "*":
+        return pattern
+    raise ValueError(f"'{pattern}' matches no event type; known types: {', '.join(CATALOGUE)} and {CUSTOM_PREFIX}*")
+
+
+def matches(patterns: list[str], type_: str) -> bool:
+    return any(fnmatch.fnmatchcase(type_, p) for p in patterns)

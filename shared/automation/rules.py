@@ -1,0 +1,290 @@
+"""Event rules: conditions over an event's JSON, evaluated in priority order, and the actions they fire."""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
+
+from ..errors import AppError, NotFound, invalid_body
+from ..storage.tables import Tables
+from .events import Event, matches, validate_pattern
+from .notifications import Channel
+from .templates import compile_part, render_string
+
+Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "matches", "exists"]
+_PATH = re.compile(r"^(\$\.)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+|\[\d+\])*$")
+_MISSING = object()
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="JSON path into the event: data.total_gross, $.data.items[0].name, subject")
+    op: Op
+    value: Any = None
+
+    @field_validator("field")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not _PATH.match(value):
+            raise ValueError(f"'{value}' is not a JSON path like data.total_gross or data.items[0].name")
+        return value
+
+    @model_validator(mode="after")
+    def _operand(self) -> "Condition":
+        if self.op == "matches":
+            if not isinstance(self.value, str) or len(self.value) > 200:
+                raise ValueError("matches needs a regular expression of at most 200 characters")
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        if self.op == "in" and not isinstance(self.value, list):
+            raise ValueError("in needs a list of values")
+        if self.op == "exists" and not isinstance(self.value, (bool, type(None))):
+            raise ValueError("exists takes true, false or nothing")
+        return self
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    all: list["Node"] | None = Field(None, min_length=1)
+    any: list["Node"] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> "Group":
+        if (self.all is None) == (self.any is None):
+            raise ValueError("a group has either `all` or `any`")
+        return self
+
+
+def _node_kind(value: Any) -> str:
+    return "group" if isinstance(value, (dict, Group)) and ({"all", "any"} & set(
+        value if isinstance(value, dict) else {k for k in ("all", "any") if getattr(value, k) is not None})) \
+        else "condition"
+
+
+Node = Annotated[Union[Annotated[Condition, Tag("condition")], Annotated[Group, Tag("group")]],
+                 Discriminator(_node_kind)]
+Group.model_rebuild()
+
+
+class NotifyAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["notify"]
+    channel: Channel
+    to: str = Field(description="Jinja2, e.g. {{ data.metadata.buyer_email }}")
+    template: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    html: str | None = None
+
+
+class WebhookAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["webhook"]
+    url: str = Field(description="https URL; receives the event signed with CALLBACK_SIGNING_SECRET")
+
+
+class StartJobAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["start_job"]
+    capability: Literal["offer"] = Field(description="offer: read `text` as an offer")
+    text: str = Field(description="Jinja2: the text the job reads")
+
+
+class PauseChatAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["pause_chat"]
+    chat_id: str = Field("{{ data.chat_id }}", description="Jinja2: the WhatsApp chat to hand to a person")
+
+
+Action = Annotated[Union[NotifyAction, WebhookAction, StartJobAction, PauseChatAction], Field(discriminator="type")]
+_TEMPLATED = {"notify": ("to", "subject", "body", "html"), "webhook": ("url",), "start_job": ("text",),
+              "pause_chat": ("chat_id",)}
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    event: str = Field(description="Event type the rule listens to; * wildcards allowed")
+    conditions: Node | None = Field(None, description="all/any tree of conditions; none: always")
+    actions: list[Action] = Field(min_length=1, max_length=20)
+    priority: int = Field(100, ge=0, le=1_000_000, description="Lower runs first")
+    enabled: bool = True
+    stop_processing: bool = Field(False, description="When this rule fires, rules after it are skipped")
+
+    @field_validator("event")
+    @classmethod
+    def _event(cls, value: str) -> str:
+        return validate_pattern(value)
+
+    @field_validator("actions")
+    @classmethod
+    def _templates_compile(cls, actions: list[Any]) -> list[Any]:
+        for action in actions:
+            for name in _TEMPLATED[action.type]:
+                compile_part(getattr(action, name) or "", name=name)
+        return actions
+
+
+class Rule(RuleIn):
+    id: str
+    created_at: str
+
+
+def parse_rule(raw: Any) -> RuleIn:
+    """A rule from JSON: errors name their path (`conditions.all.1.op`), without pydantic's union tags."""
+    try:
+        return RuleIn.model_validate(raw)
+    except ValidationError as exc:
+        error = invalid_body(exc)
+        for detail in error.details:
+            detail["field"] = ".".join(p for p in detail["field"].split(".") if p not in ("condition", "group"))
+        raise error from None
+
+
+def lookup(document: Any, path: str) -> Any:
+    current = document
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path.removeprefix("$.")):
+        if part.startswith("["):
+            index = int(part[1:-1])
+            if not isinstance(current, list) or index >= len(current):
+                return _MISSING
+            current = current[index]
+        elif isinstance(current, dict) and part in current:
+            current = current[part]
+        else:
+            return _MISSING
+    return current
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.replace(",", "").strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    a, b = _number(left), _number(right)
+    if a is None or b is None:
+        if not (isinstance(left, str) and isinstance(right, str)):
+            return False
+        a, b = left, right  # ISO dates and other strings compare as text
+    return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op]
+
+
+def _equal(left: Any, right: Any) -> bool:
+    a, b = _number(left), _number(right)
+    return a == b if a is not None and b is not None else left == right
+
+
+def holds(condition: Condition, event: dict) -> bool:
+    value = lookup(event, condition.field)
+    if condition.op == "exists":
+        return (value is not _MISSING and value is not None) == (condition.value is not False)
+    if value is _MISSING:
+        return condition.op == "ne"
+    if condition.op == "eq":
+        return _equal(value, condition.value)
+    if condition.op == "ne":
+        return not _equal(value, condition.value)
+    if condition.op == "in":
+        return any(_equal(value, v) for v in condition.value)
+    if condition.op == "contains":
+        if isinstance(value, str):
+            return isinstance(condition.value, str) and condition.value.lower() in value.lower()
+        return isinstance(value, list) and any(_equal(v, condition.value) for v in value)
+    if condition.op == "matches":
+        return isinstance(value, str) and re.search(condition.value, value) is not None
+    return _compare(condition.op, value, condition.value)
+
+
+def evaluate(node: Condition | Group | None, event: dict) -> bool:
+    if node is None:
+        return True
+    if isinstance(node, Condition):
+        return holds(node, event)
+    if node.all is not None:
+        return all(evaluate(child, event) for child in node.all)
+    return any(evaluate(child, event) for child in node.any or [])
+
+
+def render_action(action: Any, event: Event) -> dict:
+    """The action with its templated fields filled from the event (`data`, `subject`, `type`, `id`, `event`)."""
+    context = {**event.model_dump(), "event": event.model_dump()}
+    rendered = action.model_dump()
+    for name in _TEMPLATED[action.type]:
+        if rendered.get(name):
+            rendered[name] = render_string(rendered[name], context, name=name).strip()
+    return rendered
+
+
+def plan(rules: list[Rule], event: Event) -> list[dict]:
+    """Which rules fire for the event, in priority order, and their actions filled in.
+
+    A rule with `stop_processing` that fires ends the run; rules that do not fire never stop it. A rule
+    whose templates fail on this event is listed with its error and no actions, and does not stop the run.
+    """
+    fired = []
+    document = event.model_dump()
+    for rule in sorted(rules, key=lambda r: (r.priority, r.created_at)):
+        if not rule.enabled or not matches([rule.event], event.type) or not evaluate(rule.conditions, document):
+            continue
+        try:
+            actions = [render_action(a, event) for a in rule.actions]
+        except AppError as error:  # e.g. a template names a field this event lacks: this rule cannot act
+            fired.append({"rule_id": rule.id, "rule": rule.name, "actions": [], "error": error.to_body()["error"]})
+            continue
+        fired.append({"rule_id": rule.id, "rule": rule.name, "actions": actions})
+        if rule.stop_processing:
+            break
+    return fired
+
+
+RULES = "rules"
+_ALL = "all"
+
+
+class RuleStore:
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+
+    async def all(self) -> list[Rule]:
+        return [Rule.model_validate(row) async for _, row in self.tables.partition(RULES, _ALL)]
+
+    async def matching(self, event_type: str) -> list[Rule]:
+        return [r for r in await self.all() if r.enabled and matches([r.event], event_type)]
+
+    async def get(self, rule_id: str) -> Rule:
+        row = await self.tables.get(RULES, _ALL, rule_id)
+        if row is None:
+            raise NotFound(f"No rule '{rule_id}'.", code="rule_not_found")
+        return Rule.model_validate(row)
+
+    async def save(self, rule: Rule) -> None:
+        await self.tables.upsert(RULES, _ALL, rule.id, rule.model_dump(mode="json"))
+
+    async def delete(self, rule_id: str) -> None:
+        await self.get(rule_id)
+        await self.tables.delete(RULES, _ALL, rule_id)
+
+
+def new_rule(body: RuleIn, created_at: str, rule_id: str | None = None) -> Rule:
+    return Rule(**body.model_dump(), id=rule_id or f"rule_{uuid.uuid4().hex[:16]}", created_at=created_at)

@@ -1,0 +1,88 @@
+"""Automation data in Table storage: subscriptions, deliveries, templates, rules and notifications."""
+from __future__ import annotations
+
+import time
+from typing import AsyncIterator
+
+from ..errors import NotFound
+from ..storage.tables import Tables
+from .deliveries import Delivery
+from .subscriptions import Subscription
+
+SUBSCRIPTIONS, DELIVERIES = "subscriptions", "deliveries"
+_ALL = "all"  # the one partition of small collections
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, list[Subscription]]] = {}  # every event reads the subscriptions: keep them a moment
+
+
+class WebhookStore:
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+
+    async def save_subscription(self, subscription: Subscription) -> None:
+        await self.tables.upsert(SUBSCRIPTIONS, _ALL, subscription.id, subscription.model_dump())
+        _cache.clear()
+
+    async def subscription(self, subscription_id: str, *, fresh: bool = False) -> Subscription | None:
+        """`fresh` reads the table; otherwise the list read in the last few seconds may answer.
+
+        Changes made by another instance apply within CACHE_SECONDS; this instance's own at once.
+        """
+        if not fresh:
+            return next((s for s in await self.subscriptions() if s.id == subscription_id), None)
+        row = await self.tables.get(SUBSCRIPTIONS, _ALL, subscription_id)
+        return None if row is None else Subscription.model_validate(row)
+
+    async def require_subscription(self, subscription_id: str) -> Subscription:
+        found = await self.subscription(subscription_id, fresh=True)
+        if found is None:
+            raise NotFound(f"No webhook subscription '{subscription_id}'.", code="subscription_not_found")
+        return found
+
+    async def subscriptions(self, *, fresh: bool = False) -> list[Subscription]:
+        cached = _cache.get(_ALL)
+        if not fresh and cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        found = sorted([Subscription.model_validate(row) async for _, row in self.tables.partition(SUBSCRIPTIONS, _ALL)],
+                       key=lambda s: s.created_at)
+        _cache[_ALL] = (time.monotonic(), found)
+        return found
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        await self.require_subscription(subscription_id)
+        await self.tables.delete(SUBSCRIPTIONS, _ALL, subscription_id)
+        _cache.clear()
+
+    @staticmethod
+    def _columns(delivery: Delivery) -> dict:
+        return {"Status": delivery.status, "DeliveryId": delivery.id, "CreatedAt": delivery.created_at}
+
+    async def create_delivery(self, delivery: Delivery) -> bool:
+        """False when this event was already routed to this subscription."""
+        return await self.tables.insert(DELIVERIES, delivery.subscription_id, delivery.id, delivery.model_dump(),
+                                        self._columns(delivery))
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        await self.tables.upsert(DELIVERIES, delivery.subscription_id, delivery.id, delivery.model_dump(),
+                                 self._columns(delivery))
+
+    async def delivery(self, subscription_id: str, delivery_id: str) -> Delivery | None:
+        row = await self.tables.get(DELIVERIES, subscription_id, delivery_id)
+        return None if row is None else Delivery.model_validate(row)
+
+    async def find_delivery(self, delivery_id: str) -> Delivery:
+        async for _, row in self.tables.query(DELIVERIES, "DeliveryId eq @id", {"id": delivery_id}):
+            return Delivery.model_validate(row)
+        raise NotFound(f"No webhook delivery '{delivery_id}'.", code="delivery_not_found")
+
+    async def deliveries(self, subscription_id: str | None, status: str | None) -> AsyncIterator[Delivery]:
+        clauses, parameters = [], {}
+        if subscription_id:
+            clauses.append("PartitionKey eq @sub")
+            parameters["sub"] = subscription_id
+        if status:
+            clauses.append("Status eq @status")
+            parameters["status"] = status
+        where = " and ".join(clauses) or "DeliveryId ne ''"
+        async for _, row in self.tables.query(DELIVERIES, where, parameters):
+            yield Delivery.model_validate(row)

@@ -1,0 +1,322 @@
+"""Automation over real HTTP on devhost + Azurite: signed webhook deliveries, notifications by SMTP, rules."""
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.integration.test_offers import FIXTURES, finished, model_answer
+from tests.support.http import Http, wait_until
+from tests.support.processes import FUNCTION_KEY, DevhostProcess, free_port
+from tests.support.receiver import Receiver
+
+CALLBACK_SECRET = "whsec_" + base64.b64encode(b"automation-callback-secret").decode()
+
+
+class Mailbox:
+    """An aiosmtpd server on loopback; addresses starting with `nobody@` are refused (550)."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        self.port = free_port()
+        mailbox = self
+
+        class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+                if address.startswith("nobody@"):
+                    return "550 5.1.1 No such user"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802
+                from email import message_from_bytes, policy
+
+                mailbox.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+                return "250 Message accepted"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def to(self, address: str) -> list:
+        return [m for m in self.messages if m["To"] == address]
+
+
+@pytest.fixture(scope="module")
+def mailbox():
+    box = Mailbox()
+    box.controller.start()
+    yield box
+    box.controller.stop()
+
+
+@pytest.fixture(scope="module")
+def host(azurite_module, fake, mailbox):
+    process = DevhostProcess(azurite_module.connection_string, {
+        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-fake", "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "CALLBACK_SIGNING_SECRET": CALLBACK_SECRET,
+        "WEBHOOK_RETRY_SCHEDULE": "0.3s,0.3s,0.3s,0.3s,0.3s,0.3s,0.3s", "AI_RETRY_BASE_SECONDS": "0.2",
+        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port), "SMTP_STARTTLS": "false",
+        "EMAIL_FROM": "intake@example.com"}).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def api(host):
+    http = Http(host.base_url, FUNCTION_KEY)
+    yield http
+    for subscription in http.request("GET", "/api/webhooks/subscriptions")[2]["subscriptions"]:
+        http.request("DELETE", f"/api/webhooks/subscriptions/{subscription['id']}")
+
+
+def subscribe(api: Http, receiver: Receiver, events: list[str]) -> dict:
+    status, _, subscription = api.request("POST", "/api/webhooks/subscriptions",
+                                          {"url": receiver.url, "events": events, "description": "test"})
+    assert status == 201, subscription
+    receiver.use_secret(subscription["secret"])
+    return subscription
+
+
+def publish(api: Http, type_: str = "custom.test", data: dict | None = None, event_id: str | None = None) -> dict:
+    body = {"type": type_, "subject": "s-1", "data": data or {"n": 1}}
+    if event_id:
+        body["id"] = event_id
+    status, _, routed = api.request("POST", "/api/events", body)
+    assert status == 202, routed
+    return routed
+
+
+def delivery_of(api: Http, subscription: dict, predicate) -> dict:
+    def check():
+        found = api.request("GET", f"/api/webhooks/deliveries?subscription_id={subscription['id']}")[2]["deliveries"]
+        return next((d for d in found if predicate(d)), None)
+
+    return wait_until(check, timeout=30, interval=0.1)
+
+
+def test_receiver_failing_three_times_gets_one_verified_delivery_and_the_log_shows_four_attempts(api):
+    with Receiver() as receiver:
+        subscription = subscribe(api, receiver, ["custom.*"])
+        assert subscription["secret"].startswith("whsec_")
+        receiver.script.extend([500, 503, 500])
+        routed = publish(api, "custom.order.created", {"order": 17})
+        delivered = delivery_of(api, subscription, lambda d: d["status"] == "delivered")
+        assert [a["status_code"] for a in delivered["attempts"]] == [500, 503, 500, 200]
+        assert [a["number"] for a in delivered["attempts"]] == [1, 2, 3, 4]
+        assert routed["deliveries"] == [delivered["id"]]
+        time.sleep(1)
+        assert len(receiver.attempts) == 4 and len(receiver.accepted) == 1
+        accepted = receiver.accepted[0]
+        assert accepted["verified"] and accepted["headers"]["webhook-id"] == routed["event"]["id"]
+        assert {a["headers"]["webhook-id"] for a in receiver.attempts} == {routed["event"]["id"]}
+        envelope = accepted["payload"]
+        assert set(envelope) == {"id", "type", "occurred_at", "subject", "data"}
+        assert envelope["type"] == "custom.order.created" and envelope["data"] == {"order": 17}
+        listed = api.request("GET", "/api/webhooks/subscriptions")[2]["subscriptions"]
+        assert all("secret" not in s and "secrets" not in s for s in listed)
+
+
+def test_the_same_event_published_twice_is_delivered_once(api):
+    with Receiver() as receiver:
+        subscription = subscribe(api, receiver, ["custom.dedup"])
+        event_id = f"mine-{uuid.uuid4().hex[:8]}"
+        first, second = publish(api, "custom.dedup", event_id=event_id), publish(api, "custom.dedup", event_id=event_id)
+        assert first["deliveries"] == second["deliveries"]
+        delivery_of(api, subscription, lambda d: d["status"] == "delivered")
+        time.sleep(1)
+        assert len(receiver.accepted) == 1
+
+
+def test_410_gone_disables_the_subscription_and_stops_retrying(api):
+    with Receiver() as receiver:
+        subscription = subscribe(api, receiver, ["custom.*"])
+        receiver.script.extend([410])
+        publish(api)
+        failed = delivery_of(api, subscription, lambda d: d["status"] == "failed")
+        assert [a["status_code"] for a in failed["attempts"]] == [410]
+        state = api.request("GET", f"/api/webhooks/subscriptions/{subscription['id']}")[2]
+        assert state["enabled"] is False and "410" in state["disabled_reason"]
+        publish(api)  # a disabled subscription gets nothing
+        time.sleep(1)
+        assert len(receiver.attempts) == 1
+        assert api.request("POST", f"/api/webhooks/subscriptions/{subscription['id']}/enable")[2]["enabled"] is True
+
+
+def test_replay_sends_the_event_again_as_a_new_attempt(api):
+    with Receiver() as receiver:
+        subscription = subscribe(api, receiver, ["custom.*"])
+        routed = publish(api)
+        delivered = delivery_of(api, subscription, lambda d: d["status"] == "delivered")
+        status, _, _ = api.request("POST", f"/api/webhooks/deliveries/{delivered['id']}/replay")
+        assert status == 202
+        replayed = delivery_of(api, subscription, lambda d: len(d["attempts"]) == 2)
+        assert [a["trigger"] for a in replayed["attempts"]] == ["schedule", "replay"]
+        assert [r["headers"]["webhook-id"] for r in receiver.accepted] == [routed["event"]["id"]] * 2
+        assert api.request("POST", "/api/webhooks/deliveries/dlv_nope/replay")[0] == 404
+
+
+def test_rotation_signs_with_the_new_and_the_old_secret(api):
+    from standardwebhooks.webhooks import Webhook
+
+    with Receiver() as receiver:
+        subscription = subscribe(api, receiver, ["custom.*"])
+        status, _, rotated = api.request("POST", f"/api/webhooks/subscriptions/{subscription['id']}/rotate")
+        assert status == 200 and rotated["secret"] != subscription["secret"]
+        receiver.use_secret(rotated["secret"])
+        publish(api)
+        wait_until(lambda: receiver.accepted, timeout=30)
+        record = receiver.accepted[0]
+        assert len(record["headers"]["webhook-signature"].split(" ")) == 2
+        for secret in (subscription["secret"], rotated["secret"]):  # each secret alone verifies the delivery
+            Webhook(secret).verify(record["body"], record["headers"])
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"url": "http://example.com/hook", "events": ["offer.parsed"]}, "invalid_callback_url"),
+    ({"url": "https://10.0.0.7/hook", "events": ["offer.parsed"]}, "callback_url_not_public"),
+    ({"url": "https://example.com/hook", "events": ["offer.exploded"]}, "invalid_request"),
+    ({"url": "https://example.com/hook", "events": []}, "invalid_request"),
+])
+def test_bad_subscriptions_are_422(api, body, code):
+    status, _, answer = api.request("POST", "/api/webhooks/subscriptions", body)
+    assert status == 422 and answer["error"]["code"] == code, answer
+
+
+def test_template_email_arrives_with_subject_text_and_html(api, mailbox):
+    name = f"welcome-{uuid.uuid4().hex[:6]}"
+    status, _, _ = api.request("POST", "/api/templates", {
+        "name": name, "subject": "Offer {{ number }} received",
+        "text": "Hello {{ who }}, offer {{ number }} is in.", "html": "<p>Hello <b>{{ who }}</b></p>"})
+    assert status == 201
+    preview = api.request("POST", f"/api/templates/{name}/preview", {"data": {"who": "<Ana>", "number": 7}})[2]
+    assert preview["html"] == "<p>Hello <b>&lt;Ana&gt;</b></p>" and preview["subject"] == "Offer 7 received"
+    status, headers, queued = api.request("POST", "/api/notifications", {
+        "channel": "email", "to": "ana@example.com", "template": name, "data": {"who": "Ana", "number": 7},
+        "idempotency_key": f"k-{name}"})
+    assert status == 202, queued
+    sent = wait_until(lambda: (lambda n: n if n["status"] == "sent" else None)(
+        api.request("GET", headers["Location"])[2]), timeout=30)
+    assert sent["attempts"] == 1
+    [mail] = mailbox.to("ana@example.com")
+    assert mail["Subject"] == "Offer 7 received" and mail["From"] == "intake@example.com"
+    assert mail.get_body(("plain",)).get_content().strip() == "Hello Ana, offer 7 is in."
+    assert "<b>Ana</b>" in mail.get_body(("html",)).get_content()
+    again = api.request("POST", "/api/notifications", {
+        "channel": "email", "to": "ana@example.com", "template": name, "data": {"who": "Ana", "number": 7},
+        "idempotency_key": f"k-{name}"})
+    assert again[0] == 200 and again[2]["id"] == queued["id"]
+    time.sleep(0.5)
+    assert len(mailbox.to("ana@example.com")) == 1
+
+
+@pytest.mark.parametrize("template,code", [
+    ("Hello {{ missing_variable }}", "template_undefined_variable"),
+    ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "template_unsafe"),
+    ("{{ cycler.__init__.__globals__.os }}", "template_unsafe"),
+    ("{% for %}", "template_syntax_error"),
+])
+def test_bad_templates_are_422_not_500(api, template, code):
+    status, _, answer = api.request("POST", "/api/templates/preview", {"template": {"text": template}, "data": {}})
+    assert status == 422 and answer["error"]["code"] in (code, "invalid_request"), answer
+    status, _, answer = api.request("POST", "/api/notifications", {
+        "channel": "email", "to": "x@example.com", "body": template})
+    assert status == 422, answer
+
+
+def test_a_refused_address_fails_at_once_without_retries(api, mailbox):
+    status, headers, queued = api.request("POST", "/api/notifications", {
+        "channel": "email", "to": "nobody@example.com", "subject": "Hi", "body": "text"})
+    assert status == 202
+    done = wait_until(lambda: (lambda n: n if n["status"] == "failed" else None)(
+        api.request("GET", headers["Location"])[2]), timeout=30)
+    assert done["attempts"] == 1 and done["error"]["code"] == "recipient_refused"
+
+
+def test_rule_fires_on_the_large_offer_and_not_on_the_small_one(api, fake, mailbox):
+    with Receiver(CALLBACK_SECRET) as receiver:
+        status, _, rule = api.request("POST", "/api/rules", {
+            "name": "large offers", "event": "offer.parsed",
+            "conditions": {"all": [{"field": "data.result.total_gross", "op": "gt", "value": 5000}]},
+            "actions": [{"type": "notify", "channel": "email", "to": "{{ data.metadata.buyer_email }}",
+                         "subject": "Large offer from {{ data.result.supplier }}",
+                         "body": "Total {{ data.result.total_gross }} {{ data.result.currency }}"},
+                        {"type": "webhook", "url": receiver.url}]})
+        assert status == 201, rule
+        try:
+            jobs = {}
+            for case, buyer in (("email_en_pdf_attachment", "big@example.com"), ("scan_es_image", "small@example.com")):
+                fake.script.append({"json": model_answer(case)})
+                status, _, job = api.request("POST", "/api/ingest", {
+                    "file": {"name": "offer.eml" if case.startswith("email") else "quote.png",
+                             "content_type": "message/rfc822" if case.startswith("email") else "image/png",
+                             "content_base64": base64.b64encode(
+                                 (FIXTURES / case / ("offer.eml" if case.startswith("email") else "quote.png"))
+                                 .read_bytes()).decode()},
+                    "metadata": {"buyer_email": buyer}})
+                assert status == 202, job
+                jobs[case] = finished(api, job["job_id"])
+                assert jobs[case]["status"] == "done", jobs[case]
+            [mail] = wait_until(lambda: mailbox.to("big@example.com"), timeout=30)
+            assert mail["Subject"] == "Large offer from " + jobs["email_en_pdf_attachment"]["data"]["supplier"]
+            assert "7544.52 GBP" in mail.get_body(("plain",)).get_content()
+            [hook] = wait_until(lambda: receiver.accepted, timeout=30)
+            assert hook["payload"]["type"] == "offer.parsed"
+            assert hook["payload"]["subject"] == jobs["email_en_pdf_attachment"]["job_id"]
+            time.sleep(1.5)
+            assert mailbox.to("small@example.com") == [] and len(receiver.accepted) == 1
+        finally:
+            api.request("DELETE", f"/api/rules/{rule['id']}")
+
+
+def test_rules_run_in_priority_order_and_stop_processing_ends_the_run(api):
+    def rule(name: str, priority: int, stop: bool = False) -> dict:
+        return {"name": name, "event": "custom.*", "priority": priority, "stop_processing": stop,
+                "conditions": {"field": "data.amount", "op": "gte", "value": 10},
+                "actions": [{"type": "webhook", "url": "https://example.com/{{ data.amount }}"}]}
+
+    ids = [api.request("POST", "/api/rules", rule(n, p, s))[2]["id"]
+           for n, p, s in (("third", 30, False), ("first", 10, False), ("second", 20, True))]
+    try:
+        answer = api.request("POST", "/api/rules/test", {"event": {"type": "custom.pay", "data": {"amount": 12}}})[2]
+        assert [r["rule"] for r in answer["fired"]] == ["first", "second"]
+        assert answer["fired"][0]["actions"][0]["url"] == "https://example.com/12"
+        below = api.request("POST", "/api/rules/test", {"event": {"type": "custom.pay", "data": {"amount": 3}}})[2]
+        assert below["fires"] is False
+    finally:
+        for rule_id in ids:
+            api.request("DELETE", f"/api/rules/{rule_id}")
+
+
+def test_invalid_rule_is_rejected_with_the_path_of_the_error(api):
+    status, _, answer = api.request("POST", "/api/rules", {
+        "name": "bad", "event": "offer.parsed",
+        "conditions": {"any": [{"field": "data.result.total_gross", "op": "gt", "value": 1},
+                               {"field": "data.x", "op": "between", "value": 2}]},
+        "actions": [{"type": "notify", "channel": "email", "to": "a@example.com", "body": "x"}]})
+    assert status == 422
+    assert [d["field"] for d in answer["error"]["details"]] == ["conditions.any.1.op"]
+
+
+def test_a_thousand_events_to_three_subscriptions_with_one_receiver_down_lose_and_double_nothing(api):
+    down_port = free_port()
+    with Receiver() as first, Receiver() as second:
+        subscriptions = [subscribe(api, first, ["custom.load"]), subscribe(api, second, ["custom.load"])]
+        status, _, third = api.request("POST", "/api/webhooks/subscriptions", {
+            "url": f"http://127.0.0.1:{down_port}/hook", "events": ["custom.load"]})
+        assert status == 201
+        subscriptions.append(third)
+        ids = [f"load-{uuid.uuid4().hex[:10]}-{n}" for n in range(1000)]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda i: publish(api, "custom.load", {"n": i}, event_id=i), ids))
+        with Receiver(third["secret"], port=down_port) as revived:
+            expected = set(ids)
+            wait_until(lambda: all({r["payload"]["id"] for r in rx.accepted} >= expected
+                                   for rx in (first, second, revived)), timeout=240, interval=1)
+            time.sleep(2)
+            for rx in (first, second, revived):
+                accepted_ids = [r["payload"]["id"] for r in rx.accepted]
+                assert sorted(accepted_ids) == sorted(ids)  # every event once: none lost, none twice
