@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import Unprocessable
+from .http_client import session
 
 _LOCAL_NAMES = ("localhost", ".localhost", ".local", ".internal", ".lan", ".home.arpa")
 
@@ -106,10 +107,9 @@ async def post_signed(url: str, payload: dict, *, secrets: list[str], message_id
         return Attempt(False, None, "target resolves to a private address", True, 0.0)
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async with session.post(url, data=body, headers=signed_headers(secrets, message_id, body),
-                                    allow_redirects=False) as response:
-                status = response.status
+        async with session().post(url, data=body, headers=signed_headers(secrets, message_id, body),
+                                  allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            status = response.status
     except Exception as exc:  # noqa: BLE001 - a network failure is a failed attempt, retried later
         return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:200], False,
                        (time.perf_counter() - started) * 1000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DeliveryError
+from ..http_client import session
 
 
 class Waha:
@@ -17,11 +18,10 @@ class Waha:
 
         headers = {"X-Api-Key": self.api_key} if self.api_key else {}
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
-                async with session.post(f"{self.base_url}{path}", json=body, headers=headers,
-                                        allow_redirects=False) as response:
-                    status = response.status
-                    text = await response.text()
+            async with session().post(f"{self.base_url}{path}", json=body, headers=headers, allow_redirects=False,
+                                      timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+                status = response.status
+                text = await response.text()
         except Exception as exc:  # noqa: BLE001 - WAHA unreachable: try again later
             raise DeliveryError(f"WAHA is not reachable ({type(exc).__name__}).", code="waha_unreachable",
                                 transient=True) from None
