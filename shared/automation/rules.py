@@ -84,6 +84,12 @@ class NotifyAction(BaseModel):
     body: str | None = None
     html: str | None = None
 
+    @model_validator(mode="after")
+    def _content(self) -> "NotifyAction":
+        if (self.template is None) == (self.body is None and self.html is None):
+            raise ValueError("name a template, or give a body (not both)")
+        return self
+
 
 class WebhookAction(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -11,6 +11,7 @@ import pytest
 from tests.integration.test_offers import FIXTURES, finished, model_answer
 from tests.support.http import Http, wait_until
 from tests.support.processes import FUNCTION_KEY, DevhostProcess, free_port
+from tests.support.fake_sms import FakeSms
 from tests.support.receiver import Receiver
 
 CALLBACK_SECRET = "whsec_" + base64.b64encode(b"automation-callback-secret").decode()
@@ -54,13 +55,20 @@ def mailbox():
 
 
 @pytest.fixture(scope="module")
-def host(azurite_module, fake, mailbox):
+def sms():
+    with FakeSms() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def host(azurite_module, fake, mailbox, sms):
     process = DevhostProcess(azurite_module.connection_string, {
         "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_API_KEY": "sk-fake", "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "CALLBACK_SIGNING_SECRET": CALLBACK_SECRET,
         "WEBHOOK_RETRY_SCHEDULE": "0.3s,0.3s,0.3s,0.3s,0.3s,0.3s,0.3s", "AI_RETRY_BASE_SECONDS": "0.2",
         "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port), "SMTP_STARTTLS": "false",
-        "EMAIL_FROM": "intake@example.com"}).start()
+        "EMAIL_FROM": "intake@example.com", "NOTIFY_RATE_LIMIT_PER_HOUR": "2", "SMS_BASE_URL": sms.root_url,
+        "SMS_ACCOUNT_SID": "AC1", "SMS_AUTH_TOKEN": "sms-token", "SMS_FROM": "+15550001111"}).start()
     yield process
     process.stop()
 
@@ -234,6 +242,86 @@ def test_a_refused_address_fails_at_once_without_retries(api, mailbox):
     done = wait_until(lambda: (lambda n: n if n["status"] == "failed" else None)(
         api.request("GET", headers["Location"])[2]), timeout=30)
     assert done["attempts"] == 1 and done["error"]["code"] == "recipient_refused"
+
+
+def notification(api: Http, location: str, status: str) -> dict:
+    return wait_until(lambda: (lambda n: n if n["status"] == status else None)(api.request("GET", location)[2]),
+                      timeout=30)
+
+
+def test_sms_is_sent_and_a_recipient_over_the_hourly_budget_waits_instead_of_being_dropped(api, sms):
+    number = f"+4915{uuid.uuid4().int % 10**9:09d}"
+    locations = []
+    for n in range(3):
+        status, headers, _ = api.request("POST", "/api/notifications", {
+            "channel": "sms", "to": number, "body": "Order {{ n }} shipped", "data": {"n": n}})
+        assert status == 202
+        locations.append(headers["Location"])
+    for location in locations[:2]:
+        notification(api, location, "sent")
+    waiting = notification(api, locations[2], "waiting")
+    assert waiting["attempts"] == 0
+    sent = [m["form"]["Body"] for m in sms.messages if m["form"]["To"] == number]
+    assert sorted(sent) == ["Order 0 shipped", "Order 1 shipped"]
+    listed = api.request("GET", f"/api/notifications?channel=sms&to={number}")[2]["notifications"]
+    assert sorted(n["status"] for n in listed) == ["sent", "sent", "waiting"]
+
+
+def test_failed_offer_emits_offer_failed_and_job_failed(api, fake):
+    with Receiver() as receiver:
+        subscribe(api, receiver, ["offer.failed", "job.failed"])
+        fake.script.append({"status": 400})
+        status, _, job = api.request("POST", "/api/ingest", {"text": "Offer: 10 chairs at 20 EUR",
+                                                             "metadata": {"ref": "A-1"}})
+        assert status == 202
+        events = wait_until(lambda: (lambda seen: seen if len(seen) == 2 else None)(
+            {r["payload"]["type"]: r["payload"] for r in receiver.accepted}), timeout=30)
+        for event in events.values():
+            assert event["subject"] == job["job_id"] and event["data"]["metadata"] == {"ref": "A-1"}
+            assert event["data"]["error"]["code"] and event["data"]["capability"] == "offers"
+
+
+def test_document_processed_event_carries_the_merged_document(api, fake):
+    from tests.integration.test_documents import REQUEST, answer_by_page
+
+    with Receiver() as receiver:
+        subscribe(api, receiver, ["document.*"])
+        previous, fake.default = fake.default, answer_by_page
+        try:
+            status, _, queued = api.request("POST", "/api/process-document",
+                                            {**REQUEST, "job_id": f"doc-{uuid.uuid4().hex[:8]}"})
+            assert status == 202
+            [hook] = wait_until(lambda: receiver.accepted, timeout=60)
+        finally:
+            fake.default = previous
+        event = hook["payload"]
+        assert event["type"] == "document.processed" and event["subject"] == queued["task_id"]
+        assert event["data"]["result"]["pages"] == 3 and "RENTAL AGREEMENT" in event["data"]["result"]["text"]
+
+
+def test_rule_actions_start_an_offer_job_and_pause_a_chat(api, fake):
+    chat = f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    status, _, rule = api.request("POST", "/api/rules", {
+        "name": "leads", "event": "custom.lead",
+        "actions": [{"type": "start_job", "capability": "offer", "text": "{{ data.text }}"},
+                    {"type": "pause_chat", "chat_id": "{{ data.chat }}"}]})
+    assert status == 201, rule
+    try:
+        fake.script.append({"json": model_answer("whatsapp_en_terse")})
+        routed = publish(api, "custom.lead", {"text": "500 boxes A4 paper at 31.50 USD", "chat": chat})
+        assert routed["rules"] is True
+
+        def offer_job():
+            jobs = api.request("GET", "/api/jobs?limit=50")[2]["jobs"]
+            return next((j for j in jobs if j["type"] == "offer_ingestion" and j["status"] == "done"
+                         and j["result"].get("supplier") == model_answer("whatsapp_en_terse")["supplier"]), None)
+
+        assert wait_until(offer_job, timeout=30)
+        conversation = wait_until(lambda: (lambda c: c if c[0] == 200 and c[2].get("paused") else None)(
+            api.request("GET", f"/api/conversations/{chat}")), timeout=30)
+        assert conversation[2]["paused"] is True
+    finally:
+        api.request("DELETE", f"/api/rules/{rule['id']}")
 
 
 def test_rule_fires_on_the_large_offer_and_not_on_the_small_one(api, fake, mailbox):

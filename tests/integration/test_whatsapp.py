@@ -13,6 +13,7 @@ import pytest
 from shared.whatsapp.signature import sign
 from tests.support.fake_waha import FakeWaha
 from tests.support.http import Http, wait_until
+from tests.support.receiver import Receiver
 from tests.support.processes import FUNCTION_KEY, DevhostProcess, free_port
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
@@ -31,7 +32,7 @@ def api(azurite_module, waha):
     host = DevhostProcess(azurite_module.connection_string, {
         "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "offline", "WAHA_BASE_URL": waha.base_url,
         "WAHA_API_KEY": "waha-api-key", "WAHA_HMAC_KEY": KEY, "WHATSAPP_BURST_SECONDS": "1",
-        "AI_RETRY_BASE_SECONDS": "0.3"}).start()
+        "AI_RETRY_BASE_SECONDS": "0.3", "CALLBACK_ALLOWED_HOSTS": "127.0.0.1"}).start()
     http = Http(host.base_url, FUNCTION_KEY)
     pdf = (FIXTURES / "documents" / "rental_agreement_3p" / "agreement.pdf").read_bytes()
     status, _, job = http.request("POST", "/api/kb/documents?wait=20&name=agreement.pdf", raw=pdf,
@@ -78,8 +79,9 @@ def test_question_gets_exactly_one_reply_with_the_retrieved_fact(api, waha):
     assert post(api, event("How much is the monthly rent?", chat)) == (200, {"status": "accepted"})
     [reply] = wait_until(lambda: waha.sent(chat), timeout=30)
     assert "2,350" in reply["text"] and reply["reply_to"].startswith("false_")
-    paths = [c["path"] for c in waha.calls if c["body"].get("chatId") == chat]
-    assert paths[:2] == ["/api/sendSeen", "/api/startTyping"] and paths[-1] == "/api/stopTyping"
+    paths = wait_until(lambda: (lambda p: p if p[-1] == "/api/stopTyping" else None)(
+        [c["path"] for c in waha.calls if c["body"].get("chatId") == chat]), timeout=10)
+    assert paths == ["/api/sendSeen", "/api/startTyping", "/api/sendText", "/api/stopTyping"]
     assert all(c["api_key"] == "waha-api-key" for c in waha.calls)
     time.sleep(2)
     assert len(waha.sent(chat)) == 1
@@ -255,3 +257,28 @@ def test_pdf_sent_in_the_chat_is_read_and_answered(api, waha):
     [incoming] = api.request("GET", f"/api/messages?chat_id={chat}&direction=in")[2]["messages"]
     assert incoming["kind"] == "document" and "Harbor View Properties LLC" in incoming["transcript"]
     assert incoming["transcript"].startswith("What is the rent in this contract?")
+
+
+def test_a_turn_emits_received_reply_and_handoff_events_to_subscribers(api, waha):
+    with Receiver() as receiver:
+        status, _, subscription = api.request("POST", "/api/webhooks/subscriptions",
+                                              {"url": receiver.url, "events": ["whatsapp.*"]})
+        assert status == 201
+        receiver.use_secret(subscription["secret"])
+        chat = new_chat()
+        try:
+            assert post(api, event("Can I talk to a human about the deposit?", chat))[0] == 200
+            wait_until(lambda: waha.sent(chat), timeout=30)
+
+            def by_type():
+                seen = {r["payload"]["type"]: r["payload"] for r in receiver.accepted
+                        if r["payload"]["subject"] == chat}
+                return seen if len(seen) == 3 else None
+
+            events = wait_until(by_type, timeout=30)
+            assert events["whatsapp.message.received"]["data"]["text"] == "Can I talk to a human about the deposit?"
+            assert events["whatsapp.reply.sent"]["data"]["text"] == waha.sent(chat)[0]["text"]
+            assert events["whatsapp.handoff.requested"]["data"]["reason"] == "customer_asked_for_person"
+            assert all(r["verified"] for r in receiver.accepted)
+        finally:
+            api.request("DELETE", f"/api/webhooks/subscriptions/{subscription['id']}")

@@ -1,0 +1,118 @@
+"""Rules without Azure: conditions over event JSON, priority and stop_processing, errors with their path."""
+from __future__ import annotations
+
+import pytest
+
+from shared.automation.events import new_event
+from shared.automation.rules import Condition, evaluate, holds, lookup, new_rule, parse_rule, plan
+from shared.errors import Unprocessable
+
+EVENT = new_event("offer.parsed", "offer-1", {
+    "result": {"total_gross": 7544.52, "currency": "GBP", "supplier": "Kestrel Automation Ltd",
+               "items": [{"description": "Servo motor SM-40", "quantity": 4}], "valid_until": "2026-12-31",
+               "tags": ["urgent", "b2b"], "note": None},
+    "metadata": {"buyer_email": "buyer@example.com"}}).model_dump()
+
+
+def cond(field: str, op: str, value=None) -> Condition:
+    return Condition(field=field, op=op, value=value)
+
+
+@pytest.mark.parametrize("condition,expected", [
+    (cond("data.result.total_gross", "gt", 5000), True),
+    (cond("data.result.total_gross", "gt", "5,000.00"), True),
+    (cond("data.result.total_gross", "lte", 7544.52), True),
+    (cond("data.result.total_gross", "lt", 100), False),
+    (cond("data.result.currency", "eq", "GBP"), True),
+    (cond("data.result.currency", "ne", "EUR"), True),
+    (cond("data.result.currency", "in", ["EUR", "GBP"]), True),
+    (cond("data.result.supplier", "contains", "kestrel"), True),
+    (cond("data.result.tags", "contains", "urgent"), True),
+    (cond("data.result.supplier", "matches", r"^Kestrel\b"), True),
+    (cond("$.data.result.items[0].description", "matches", "SM-\\d+"), True),
+    (cond("data.result.items[3].description", "exists"), False),
+    (cond("data.result.note", "exists"), False),
+    (cond("data.result.note", "exists", False), True),
+    (cond("data.metadata.buyer_email", "exists"), True),
+    (cond("data.result.valid_until", "gte", "2026-12-01"), True),
+    (cond("data.result.missing", "ne", 1), True),
+    (cond("data.result.missing", "eq", 1), False),
+    (cond("data.result.supplier", "gt", 5), False),
+    (cond("type", "eq", "offer.parsed"), True),
+])
+def test_each_operator_on_event_json(condition, expected):
+    assert holds(condition, EVENT) is expected
+
+
+def test_all_and_any_trees_nest():
+    rule = parse_rule({"name": "n", "event": "offer.*", "actions": [{"type": "pause_chat"}],
+                       "conditions": {"all": [{"field": "data.result.total_gross", "op": "gt", "value": 5000},
+                                              {"any": [{"field": "data.result.currency", "op": "eq", "value": "USD"},
+                                                       {"field": "data.result.tags", "op": "contains",
+                                                        "value": "b2b"}]}]}})
+    assert evaluate(rule.conditions, EVENT) is True
+    assert lookup(EVENT, "data.result.items[0].quantity") == 4
+
+
+def rule(name: str, priority: int, *, stop: bool = False, minimum: float = 0, created: str = "2026-01-01") -> object:
+    body = parse_rule({"name": name, "event": "offer.parsed", "priority": priority, "stop_processing": stop,
+                       "conditions": {"field": "data.result.total_gross", "op": "gt", "value": minimum},
+                       "actions": [{"type": "notify", "channel": "email", "to": "{{ data.metadata.buyer_email }}",
+                                    "subject": "{{ data.result.supplier }}", "body": "{{ data.result.total_gross }}"}]})
+    return new_rule(body, created)
+
+
+def test_rules_fire_in_priority_order_and_stop_processing_ends_the_run():
+    fired = plan([rule("late", 50), rule("stopper", 20, stop=True), rule("first", 10), rule("after stop", 30)],
+                 new_event("offer.parsed", "o", EVENT["data"]))
+    assert [f["rule"] for f in fired] == ["first", "stopper"]
+    action = fired[0]["actions"][0]
+    assert action["to"] == "buyer@example.com" and action["subject"] == "Kestrel Automation Ltd"
+    assert action["body"] == "7544.52"
+
+
+def test_a_stop_processing_rule_that_does_not_fire_stops_nothing():
+    fired = plan([rule("stopper", 1, stop=True, minimum=10_000), rule("next", 2)],
+                 new_event("offer.parsed", "o", EVENT["data"]))
+    assert [f["rule"] for f in fired] == ["next"]
+
+
+def test_disabled_rules_and_other_event_types_do_not_fire():
+    disabled = rule("off", 1).model_copy(update={"enabled": False})
+    assert plan([disabled], new_event("offer.parsed", "o", EVENT["data"])) == []
+    assert plan([rule("on", 1)], new_event("offer.failed", "o", EVENT["data"])) == []
+
+
+def test_a_rule_whose_template_fails_on_this_event_is_reported_and_the_run_goes_on():
+    broken = new_rule(parse_rule({"name": "broken", "event": "offer.parsed", "stop_processing": True,
+                                  "actions": [{"type": "webhook", "url": "https://x.example.com/{{ data.nope }}"}]}),
+                      "2026-01-01")
+    fired = plan([broken, rule("next", 200)], new_event("offer.parsed", "o", EVENT["data"]))
+    assert fired[0]["error"]["code"] == "template_undefined_variable" and fired[0]["actions"] == []
+    assert fired[1]["rule"] == "next"
+
+
+@pytest.mark.parametrize("body,path", [
+    ({"conditions": {"all": [{"field": "data.x", "op": "gt", "value": 1}, {"field": "data.y", "op": "between"}]}},
+     "conditions.all.1.op"),
+    ({"conditions": {"any": [{"field": "data..x", "op": "eq", "value": 1}]}}, "conditions.any.0.field"),
+    ({"conditions": {"field": "data.x", "op": "matches", "value": "("}}, "conditions"),
+    ({"conditions": {"all": [], "any": []}}, "conditions.all"),
+    ({"event": "offer.exploded"}, "event"),
+    ({"actions": [{"type": "launch_rockets"}]}, "actions.0"),
+    ({"actions": [{"type": "notify", "channel": "email"}]}, "actions.0.notify.to"),
+    ({"priority": -1}, "priority"),
+])
+def test_invalid_rules_name_the_path_of_the_error(body, path):
+    base = {"name": "r", "event": "offer.parsed", "actions": [{"type": "pause_chat"}]}
+    with pytest.raises(Unprocessable) as caught:
+        parse_rule({**base, **body})
+    assert any(d["field"].startswith(path) for d in caught.value.details), caught.value.details
+
+
+def test_a_notify_action_needs_a_template_or_a_body():
+    base = {"name": "r", "event": "offer.parsed"}
+    with pytest.raises(Unprocessable):
+        parse_rule({**base, "actions": [{"type": "notify", "channel": "sms", "to": "+4915112345678"}]})
+    assert parse_rule({**base, "actions": [{"type": "notify", "channel": "sms", "to": "+4915112345678",
+                                            "template": "offer-alert"}]})
