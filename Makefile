@@ -54,6 +54,7 @@ bench: deps
 	AZURITE_BIN=$(AZURITE) $(PY) bench/offers.py
 	AZURITE_BIN=$(AZURITE) $(PY) bench/whatsapp.py
 	AZURITE_BIN=$(AZURITE) $(PY) bench/calls.py
+	AZURITE_BIN=$(AZURITE) $(PY) bench/automation.py
 
 clean:
 	rm -rf $(VENV) .tools .azurite .devhost

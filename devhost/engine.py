@@ -806,7 +806,7 @@ class Engine:
                 inst.work.pop(rk)
             episode.new_work.clear()
         episode.upserts[STATUS] = meta
-        deletes = [rk for rk in self._with_done_work(inst, consumed + episode.deletes) if rk not in episode.upserts]
+        deletes = [rk for rk in dict.fromkeys(consumed + episode.deletes) if rk not in episode.upserts]
         await self.store.write(inst.pk, episode.upserts, deletes)
         for rk in consumed:
             inst.inbox.pop(rk, None)
@@ -822,15 +822,9 @@ class Engine:
         if inst.meta.get("status") in TERMINAL and inst.meta.get("kind") == "orchestration":
             self._instances.pop(inst.pk, None)  # finished instances are served from the store
 
-    @staticmethod
-    def _with_done_work(inst: Instance, keys: list[str]) -> list[str]:
-        """The row keys, and the work items whose results are among these (unsaved) messages."""
-        done = [inst.inbox[k]["work_rk"] for k in keys if "work_rk" in inst.inbox.get(k, {})]
-        return list(dict.fromkeys(keys + done))
-
     async def _drop_messages(self, inst: Instance, keys: list[str]) -> None:
         if keys:
-            await self.store.write(inst.pk, {}, self._with_done_work(inst, keys))
+            await self.store.write(inst.pk, {}, keys)
             for rk in keys:
                 inst.inbox.pop(rk, None)
 
@@ -913,11 +907,10 @@ class Engine:
             if inst.status in TERMINAL or inst.meta.get("execution_id") != work["execution_id"]:
                 await self.store.write(pk, {}, [rk])
                 return
-            # The result waits in memory for the episode that reads it; that episode's one write records it in
-            # the history and deletes the work item. Until then the work item stays in the store, so a crash
-            # in between runs the activity again (at least once, as in Durable Functions) and no write is spent.
-            message = {"kind": "event", "event": ev, "execution_id": work["execution_id"], "work_rk": rk}
-            inst.inbox[_row_key("m")] = message
+            message = {"kind": "event", "event": ev, "execution_id": work["execution_id"]}
+            msg_rk = _row_key("m")
+            await self.store.write(pk, {msg_rk: message}, [rk])
+            inst.inbox[msg_rk] = message
         self.schedule(pk)
 
     # ---------------------------------------------------------------- entities

@@ -14,7 +14,8 @@ from shared.ai.usage import summarize
 from shared.calls.cost import call_cost
 from shared.config import get_settings
 from shared.errors import BadRequest, Conflict, NotFound
-from shared.jobs import is_finished, job_json, validate_job_id
+from shared.jobs import (is_finished, job_json, page_of, parse_date, parse_limit, parse_status_filter,
+                         validate_job_id)
 from shared.observability import log_event
 from shared.offers.ingest import check_size
 from shared.outcomes import run
@@ -170,18 +171,21 @@ async def get_transcript(req: func.HttpRequest) -> func.HttpResponse:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    wanted = req.params.get("status")
+    """Newest first; `status` (done, failed...), `from`/`to` (dates or date-times of upload), `q` (text in the
+    title and analysis), `limit` and `continuation` pages."""
+    runtime = parse_status_filter(req.params.get("status"))
+    created_from = parse_date(req.params.get("from"), "from")
+    created_to = parse_date(req.params.get("to"), "to", end=True)
+    limit = parse_limit(req.params.get("limit"))
     text = (req.params.get("q") or "").lower()
-    calls = []
-    for status in await client.get_status_all():
-        if status.name != "call_analysis":
-            continue
-        job = job_json(snapshot(status))
-        title = json.dumps(job.get("result") or {}).lower()
-        if (not wanted or job["status"] == wanted) and (not text or text in title):
-            calls.append(job)
-    calls.sort(key=lambda j: j["created_at"] or "", reverse=True)
-    return json_response({"calls": calls})
+    statuses = await client.get_status_by(
+        created_time_from=created_from, created_time_to=created_to,
+        runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
+    calls = [job for job in (job_json(snapshot(s)) for s in statuses if s.name == "call_analysis")
+             if not text or text in json.dumps(job.get("result") or {}).lower()]
+    calls.sort(key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
+    page, continuation = page_of(calls, limit, req.params.get("continuation"))
+    return json_response({"calls": page, "continuation": continuation})
 
 
 @bp.route(route="calls/{call_id}", methods=["DELETE"])

@@ -6,8 +6,7 @@ import azure.functions as func
 
 from shared.config import get_settings
 from shared.errors import Conflict, ServiceUnavailable
-from shared.jobs import (decode_continuation, encode_continuation, is_finished, job_json, parse_limit,
-                         parse_status_filter, validate_job_id)
+from shared.jobs import is_finished, job_json, page_of, parse_limit, parse_status_filter, validate_job_id
 from shared.storage.clients import check_storage
 from shared.version import VERSION
 
@@ -31,14 +30,12 @@ async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     runtime = parse_status_filter(req.params.get("status"))
     limit = parse_limit(req.params.get("limit"))
-    offset = decode_continuation(req.params.get("continuation"))
     statuses = await client.get_status_by(
         runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
     jobs = sorted((job_json(snapshot(s)) for s in statuses),
                   key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
-    page = jobs[offset:offset + limit]
-    more = offset + limit < len(jobs)
-    return json_response({"jobs": page, "continuation": encode_continuation(offset + limit) if more else None})
+    page, continuation = page_of(jobs, limit, req.params.get("continuation"))
+    return json_response({"jobs": page, "continuation": continuation})
 
 
 @bp.route(route="jobs/{job_id}/cancel", methods=["POST"])

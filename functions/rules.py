@@ -13,7 +13,7 @@ from shared.automation.events import Event, new_event
 from shared.automation.notifications import NotificationIn
 from shared.automation.rules import RuleStore, new_rule, parse_rule, plan
 from shared.config import get_settings
-from shared.errors import AppError, BadRequest, DeliveryError, Unprocessable, invalid_body
+from shared.errors import AppError, BadRequest, DeliveryError, Unprocessable, parse_json_body
 from shared.outcomes import failed, succeeded
 from shared.storage.tables import Tables
 from shared.webhooks import post_signed, validate_target
@@ -76,12 +76,7 @@ class _DryRun(BaseModel):
 @handles_errors
 async def test_rules(req: func.HttpRequest) -> func.HttpResponse:
     """Dry run: which rules would fire for the sample event and what their actions would do. Nothing is sent."""
-    from pydantic import ValidationError
-
-    try:
-        body = _DryRun.model_validate(_json(req))
-    except ValidationError as exc:
-        raise invalid_body(exc) from None
+    body = parse_json_body(req.get_body(), _DryRun)
     if body.rule is not None:
         rules = [new_rule(parse_rule(body.rule), _now(), rule_id="rule_dry_run")]
     elif body.rule_id is not None:

@@ -83,26 +83,25 @@ class ServiceUnavailable(AppError):
     status, code = 503, "service_unavailable"
 
 
-def invalid_body(exc: Any) -> Unprocessable:
+def invalid_body(exc: Any, what: str = "The request body", code: str = "invalid_request") -> Unprocessable:
     """A pydantic ValidationError as a 422 whose details give the path of each error (`conditions.all.0.op`)."""
     details = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-    return Unprocessable("The request body does not match the schema.", code="invalid_request", details=details)
+    return Unprocessable(f"{what} does not match the schema.", code=code, details=details)
 
 
-def parse_json_body(body: bytes, model: Any) -> Any:
+def parse_json_body(body: bytes | str, model: Any, what: str = "The body", code: str = "invalid_request") -> Any:
     """The body as an instance of the pydantic `model`: 400 when it is not a JSON object, 422 when it does not fit."""
     import json
 
     from pydantic import ValidationError
 
     try:
-        raw = json.loads(body.decode("utf-8-sig") or "null")
+        raw = json.loads((body.decode("utf-8-sig") if isinstance(body, bytes) else body) or "null")
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+        raise BadRequest(f"{what} is not valid JSON.", code="invalid_json") from None
     if not isinstance(raw, dict):
-        raise BadRequest("The JSON body must be an object.", code="invalid_json")
+        raise BadRequest(f"{what} must be a JSON object.", code="invalid_json")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise invalid_body(exc) from None
-
+        raise invalid_body(exc, what, code) from None

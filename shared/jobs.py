@@ -8,7 +8,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from .errors import BadRequest, Conflict
@@ -162,6 +162,27 @@ def decode_continuation(token: str | None) -> int:
         return max(0, int(text[2:]))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("continuation is not a token this API returned.", code="invalid_continuation") from None
+
+
+def page_of(items: list, limit: int, continuation: str | None) -> tuple[list, str | None]:
+    """One page of a sorted list, and the token of the next page (None on the last)."""
+    offset = decode_continuation(continuation)
+    more = offset + limit < len(items)
+    return items[offset:offset + limit], encode_continuation(offset + limit) if more else None
+
+
+def parse_date(value: str | None, name: str, *, end: bool = False) -> datetime | None:
+    """`2026-11-01` (the whole day) or an ISO date-time; naive times are UTC."""
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            moment = datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+            return moment + timedelta(days=1) - timedelta(microseconds=1) if end else moment
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be a date (2026-11-01) or an ISO date-time.", code="invalid_date") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def parse_status_filter(value: str | None) -> list[str]:

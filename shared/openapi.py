@@ -424,10 +424,12 @@ def build_spec() -> dict[str, Any]:
                     "language": {"type": "string"}, "external_id": {"type": "string"},
                     "callback_url": {"type": "string"}}}}}},
             "responses": _job_responses("Job", "404", "409", "422")}, "get": {
-            "summary": "Calls, newest first; ?status= and ?q= (text in title and analysis)", "operationId": "listCalls",
+            "summary": "Calls, newest first; ?status=, ?from= and ?to= (upload date), ?q= (text in title and "
+                       "analysis), ?limit= and ?continuation= pages", "operationId": "listCalls",
             "tags": ["calls"], "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
-                                              for n in ("status", "q")],
-            "responses": {"200": {"description": "Calls"}, **_errors("401")}}},
+                                              for n in ("status", "from", "to", "q", "limit", "continuation")],
+            "responses": {"200": {"description": "A page of calls and the continuation of the next"},
+                          **_errors("400", "401")}}},
         "/api/calls/{call_id}": {
             "get": {"summary": "The call: status, progress, transcript, analysis, usage and cost",
                     "operationId": "getCall", "tags": ["calls"], "parameters": [CALL_ID, WAIT],

@@ -12,6 +12,7 @@ from ..errors import AppError, NotFound, invalid_body
 from ..storage.tables import Tables
 from .events import Event, matches, validate_pattern
 from .notifications import Channel
+from .snapshot import Snapshot
 from .templates import compile_part, render_string
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "matches", "exists"]
@@ -268,15 +269,22 @@ RULES = "rules"
 _ALL = "all"
 
 
+_snapshot: Snapshot[list[Rule]] = Snapshot()  # read for every event
+
+
 class RuleStore:
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
 
-    async def all(self) -> list[Rule]:
-        return [Rule.model_validate(row) async for _, row in self.tables.partition(RULES, _ALL)]
+    async def all(self, *, fresh: bool = True) -> list[Rule]:
+        async def load() -> list[Rule]:
+            return [Rule.model_validate(row) async for _, row in self.tables.partition(RULES, _ALL)]
+
+        return await _snapshot.get(load, fresh=fresh)
 
     async def matching(self, event_type: str) -> list[Rule]:
-        return [r for r in await self.all() if r.enabled and matches([r.event], event_type)]
+        """The enabled rules for this type, from a snapshot at most a few seconds old."""
+        return [r for r in await self.all(fresh=False) if r.enabled and matches([r.event], event_type)]
 
     async def get(self, rule_id: str) -> Rule:
         row = await self.tables.get(RULES, _ALL, rule_id)
@@ -286,10 +294,12 @@ class RuleStore:
 
     async def save(self, rule: Rule) -> None:
         await self.tables.upsert(RULES, _ALL, rule.id, rule.model_dump(mode="json"))
+        _snapshot.clear()
 
     async def delete(self, rule_id: str) -> None:
         await self.get(rule_id)
         await self.tables.delete(RULES, _ALL, rule_id)
+        _snapshot.clear()
 
 
 def new_rule(body: RuleIn, created_at: str, rule_id: str | None = None) -> Rule:

@@ -1,18 +1,17 @@
 """Automation data in Table storage: subscriptions, deliveries, templates, rules and notifications."""
 from __future__ import annotations
 
-import time
 from typing import AsyncIterator
 
 from ..errors import NotFound
 from ..storage.tables import Tables
 from .deliveries import Delivery
+from .snapshot import Snapshot
 from .subscriptions import Subscription
 
 SUBSCRIPTIONS, DELIVERIES = "subscriptions", "deliveries"
 _ALL = "all"  # the one partition of small collections
-CACHE_SECONDS = 5.0
-_cache: dict[str, tuple[float, list[Subscription]]] = {}  # every event reads the subscriptions: keep them a moment
+_snapshot: Snapshot[list[Subscription]] = Snapshot()  # every event reads the subscriptions: keep them a moment
 
 
 class WebhookStore:
@@ -21,12 +20,12 @@ class WebhookStore:
 
     async def save_subscription(self, subscription: Subscription) -> None:
         await self.tables.upsert(SUBSCRIPTIONS, _ALL, subscription.id, subscription.model_dump())
-        _cache.clear()
+        _snapshot.clear()
 
     async def subscription(self, subscription_id: str, *, fresh: bool = False) -> Subscription | None:
         """`fresh` reads the table; otherwise the list read in the last few seconds may answer.
 
-        Changes made by another instance apply within CACHE_SECONDS; this instance's own at once.
+        Changes made by another instance apply within a few seconds (Snapshot); this instance's own at once.
         """
         if not fresh:
             return next((s for s in await self.subscriptions() if s.id == subscription_id), None)
@@ -40,18 +39,16 @@ class WebhookStore:
         return found
 
     async def subscriptions(self, *, fresh: bool = False) -> list[Subscription]:
-        cached = _cache.get(_ALL)
-        if not fresh and cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
-            return cached[1]
-        found = sorted([Subscription.model_validate(row) async for _, row in self.tables.partition(SUBSCRIPTIONS, _ALL)],
-                       key=lambda s: s.created_at)
-        _cache[_ALL] = (time.monotonic(), found)
-        return found
+        async def load() -> list[Subscription]:
+            return sorted([Subscription.model_validate(row)
+                           async for _, row in self.tables.partition(SUBSCRIPTIONS, _ALL)], key=lambda s: s.created_at)
+
+        return await _snapshot.get(load, fresh=fresh)
 
     async def delete_subscription(self, subscription_id: str) -> None:
         await self.require_subscription(subscription_id)
         await self.tables.delete(SUBSCRIPTIONS, _ALL, subscription_id)
-        _cache.clear()
+        _snapshot.clear()
 
     @staticmethod
     def _columns(delivery: Delivery) -> dict:

@@ -1,12 +1,11 @@
 """WAHA webhook events: the envelope, which events the bot answers and why not, and the message it answers."""
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import BadRequest, Unprocessable
+from ..errors import Unprocessable, invalid_body, parse_json_body
 
 MESSAGE_EVENTS = ("message", "message.any")
 
@@ -123,22 +122,8 @@ class Decision(BaseModel):
     message: IncomingMessage | None = None
 
 
-def _details(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-
-
 def parse_envelope(raw_body: bytes | str) -> Envelope:
-    try:
-        data = json.loads(raw_body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("The WAHA event is not valid JSON.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The WAHA event must be a JSON object.", code="invalid_json")
-    try:
-        return Envelope.model_validate(data)
-    except ValidationError as exc:
-        raise Unprocessable("The WAHA event does not match the envelope schema.", code="invalid_waha_event",
-                            details=_details(exc)) from None
+    return parse_json_body(raw_body, Envelope, "The WAHA event", "invalid_waha_event")
 
 
 def message_payload(envelope: Envelope) -> MessagePayload:
@@ -147,8 +132,7 @@ def message_payload(envelope: Envelope) -> MessagePayload:
     try:
         return MessagePayload.model_validate(envelope.payload)
     except ValidationError as exc:
-        raise Unprocessable("The message payload does not match the schema.", code="invalid_waha_message",
-                            details=_details(exc)) from None
+        raise invalid_body(exc, "The message payload", "invalid_waha_message") from None
 
 
 def incoming_message(envelope: Envelope) -> IncomingMessage:

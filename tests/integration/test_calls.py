@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -131,9 +132,20 @@ def _wav_header_only() -> bytes:
     return wav[: len(wav) // 3]
 
 
+def _wav_in_an_unknown_codec() -> bytes:
+    """A WAV whose format tag names a codec FFmpeg has no decoder for."""
+    import struct
+
+    data = bytes(32000)
+    fmt = struct.pack("<HHIIHH", 0x1234, 1, 16000, 32000, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 BAD = [("not audio", b"%PDF-1.4 definitely not audio", 422, "not_audio"),
        ("zero-length", b"", 400, "empty_request"),
-       ("truncated", _wav_header_only(), 422, "audio_corrupt")]
+       ("truncated", _wav_header_only(), 422, "audio_corrupt"),
+       ("unsupported codec", _wav_in_an_unknown_codec(), 422, "audio_codec_unsupported")]
 
 
 @pytest.mark.parametrize("name,data,status,code", BAD, ids=[b[0] for b in BAD])
@@ -190,8 +202,8 @@ def test_search_finds_the_segment_of_an_analysed_call(azurite_module):
         host.stop()
 
 
-def _two_hours_of_the_call() -> bytes:
-    """The fixture repeated to two hours, as 8 kHz mono WAV (about 115 MB): a real long upload."""
+def _repeated_call(seconds: int = 7200) -> bytes:
+    """The fixture repeated to `seconds` (two hours: about 115 MB) as 8 kHz mono WAV: a real long upload."""
     import io
     import wave
 
@@ -203,7 +215,7 @@ def _two_hours_of_the_call() -> bytes:
         pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for frame in container.decode(audio=0)
                        for f in resampler.resample(frame))
     samples = np.frombuffer(pcm, dtype=np.int16)
-    repeated = np.tile(samples, int(np.ceil(7200 * 8000 / len(samples))))[: 7200 * 8000]
+    repeated = np.tile(samples, int(np.ceil(seconds * 8000 / len(samples))))[: seconds * 8000]
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
@@ -225,7 +237,7 @@ def test_two_hour_recording_is_chunked_transcribed_in_parallel_and_stitched(azur
     try:
         http = Http(host.base_url, FUNCTION_KEY)
         grant = http.request("POST", "/api/calls/upload-url?filename=long.wav")[2]
-        upload = urllib.request.Request(grant["upload_url"], data=_two_hours_of_the_call(), method="PUT",
+        upload = urllib.request.Request(grant["upload_url"], data=_repeated_call(), method="PUT",
                                         headers=grant["headers"])
         assert urllib.request.urlopen(upload, timeout=120).status == 201
         _, _, job = http.request("POST", "/api/calls", {"blob": grant["blob"], "title": "Two hours"})
@@ -252,3 +264,62 @@ def test_multipart_upload_carries_the_metadata(api):
     done = finished(api, job["job_id"])
     assert done["status"] == "done" and done["result"]["title"] == "Quarterly review"
     assert done["result"]["filename"] == "call.mp3"
+
+
+def test_listing_filters_by_upload_date_and_pages_through_the_calls(api):
+    ids = []
+    for n in range(3):
+        _, _, job = api.request("POST", f"/api/calls/upload?title=Paging-{n}", raw=(FIXTURE / "call.wav").read_bytes(),
+                                headers={"content-type": "audio/wav"})
+        ids.append(job["job_id"])
+    for call_id in ids:
+        finished(api, call_id)
+    today = datetime.now(timezone.utc).date()
+    first = api.request("GET", f"/api/calls?q=paging-&limit=2&from={today}")[2]
+    assert len(first["calls"]) == 2 and first["continuation"]
+    second = api.request("GET", f"/api/calls?q=paging-&limit=2&continuation={first['continuation']}")[2]
+    assert second["continuation"] is None
+    assert sorted(c["job_id"] for c in first["calls"] + second["calls"]) == sorted(ids)
+    assert first["calls"][0]["created_at"] >= first["calls"][1]["created_at"] >= second["calls"][0]["created_at"]
+    yesterday = today - timedelta(days=1)
+    assert api.request("GET", f"/api/calls?q=paging-&to={yesterday}")[2]["calls"] == []
+    assert api.request("GET", f"/api/calls?q=paging-&from={yesterday}&to={today}")[2]["calls"]
+    assert api.request("GET", "/api/calls?from=last-week")[0] == 400
+    assert api.request("GET", "/api/calls?status=done&limit=0")[0] == 400
+
+
+def test_kill_9_mid_call_finishes_after_restart_without_retranscribing_finished_chunks(azurite, fake):
+    import urllib.request
+
+    fake.requests.clear()
+    fake.transcription = lambda form: [{"start": 2.0, "end": 5.0, "text": "words of this chunk"}]
+    fake.default, fake.latency = model_answer, 1.0
+    env = {"DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+           "OPENAI_API_KEY": "sk-fake", "CALL_CHUNK_SECONDS": "600", "CALL_CHUNK_PARALLELISM": "1"}
+    first = DevhostProcess(azurite.connection_string, env).start()
+
+    def transcriptions() -> list[str]:
+        return [r["body"].get("audio_sha1") for r in fake.requests if r["path"].endswith("/audio/transcriptions")]
+
+    try:
+        http = Http(first.base_url, FUNCTION_KEY)
+        grant = http.request("POST", "/api/calls/upload-url?filename=long.wav")[2]
+        upload = urllib.request.Request(grant["upload_url"], data=_repeated_call(35 * 60), method="PUT",
+                                        headers=grant["headers"])
+        assert urllib.request.urlopen(upload, timeout=120).status == 201
+        _, _, job = http.request("POST", "/api/calls", {"blob": grant["blob"], "title": "Killed"})
+        wait_until(lambda: len(transcriptions()) >= 3, timeout=120, interval=0.05)  # two done, the third running
+        first.kill()
+    finally:
+        first.stop()
+    second = first.again(DEVHOST_HUB_WAIT_SECONDS="0").start()
+    try:
+        done = finished(Http(second.base_url, FUNCTION_KEY), job["job_id"], timeout=180)
+    finally:
+        second.stop()
+        fake.transcription, fake.latency = SEGMENTS, 0.0
+    assert done["status"] == "done", done["error"]
+    chunks = done["result"]["chunks"]
+    sent = transcriptions()
+    assert chunks >= 4 and len(set(sent)) == chunks and None not in sent
+    assert len(sent) - chunks <= 1, sent  # only the chunk in flight at the kill was sent again

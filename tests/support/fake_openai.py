@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible server on loopback: scripted answers and faults, every request recorded."""
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -71,6 +72,11 @@ class FakeOpenAI(LoopbackServer):
                 form = {m.group(1).decode(): m.group(2).decode(errors="replace")
                         for m in _re.finditer(rb'name="(\w+)"\r\n\r\n([^\r]*)\r\n', raw)}
                 form["audio_bytes"] = len(raw)
+                boundary = self.headers.get("Content-Type", "").partition("boundary=")[2].strip('"').encode()
+                part = _re.search(rb'filename="[^"]*"\r\n(?:[^\r\n]+\r\n)*\r\n(.*?)\r\n--' + _re.escape(boundary),
+                                  raw, _re.S) if boundary else None
+                if part:  # which audio this was: tells a repeated chunk from a new one
+                    form["audio_sha1"] = hashlib.sha1(part.group(1)).hexdigest()
                 with fake._lock:
                     fake.requests.append({"path": self.path, "body": form, "headers": dict(self.headers)})
                 if fake.latency:
