@@ -117,11 +117,8 @@ def emit_turn_events(context: df.DurableOrchestrationContext, chat_id: str, turn
 
 @bp.activity_trigger(input_name="chat")
 async def whatsapp_pending(chat: dict) -> dict:
-    tables = Tables(get_settings())
-    count = 0
-    async for _, row in tables.partition(assistant.MESSAGES, chat["chat_id"]):
-        count += row["direction"] == "in" and row["status"] == "pending"
-    return {"count": count, "burst_seconds": get_settings().whatsapp_burst_seconds}
+    pending = await assistant.pending_messages(Tables(get_settings()), chat["chat_id"])
+    return {"count": len(pending), "burst_seconds": get_settings().whatsapp_burst_seconds}
 
 
 @bp.activity_trigger(input_name="chat")

@@ -96,7 +96,7 @@ class Outbox:
         if to and channel:
             clauses.append("Recipient eq @recipient")
             parameters["recipient"] = recipient_key(channel, to)
-        async for _, row in self.tables.query(NOTIFICATIONS, " and ".join(clauses), parameters):
+        async for _, _, row in self.tables.query(NOTIFICATIONS, " and ".join(clauses), parameters):
             yield Notification.model_validate(row)
 
     async def admit(self, channel: str, to: str, now: float, limit: int) -> RateDecision:

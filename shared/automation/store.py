@@ -68,7 +68,7 @@ class WebhookStore:
         return None if row is None else Delivery.model_validate(row)
 
     async def find_delivery(self, delivery_id: str) -> Delivery:
-        async for _, row in self.tables.query(DELIVERIES, "DeliveryId eq @id", {"id": delivery_id}):
+        async for _, _, row in self.tables.query(DELIVERIES, "DeliveryId eq @id", {"id": delivery_id}):
             return Delivery.model_validate(row)
         raise NotFound(f"No webhook delivery '{delivery_id}'.", code="delivery_not_found")
 
@@ -81,5 +81,5 @@ class WebhookStore:
             clauses.append("Status eq @status")
             parameters["status"] = status
         where = " and ".join(clauses) or "DeliveryId ne ''"
-        async for _, row in self.tables.query(DELIVERIES, where, parameters):
+        async for _, _, row in self.tables.query(DELIVERIES, where, parameters):
             yield Delivery.model_validate(row)

@@ -76,11 +76,12 @@ class Tables:
         client = await self._table(table)
         await client.upsert_entity(self._entity(pk, rk, row, columns), mode=UpdateMode.REPLACE)
 
-    async def query(self, table: str, where: str, parameters: dict | None = None) -> AsyncIterator[tuple[str, dict]]:
-        """Rows matching an OData filter (`Status eq @status`), as (PartitionKey, row)."""
+    async def query(self, table: str, where: str,
+                    parameters: dict | None = None) -> AsyncIterator[tuple[str, str, dict]]:
+        """Rows matching an OData filter (`Status eq @status`), as (PartitionKey, RowKey, row)."""
         client = await self._table(table)
         async for entity in client.query_entities(where, parameters=parameters or {}):
-            yield entity["PartitionKey"], json.loads(entity["data"])
+            yield entity["PartitionKey"], entity["RowKey"], json.loads(entity["data"])
 
     async def get(self, table: str, pk: str, rk: str) -> dict | None:
         from azure.core.exceptions import ResourceNotFoundError

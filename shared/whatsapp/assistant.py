@@ -47,7 +47,24 @@ async def record_incoming(tables: Tables, message: IncomingMessage, kind: str) -
     """Stores an incoming message once; False for a duplicate delivery of the same session + message id."""
     row = {**message.model_dump(), "kind": kind, "direction": "in", "status": "pending",
            "received_at": time.time()}
-    return await tables.insert(MESSAGES, message.chat_id, f"{message.session}:{message.message_id}", row)
+    return await tables.insert(MESSAGES, message.chat_id, f"{message.session}:{message.message_id}", row,
+                               _columns(row))
+
+
+def _columns(row: dict) -> dict:
+    """Status and direction as table properties: a turn asks for the pending messages, not the whole chat."""
+    return {"Status": row["status"], "Direction": row["direction"]}
+
+
+async def save_message(tables: Tables, chat_id: str, row_key: str, row: dict) -> None:
+    await tables.upsert(MESSAGES, chat_id, row_key, row, _columns(row))
+
+
+async def pending_messages(tables: Tables, chat_id: str) -> list[tuple[str, dict]]:
+    """The chat's incoming messages not yet answered, oldest first."""
+    found = [(rk, row) async for _, rk, row in tables.query(
+        MESSAGES, "PartitionKey eq @chat and Status eq 'pending' and Direction eq 'in'", {"chat": chat_id})]
+    return sorted(found, key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
 
 
 async def record_duplicate(tables: Tables, message: IncomingMessage) -> None:
@@ -174,9 +191,7 @@ class KnowledgeBase:
 async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     """Answers every pending message of the chat in one reply; safe to run twice (the reply is keyed)."""
     tables = deps.tables
-    rows = sorted([(rk, row) async for rk, row in tables.partition(MESSAGES, chat_id)],
-                  key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
-    pending = [(rk, row) for rk, row in rows if row["direction"] == "in" and row["status"] == "pending"]
+    pending = await pending_messages(tables, chat_id)
     if not pending:
         return {"replied": False, "reason": "nothing_pending", "usage": []}
     received = [{"message_id": row["message_id"], "kind": row.get("kind"), "text": row.get("text"),
@@ -184,7 +199,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {"chat_id": chat_id}
     if conversation.get("paused"):
         for rk, row in pending:
-            await tables.upsert(MESSAGES, chat_id, rk, {**row, "status": "held"})
+            await save_message(tables, chat_id, rk, {**row, "status": "held"})
         return {"replied": False, "reason": "paused", "messages": received, "usage": []}
     state = RateState.model_validate(conversation.get("rate") or {})
     allowed, notify = [], False
@@ -194,7 +209,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
         notify = notify or decision.notify
         (allowed if decision.allowed else []).append((rk, row))
         if not decision.allowed:
-            await tables.upsert(MESSAGES, chat_id, rk, {**row, "status": "rate_limited"})
+            await save_message(tables, chat_id, rk, {**row, "status": "rate_limited"})
     last = IncomingMessage.model_validate({k: v for k, v in pending[-1][1].items()
                                            if k in IncomingMessage.model_fields})
     usage: list[Usage] = []
@@ -204,7 +219,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
             if row.get("kind") in ("audio", "document", "image") and not row.get("transcript"):
                 row["transcript"], used = await _read_media(deps, row)
                 usage += used
-                await tables.upsert(MESSAGES, chat_id, rk, row)
+                await save_message(tables, chat_id, rk, row)
         question = "\n".join(row.get("transcript") or row["text"] for _, row in allowed
                               if row.get("transcript") or row.get("text"))
         embedded = await asyncio.to_thread(deps.provider.embed, [question])
@@ -220,7 +235,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                          extra={"latency_s": round(time.time() - first_received, 3), "answers": len(allowed),
                                 "usage": [u.model_dump() for u in usage]})
         for rk, row in allowed:
-            await tables.upsert(MESSAGES, chat_id, rk, {**row, "status": "answered"})
+            await save_message(tables, chat_id, rk, {**row, "status": "answered"})
         conversation["memory"] = (memory + [{"role": "user", "content": question},
                                             {"role": "assistant", "content": answer}])[-MEMORY:]
     if notify:
@@ -273,7 +288,7 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], tex
         await deps.waha.send_seen(question.session, question.chat_id, seen_ids)
     await deps.waha.typing(question.session, question.chat_id, True)
     await deps.waha.send_text(send_text_body(question, text, quote=quote))
-    await deps.tables.upsert(MESSAGES, question.chat_id, reply_id, {
+    await save_message(deps.tables, question.chat_id, reply_id, {
         "direction": "out", "status": "sent", "text": text, "chat_id": question.chat_id, "session": question.session,
         "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
         "kind": "reply" if quote else "notice", **(extra or {})})
