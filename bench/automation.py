@@ -77,7 +77,7 @@ def publish_all(http: Http, receivers: list[Receiver], prefix: str, events: int,
 
 def baseline_run(receivers: list[Receiver], events: int) -> float:
     """The same signed POSTs straight from this process, 16 at a time: no storage, no retries, no log."""
-    from shared.http_client import session
+    from shared.http_client import close_all
     from shared.webhooks import post_signed
 
     secret = "whsec_" + "YmVuY2gtYmFzZWxpbmUtc2VjcmV0LWJ5dGVz"
@@ -95,7 +95,7 @@ def baseline_run(receivers: list[Receiver], events: int) -> float:
                 assert attempt.ok, attempt
 
         await asyncio.gather(*(one(r, n) for r in receivers for n in range(events)))
-        await session().close()
+        await close_all()
 
     started = time.perf_counter()
     asyncio.run(run())

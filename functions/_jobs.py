@@ -108,8 +108,16 @@ async def respond_with_job(client: df.DurableOrchestrationClient, req: func.Http
 
 async def start_once(client: df.DurableOrchestrationClient, orchestrator: str, instance_id: str, payload: Any) -> bool:
     """Starts the instance unless it exists: work derived from one event or key starts once."""
-    status = await client.get_status(instance_id)
-    if status and status.instance_id and status.runtime_status is not None:
+    async def exists() -> bool:
+        status = await client.get_status(instance_id)
+        return bool(status and status.instance_id and status.runtime_status is not None)
+
+    if await exists():
         return False
-    await client.start_new(orchestrator, instance_id, payload)
+    try:
+        await client.start_new(orchestrator, instance_id, payload)
+    except Exception:  # noqa: BLE001 - a concurrent twin started it between our look and our start
+        if await exists():
+            return False
+        raise
     return True

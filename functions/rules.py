@@ -13,6 +13,7 @@ from shared.automation.events import Event, new_event
 from shared.automation.notifications import NotificationIn
 from shared.automation.rules import RuleStore, new_rule, parse_rule, plan
 from shared.config import get_settings
+from shared.jobs import parse_date
 from shared.errors import AppError, BadRequest, DeliveryError, Unprocessable, parse_json_body
 from shared.outcomes import failed, succeeded
 from shared.storage.tables import Tables
@@ -35,8 +36,8 @@ def _now() -> str:
 def _json(req: func.HttpRequest) -> Any:
     try:
         return json.loads(req.get_body() or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise BadRequest("The body is not valid JSON (or nests too deep).", code="invalid_json") from None
 
 
 @bp.route(route="rules", methods=["POST"])
@@ -83,7 +84,9 @@ async def test_rules(req: func.HttpRequest) -> func.HttpResponse:
         rules = [await _rules().get(body.rule_id)]
     else:
         rules = await _rules().all()
-    event = new_event(body.event.type, body.event.subject, body.event.data, event_id=body.event.id or "evt_dry_run")
+    occurred_at = parse_date(body.event.occurred_at, "event.occurred_at")
+    event = new_event(body.event.type, body.event.subject, body.event.data, event_id=body.event.id or "evt_dry_run",
+                      occurred_at=occurred_at)
     fired = plan(rules, event)
     return json_response({"event": event.model_dump(), "fires": bool(fired), "fired": fired,
                           "evaluated": len(rules)})
@@ -160,7 +163,8 @@ async def _act(client: df.DurableOrchestrationClient, action: dict, event: Event
         fields = {k: action.get(k) for k in ("channel", "to", "template", "subject", "body", "html")}
         try:
             request = NotificationIn.model_validate({**{k: v for k, v in fields.items() if v is not None},
-                                                     "data": event.model_dump(), "idempotency_key": key})
+                                                     "data": {**event.model_dump(), "event": event.model_dump()},
+                                                     "idempotency_key": key})
         except ValidationError as exc:
             raise Unprocessable(f"The rule's notification is invalid: {exc.errors()[0]['msg']}",
                                 code="invalid_rule_action") from None

@@ -139,7 +139,9 @@ async def _note_health(store: WebhookStore, subscription: subs.Subscription, ok:
     if subs.after_attempt(subscription, ok=ok, status_code=status_code, now=now,
                           disable_after=disable_after) == subscription:
         return subscription
-    current = await store.subscription(subscription.id, fresh=True) or subscription
+    current = await store.subscription(subscription.id, fresh=True)
+    if current is None:  # deleted meanwhile: writing it back would bring it to life again
+        return subscription.model_copy(update={"enabled": False})
     health = subs.after_attempt(current, ok=ok, status_code=status_code, now=now, disable_after=disable_after)
     if health != current:
         await store.save_subscription(health)
@@ -160,6 +162,11 @@ async def attempt_webhook(task: dict) -> dict:
     delivery = await store.delivery(task["subscription_id"], task["delivery_id"])
     if delivery is None:
         return _final("delivery_not_found", "The delivery record is gone.")
+    trigger = task.get("trigger", "schedule")
+    if trigger == "schedule" and delivery.status in ("delivered", "cancelled"):  # a replay got there first
+        return {"ok": delivery.status == "delivered", "value": {"status_code": None}, "usage": [],
+                "error": None if delivery.status == "delivered" else {"code": "cancelled", "message": "cancelled"},
+                "retry_in": None}
     subscription = await store.subscription(task["subscription_id"])
     if subscription is None or not subscription.enabled:
         await store.save_delivery(delivery.model_copy(update={"status": "cancelled", "next_attempt_at": None}))
@@ -169,14 +176,18 @@ async def attempt_webhook(task: dict) -> dict:
                                 timeout=settings.callback_timeout_seconds,
                                 allowed_hosts=settings.callback_allowed_hosts)
     health = await _note_health(store, subscription, attempt.ok, attempt.status_code, now)
-    trigger = task.get("trigger", "schedule")
     refused = attempt.status_code is None and attempt.permanent  # e.g. the name resolves to a private address
     retry_in = None if attempt.ok or refused or trigger == "replay" or not health.enabled else \
         subs.wait_before(task["attempt"], subs.parse_schedule(settings.webhook_retry_schedule))
     record = AttemptRecord(number=len(delivery.attempts) + 1, at=_iso(now), status_code=attempt.status_code,
                            error=attempt.error, duration_ms=round(attempt.duration_ms, 1), trigger=trigger)
     next_at = _iso(now + timedelta(seconds=retry_in)) if retry_in is not None else None
-    await store.save_delivery(recorded(delivery, record, ok=attempt.ok, final=retry_in is None, next_attempt_at=next_at))
+    if trigger == "replay" and not attempt.ok and delivery.status in ("pending", "retrying"):
+        # a failed replay leaves the scheduled attempts as they were
+        updated = delivery.model_copy(update={"attempts": [*delivery.attempts, record]})
+    else:
+        updated = recorded(delivery, record, ok=attempt.ok, final=retry_in is None, next_attempt_at=next_at)
+    await store.save_delivery(updated)
     log_event("webhook.attempt", delivery_id=delivery.id, subscription_id=subscription.id,
               event_type=delivery.event.type, attempt=record.number, status_code=attempt.status_code,
               ok=attempt.ok, duration_ms=record.duration_ms)

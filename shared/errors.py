@@ -97,8 +97,8 @@ def parse_json_body(body: bytes | str, model: Any, what: str = "The body", code:
 
     try:
         raw = json.loads((body.decode("utf-8-sig") if isinstance(body, bytes) else body) or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest(f"{what} is not valid JSON.", code="invalid_json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise BadRequest(f"{what} is not valid JSON (or nests too deep).", code="invalid_json") from None
     if not isinstance(raw, dict):
         raise BadRequest(f"{what} must be a JSON object.", code="invalid_json")
     try:

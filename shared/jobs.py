@@ -143,7 +143,7 @@ def parse_wait(value: str | None, cap: float) -> float:
 def parse_limit(value: str | None, default: int = 50, maximum: int = 500) -> int:
     if value in (None, ""):
         return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
         raise BadRequest(f"limit must be an integer from 1 to {maximum}.", code="invalid_limit")
     return int(value)
 

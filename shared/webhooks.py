@@ -73,16 +73,26 @@ def validate_target(url: str, allowed_hosts: str = "") -> str:
     return url
 
 
-def resolves_public(url: str, allowed_hosts: str = "") -> bool:
-    """At send time: a public name must not resolve to a private address (DNS rebinding, SSRF)."""
-    host = urlsplit(url).hostname or ""
-    if _allowed(host, allowed_hosts):
-        return True
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return True  # unresolvable: the request itself will fail and be retried
-    return not any(_is_private(info[4][0]) for info in infos)
+class PrivateAddress(OSError):
+    """The target's name resolves only to private or loopback addresses."""
+
+
+def _public_only_resolver(allowed_hosts: str) -> Any:
+    """A resolver that hands aiohttp only public addresses: the check is made on the addresses connected to,
+    so a name that answers public first and private next (DNS rebinding) cannot reach inside."""
+    import aiohttp
+
+    class PublicOnly(aiohttp.ThreadedResolver):
+        async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list:
+            found = await super().resolve(host, port, family)
+            if _allowed(host, allowed_hosts):
+                return found
+            public = [address for address in found if not _is_private(address["host"])]
+            if not public:
+                raise PrivateAddress(f"{host} resolves to a private address")
+            return public
+
+    return PublicOnly()
 
 
 @dataclass
@@ -103,13 +113,17 @@ async def post_signed(url: str, payload: dict, *, secrets: list[str], message_id
     import aiohttp
 
     started = time.perf_counter()
-    if not resolves_public(url, allowed_hosts):
-        return Attempt(False, None, "target resolves to a private address", True, 0.0)
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    outbound = session(f"webhooks:{allowed_hosts}", lambda: _public_only_resolver(allowed_hosts))
     try:
-        async with session().post(url, data=body, headers=signed_headers(secrets, message_id, body),
-                                  allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        async with outbound.post(url, data=body, headers=signed_headers(secrets, message_id, body),
+                                 allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             status = response.status
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, PrivateAddress):
+            return Attempt(False, None, str(exc.os_error), True, (time.perf_counter() - started) * 1000)
+        return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:200], False,
+                       (time.perf_counter() - started) * 1000)
     except Exception as exc:  # noqa: BLE001 - a network failure is a failed attempt, retried later
         return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:200], False,
                        (time.perf_counter() - started) * 1000)

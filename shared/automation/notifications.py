@@ -88,20 +88,24 @@ class SmtpSender:
 
     def _send(self, to: str, content: Rendered) -> None:
         import smtplib
+        import ssl
         from email.message import EmailMessage
 
         s = self.settings
         if not s.smtp_host or not s.email_from:
             raise DeliveryError("E-mail is not configured (SMTP_HOST, EMAIL_FROM).", code="email_not_configured")
         message = EmailMessage()
-        message["From"], message["To"], message["Subject"] = s.email_from, to, content.subject
+        try:
+            message["From"], message["To"], message["Subject"] = s.email_from, to, content.subject
+        except ValueError as exc:  # a header the policy refuses: sending again will not help
+            raise DeliveryError(f"The e-mail headers are invalid: {exc}", code="invalid_email_header") from None
         message.set_content(content.text or "This message has an HTML body.")
         if content.html:
             message.add_alternative(content.html, subtype="html")
         try:
             with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=15) as smtp:
-                if s.smtp_starttls:
-                    smtp.starttls()
+                if s.smtp_starttls:  # with certificate and host name checks, which starttls() skips by default
+                    smtp.starttls(context=ssl.create_default_context())
                 if s.smtp_user:
                     smtp.login(s.smtp_user, s.smtp_password.get_secret_value())
                 smtp.send_message(message)

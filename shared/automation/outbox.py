@@ -10,7 +10,7 @@ from ..errors import Conflict, NotFound, Unprocessable
 from ..storage.tables import Tables
 from ..whatsapp.ratelimit import RateDecision, RateState, admit
 from .notifications import Notification, NotificationIn, recipient_key
-from .templates import Rendered, TemplateIn, render, render_string
+from .templates import Rendered, TemplateIn, one_line, render, render_string
 
 TEMPLATES, NOTIFICATIONS, LIMITS = "templates", "notifications", "notifylimits"
 _ALL = "all"
@@ -63,7 +63,7 @@ class Outbox:
         """Rendered now, so that a template error is the caller's 422 and later edits do not change it."""
         if request.template is not None:
             return render(await self.template(request.template), request.data)
-        return Rendered(subject=render_string(request.subject or "", request.data, name="subject").strip(),
+        return Rendered(subject=one_line(render_string(request.subject or "", request.data, name="subject")),
                         text=render_string(request.body or "", request.data, name="body"),
                         html=render_string(request.html or "", request.data, html=True, name="html"))
 

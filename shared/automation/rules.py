@@ -89,6 +89,8 @@ class NotifyAction(BaseModel):
     def _content(self) -> "NotifyAction":
         if (self.template is None) == (self.body is None and self.html is None):
             raise ValueError("name a template, or give a body (not both)")
+        if self.template is not None and self.subject is not None:
+            raise ValueError("a template brings its own subject")
         return self
 
 
@@ -115,8 +117,11 @@ class PauseChatAction(BaseModel):
 
 
 Action = Annotated[Union[NotifyAction, WebhookAction, StartJobAction, PauseChatAction], Field(discriminator="type")]
-_TEMPLATED = {"notify": ("to", "subject", "body", "html"), "webhook": ("url",), "start_job": ("text",),
-              "pause_chat": ("chat_id",)}
+# Fields filled from the event when the rule fires. A notification's subject and bodies are not: they are
+# rendered once, when the notification is made, with the event as data (escaped in HTML), so that event
+# text is never read as template code.
+_TEMPLATED = {"notify": ("to",), "webhook": ("url",), "start_job": ("text",), "pause_chat": ("chat_id",)}
+_CHECKED = {**_TEMPLATED, "notify": ("to", "subject", "body", "html")}
 
 
 class RuleIn(BaseModel):
@@ -139,8 +144,8 @@ class RuleIn(BaseModel):
     @classmethod
     def _templates_compile(cls, actions: list[Any]) -> list[Any]:
         for action in actions:
-            for name in _TEMPLATED[action.type]:
-                compile_part(getattr(action, name) or "", name=name)
+            for name in _CHECKED[action.type]:
+                compile_part(getattr(action, name) or "", html=name == "html", name=name)
         return actions
 
 

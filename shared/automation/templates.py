@@ -32,13 +32,36 @@ class Rendered(BaseModel):
     html: str = ""
 
 
+MAX_REPEAT_CHARS = 100_000  # `'a' * n` and `x ** n` may not build values larger than this
+MAX_EXPONENT = 64
+
+
 @lru_cache(maxsize=2)
 def _environment(html: bool) -> Any:
     from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=html, trim_blocks=True,
-                                         lstrip_blocks=True)
+    class Bounded(ImmutableSandboxedEnvironment):
+        """The sandbox, with `*` and `**` kept from building huge values (it does not bound them itself)."""
+
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponent {right} is too large")
+            if operator == "*":
+                sized = [v for v in (left, right) if isinstance(v, (str, list, tuple))]
+                counts = [v for v in (left, right) if isinstance(v, int) and not isinstance(v, bool)]
+                if sized and counts and len(sized[0]) * counts[0] > MAX_REPEAT_CHARS:
+                    raise SecurityError("the repeated value would be too large")
+            return super().call_binop(context, operator, left, right)
+
+    return Bounded(undefined=StrictUndefined, autoescape=html, trim_blocks=True, lstrip_blocks=True)
+
+
+def one_line(text: str) -> str:
+    """A subject: whitespace (newlines included) collapsed, as mail headers need."""
+    return " ".join(text.split())
 
 
 def compile_part(source: str, *, html: bool = False, name: str = "template") -> Any:
@@ -72,7 +95,7 @@ def render_string(source: str, data: dict[str, Any], *, html: bool = False, name
 
 
 def render(template: TemplateIn, data: dict[str, Any]) -> Rendered:
-    return Rendered(subject=render_string(template.subject, data, name="subject").strip(),
+    return Rendered(subject=one_line(render_string(template.subject, data, name="subject")),
                     text=render_string(template.text, data, name="text"),
                     html=render_string(template.html, data, html=True, name="html"))
 

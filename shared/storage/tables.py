@@ -35,6 +35,17 @@ def _key(value: str) -> str:
     return "".join(c if c not in "/\\#?" and ord(c) >= 32 else f"%{ord(c):02X}" for c in value)
 
 
+_PROPERTY_CHARS = 30_000  # a string property holds 64 KiB of UTF-16
+
+
+def _row(entity: Any) -> dict:
+    text, n = entity["data"], 1
+    while f"data{n}" in entity:
+        text += entity[f"data{n}"]
+        n += 1
+    return json.loads(text)
+
+
 class Tables:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -55,9 +66,14 @@ class Tables:
 
     @staticmethod
     def _entity(pk: str, rk: str, row: dict, columns: dict | None = None) -> dict:
-        """`columns` are copies of a few fields as table properties, so that queries can filter on them."""
+        """`columns` are copies of a few fields as table properties, so that queries can filter on them.
+
+        The row's JSON is split over `data`, `data1`, `data2`...: a property holds at most 64 KiB.
+        """
+        text = json.dumps(row, separators=(",", ":"))
+        parts = [text[i:i + _PROPERTY_CHARS] for i in range(0, max(len(text), 1), _PROPERTY_CHARS)]
         return {**(columns or {}), "PartitionKey": _key(pk), "RowKey": _key(rk),
-                "data": json.dumps(row, separators=(",", ":"))}
+                **{f"data{n or ''}": part for n, part in enumerate(parts)}}
 
     async def insert(self, table: str, pk: str, rk: str, row: dict, columns: dict | None = None) -> bool:
         """False when the row already exists: how duplicate deliveries are recognised, atomically."""
@@ -81,7 +97,7 @@ class Tables:
         """Rows matching an OData filter (`Status eq @status`), as (PartitionKey, RowKey, row)."""
         client = await self._table(table)
         async for entity in client.query_entities(where, parameters=parameters or {}):
-            yield entity["PartitionKey"], entity["RowKey"], json.loads(entity["data"])
+            yield entity["PartitionKey"], entity["RowKey"], _row(entity)
 
     async def get(self, table: str, pk: str, rk: str) -> dict | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -91,17 +107,17 @@ class Tables:
             entity = await client.get_entity(_key(pk), _key(rk))
         except ResourceNotFoundError:
             return None
-        return json.loads(entity["data"])
+        return _row(entity)
 
     async def partition(self, table: str, pk: str) -> AsyncIterator[tuple[str, dict]]:
         client = await self._table(table)
         async for entity in client.query_entities("PartitionKey eq @pk", parameters={"pk": _key(pk)}):
-            yield entity["RowKey"], json.loads(entity["data"])
+            yield entity["RowKey"], _row(entity)
 
     async def all(self, table: str) -> AsyncIterator[tuple[str, str, dict]]:
         client = await self._table(table)
         async for entity in client.list_entities():
-            yield entity["PartitionKey"], entity["RowKey"], json.loads(entity["data"])
+            yield entity["PartitionKey"], entity["RowKey"], _row(entity)
 
     async def delete(self, table: str, pk: str, rk: str) -> None:
         client = await self._table(table)

@@ -235,6 +235,28 @@ def test_bad_templates_are_422_not_500(api, template, code):
     assert status == 422, answer
 
 
+def test_large_templates_and_large_events_fit_in_storage(api):
+    name = f"big-{uuid.uuid4().hex[:6]}"
+    html = "<p>" + "x" * 90_000 + "{{ n }}</p>"
+    assert api.request("POST", "/api/templates", {"name": name, "html": html})[0] == 201
+    assert api.request("GET", f"/api/templates/{name}")[2]["html"] == html
+    with Receiver() as receiver:
+        subscribe(api, receiver, ["custom.big"])
+        publish(api, "custom.big", {"text": "y" * 150_000})
+        [hook] = wait_until(lambda: receiver.accepted, timeout=30)
+        assert len(hook["payload"]["data"]["text"]) == 150_000
+
+
+def test_a_subject_with_a_line_break_is_sent_on_one_line(api, mailbox):
+    status, headers, _ = api.request("POST", "/api/notifications", {
+        "channel": "email", "to": "lines@example.com", "subject": "Re: {{ t }}", "body": "x",
+        "data": {"t": "first\nBcc: everyone@example.com"}})
+    assert status == 202
+    notification(api, headers["Location"], "sent")
+    [mail] = mailbox.to("lines@example.com")
+    assert mail["Subject"] == "Re: first Bcc: everyone@example.com" and mail["Bcc"] is None
+
+
 def test_a_refused_address_fails_at_once_without_retries(api, mailbox):
     status, headers, queued = api.request("POST", "/api/notifications", {
         "channel": "email", "to": "nobody@example.com", "subject": "Hi", "body": "text"})

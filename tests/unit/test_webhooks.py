@@ -57,3 +57,31 @@ def test_unsafe_targets_are_refused(url, code):
 
 def test_allowed_hosts_may_be_loopback_and_plain_http():
     assert validate_target("http://127.0.0.1:9000/hook", "127.0.0.1")
+
+
+def _post(url: str, allowed_hosts: str):
+    import asyncio
+
+    from shared.http_client import close_all
+    from shared.webhooks import post_signed
+
+    async def run():
+        try:
+            return await post_signed(url, {"n": 1}, secrets=[SECRET], message_id="evt_1", timeout=5,
+                                     allowed_hosts=allowed_hosts)
+        finally:
+            await close_all()
+
+    return asyncio.run(run())
+
+
+def test_a_name_that_resolves_to_loopback_is_refused_for_good_at_connect_time():
+    from tests.support.receiver import Receiver
+
+    with Receiver(SECRET) as receiver:
+        url = receiver.url.replace("127.0.0.1", "localhost")
+        attempt = _post(url, allowed_hosts="")
+        assert not attempt.ok and attempt.permanent and "private address" in attempt.error
+        assert receiver.attempts == []
+        allowed = _post(url, allowed_hosts="localhost")
+        assert allowed.ok and len(receiver.accepted) == 1

@@ -67,8 +67,9 @@ def test_rules_fire_in_priority_order_and_stop_processing_ends_the_run():
                  new_event("offer.parsed", "o", EVENT["data"]))
     assert [f["rule"] for f in fired] == ["first", "stopper"]
     action = fired[0]["actions"][0]
-    assert action["to"] == "buyer@example.com" and action["subject"] == "Kestrel Automation Ltd"
-    assert action["body"] == "7544.52"
+    assert action["to"] == "buyer@example.com"
+    # the subject and body stay templates: the notification renders them once, with the event as its data
+    assert action["subject"] == "{{ data.result.supplier }}" and action["body"] == "{{ data.result.total_gross }}"
 
 
 def test_a_stop_processing_rule_that_does_not_fire_stops_nothing():
@@ -116,3 +117,9 @@ def test_a_notify_action_needs_a_template_or_a_body():
         parse_rule({**base, "actions": [{"type": "notify", "channel": "sms", "to": "+4915112345678"}]})
     assert parse_rule({**base, "actions": [{"type": "notify", "channel": "sms", "to": "+4915112345678",
                                             "template": "offer-alert"}]})
+
+
+def test_a_notify_action_with_a_template_may_not_bring_its_own_subject():
+    with pytest.raises(Unprocessable):
+        parse_rule({"name": "r", "event": "offer.parsed", "actions": [
+            {"type": "notify", "channel": "email", "to": "a@example.com", "template": "t", "subject": "Hi"}]})

@@ -24,3 +24,24 @@ def test_reads_within_the_window_reuse_the_value_and_clear_or_fresh_reload_it():
         return seen
 
     assert asyncio.run(scenario()) == [1, 1, 2, 3, 4, 5]
+
+
+def test_a_change_made_while_a_read_runs_is_not_hidden_by_that_read():
+    async def scenario() -> list[str]:
+        snapshot: Snapshot[str] = Snapshot(seconds=60)
+        state = {"value": "old"}
+
+        async def slow_load() -> str:
+            seen = state["value"]
+            state["value"] = "new"  # a save lands (and clears) while this read is under way
+            snapshot.clear()
+            return seen
+
+        first = await snapshot.get(slow_load)
+
+        async def load() -> str:
+            return state["value"]
+
+        return [first, await snapshot.get(load)]
+
+    assert asyncio.run(scenario()) == ["old", "new"]

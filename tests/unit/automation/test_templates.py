@@ -28,6 +28,9 @@ def test_loops_filters_and_nested_data_work():
     ("{{ lipsum.__globals__['os'].system('id') }}", "template_unsafe"),
     ("{% set x = [].append(1) %}", "template_unsafe"),
     ("{{ 1 / 0 }}", "template_render_failed"),
+    ("{{ 'a' * 10**9 }}", "template_unsafe"),
+    ("{{ 'ab' * 60000 }}", "template_unsafe"),
+    ("{{ [1] * 200000 }}", "template_unsafe"),
     ("{% if %}", "template_syntax_error"),
 ])
 def test_bad_templates_are_unprocessable(source, code):
@@ -41,3 +44,14 @@ def test_a_template_without_a_body_or_with_a_syntax_error_is_refused_when_saved(
         TemplateIn(subject="only a subject")
     with pytest.raises(Unprocessable):
         TemplateIn(text="{% for %}")
+
+
+def test_small_repeats_and_powers_still_work_and_subjects_become_one_line():
+    assert render_string("{{ '-' * 10 }}{{ 2 ** 10 }}", {}) == "----------1024"
+    out = render(TemplateIn(subject="Re: {{ t }}", text="x"), {"t": "line one\nline two"})
+    assert out.subject == "Re: line one line two"
+
+
+def test_event_text_in_a_template_variable_is_data_not_template_code():
+    out = render(TemplateIn(text="{{ q }}", html="<p>{{ q }}</p>"), {"q": "{{ 7*7 }} <a href=x>"})
+    assert out.text == "{{ 7*7 }} <a href=x>" and out.html == "<p>{{ 7*7 }} &lt;a href=x&gt;</p>"
