@@ -224,10 +224,13 @@ class Engine:
             while self._timers and self._timers[0][0] <= now:
                 self.schedule(heapq.heappop(self._timers)[2])
             delay = (self._timers[0][0] - now) if self._timers else 3600
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancel that arrives as the
+            # event is set, and then stop() would wait for this loop forever.
+            waiter = asyncio.ensure_future(self._timer_wakeup.wait())
             try:
-                await asyncio.wait_for(self._timer_wakeup.wait(), timeout=max(delay, 0.001))
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=max(delay, 0.001))
+            finally:
+                waiter.cancel()
 
     async def _episode_worker(self) -> None:
         while True:

@@ -139,7 +139,7 @@ class DevHost:
         return sock
 
     async def _serve(self, app: web.Application, sock: socket.socket) -> None:
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)  # in-flight requests get 5 s at stop
         await runner.setup()
         await web.SockSite(runner, sock).start()
         self._runners.append(runner)
@@ -147,7 +147,7 @@ class DevHost:
     async def stop(self) -> None:
         for task in self._timer_tasks:
             task.cancel()
-        for runner in self._runners:
+        for runner in reversed(self._runners):  # the public server first: its requests may still use the RPC one
             await runner.cleanup()
         if self.engine is not None:
             await self.engine.stop()
