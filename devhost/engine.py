@@ -159,7 +159,10 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        await self.store.release()
+        try:
+            await self.store.release()
+        except Exception:  # noqa: BLE001 - storage already gone (Ctrl-C stops Azurite too): the lease lapses
+            log.info("devhost could not hand back its task hub lease; it lapses in %.0f s", LEASE_SECONDS)
         await self.store.close()
 
     async def _keep_lease(self) -> None:

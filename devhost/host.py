@@ -63,7 +63,7 @@ def _json_error(status: int, code: str, message: str, headers: dict | None = Non
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
-async def _release_sdk_session() -> None:
+async def release_sdk_session() -> None:
     """The Durable SDK keeps one module-global aiohttp session (and lock) bound to the loop that made them.
 
     Close them with the host, so that a later host on another loop in this process (tests, benchmarks)
@@ -151,7 +151,7 @@ class DevHost:
             await runner.cleanup()
         if self.engine is not None:
             await self.engine.stop()
-        await _release_sdk_session()
+        await release_sdk_session()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ auth

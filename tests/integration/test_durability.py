@@ -55,8 +55,12 @@ def test_job_read_through_jobs_api_matches_durable_client_status(api):
                           "rpcBaseUrl": f"http://127.0.0.1:{rpc_port}/durabletask/"})
 
     async def read():
-        client = DurableOrchestrationClient(binding)
-        return await client.get_status(job["job_id"])
+        from devhost.host import release_sdk_session
+
+        try:
+            return await DurableOrchestrationClient(binding).get_status(job["job_id"])
+        finally:
+            await release_sdk_session()  # its session belongs to this loop, which ends here
 
     durable = asyncio.run(read())
     assert durable.runtime_status.value == "Completed"
