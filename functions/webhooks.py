@@ -6,15 +6,15 @@ from datetime import datetime, timedelta, timezone
 import azure.durable_functions as df
 import azure.functions as func
 
+from shared.automation import attempts
 from shared.automation import subscriptions as subs
-from shared.automation.deliveries import STATUSES, AttemptRecord, recorded
+from shared.automation.deliveries import STATUSES
 from shared.automation.store import WebhookStore
 from shared.config import get_settings
 from shared.errors import BadRequest, parse_json_body
 from shared.jobs import parse_limit
 from shared.observability import log_event
 from shared.storage.tables import Tables
-from shared.webhooks import post_signed
 
 from ._http import handles_errors, json_response
 from ._jobs import start_once
@@ -132,66 +132,6 @@ def webhook_delivery(context: df.DurableOrchestrationContext):
     return {"delivered": outcome["ok"], "attempts": outcome["attempts"], "error": outcome.get("error")}
 
 
-async def _note_health(store: WebhookStore, subscription: subs.Subscription, ok: bool, status_code: int | None,
-                       now: datetime) -> subs.Subscription:
-    """The subscription after this attempt; written (from a fresh read) only when its health changed."""
-    disable_after = timedelta(days=get_settings().webhook_disable_after_days)
-    if subs.after_attempt(subscription, ok=ok, status_code=status_code, now=now,
-                          disable_after=disable_after) == subscription:
-        return subscription
-    current = await store.subscription(subscription.id, fresh=True)
-    if current is None:  # deleted meanwhile: writing it back would bring it to life again
-        return subscription.model_copy(update={"enabled": False})
-    health = subs.after_attempt(current, ok=ok, status_code=status_code, now=now, disable_after=disable_after)
-    if health != current:
-        await store.save_subscription(health)
-        if not health.enabled:
-            log_event("webhook.subscription.disabled", subscription_id=health.id, reason=health.disabled_reason)
-    return health
-
-
-def _final(code: str, message: str) -> dict:
-    return {"ok": False, "error": {"code": code, "message": message}, "retry_in": None, "usage": []}
-
-
 @bp.activity_trigger(input_name="task")
 async def attempt_webhook(task: dict) -> dict:
-    settings = get_settings()
-    store = _store()
-    now = _now()
-    delivery = await store.delivery(task["subscription_id"], task["delivery_id"])
-    if delivery is None:
-        return _final("delivery_not_found", "The delivery record is gone.")
-    trigger = task.get("trigger", "schedule")
-    if trigger == "schedule" and delivery.status in ("delivered", "cancelled"):  # a replay got there first
-        return {"ok": delivery.status == "delivered", "value": {"status_code": None}, "usage": [],
-                "error": None if delivery.status == "delivered" else {"code": "cancelled", "message": "cancelled"},
-                "retry_in": None}
-    subscription = await store.subscription(task["subscription_id"])
-    if subscription is None or not subscription.enabled:
-        await store.save_delivery(delivery.model_copy(update={"status": "cancelled", "next_attempt_at": None}))
-        return _final("subscription_inactive", "The subscription was deleted or disabled.")
-    attempt = await post_signed(subscription.url, delivery.event.model_dump(),
-                                secrets=subscription.signing_secrets(now), message_id=delivery.event.id,
-                                timeout=settings.callback_timeout_seconds,
-                                allowed_hosts=settings.callback_allowed_hosts)
-    health = await _note_health(store, subscription, attempt.ok, attempt.status_code, now)
-    refused = attempt.status_code is None and attempt.permanent  # e.g. the name resolves to a private address
-    retry_in = None if attempt.ok or refused or trigger == "replay" or not health.enabled else \
-        subs.wait_before(task["attempt"], subs.parse_schedule(settings.webhook_retry_schedule))
-    record = AttemptRecord(number=len(delivery.attempts) + 1, at=_iso(now), status_code=attempt.status_code,
-                           error=attempt.error, duration_ms=round(attempt.duration_ms, 1), trigger=trigger)
-    next_at = _iso(now + timedelta(seconds=retry_in)) if retry_in is not None else None
-    if trigger == "replay" and not attempt.ok and delivery.status in ("pending", "retrying"):
-        # a failed replay leaves the scheduled attempts as they were
-        updated = delivery.model_copy(update={"attempts": [*delivery.attempts, record]})
-    else:
-        updated = recorded(delivery, record, ok=attempt.ok, final=retry_in is None, next_attempt_at=next_at)
-    await store.save_delivery(updated)
-    log_event("webhook.attempt", delivery_id=delivery.id, subscription_id=subscription.id,
-              event_type=delivery.event.type, attempt=record.number, status_code=attempt.status_code,
-              ok=attempt.ok, duration_ms=record.duration_ms)
-    if attempt.ok:
-        return {"ok": True, "value": {"status_code": attempt.status_code}, "usage": []}
-    return {"ok": False, "error": {"code": "webhook_failed", "message": attempt.error or "delivery failed"},
-            "retry_in": retry_in, "usage": []}
+    return await attempts.attempt(_store(), task, get_settings(), _now())

@@ -1,0 +1,86 @@
+"""One webhook delivery attempt: send, record it, judge the subscription's health, say when to try again."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from ..config import Settings
+from ..observability import log_event
+from ..webhooks import post_signed
+from . import subscriptions as subs
+from .deliveries import AttemptRecord, Delivery, recorded
+
+
+class DeliveryStore(Protocol):
+    async def delivery(self, subscription_id: str, delivery_id: str) -> Delivery | None: ...
+    async def save_delivery(self, delivery: Delivery) -> None: ...
+    async def subscription(self, subscription_id: str, *, fresh: bool = False) -> subs.Subscription | None: ...
+    async def save_subscription(self, subscription: subs.Subscription) -> None: ...
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _final(code: str, message: str) -> dict:
+    return {"ok": False, "error": {"code": code, "message": message}, "retry_in": None, "usage": []}
+
+
+async def note_health(store: DeliveryStore, subscription: subs.Subscription, ok: bool, status_code: int | None,
+                      now: datetime, disable_after: timedelta) -> subs.Subscription:
+    """The subscription after this attempt; written (from a fresh read) only when its health changed."""
+    if subs.after_attempt(subscription, ok=ok, status_code=status_code, now=now,
+                          disable_after=disable_after) == subscription:
+        return subscription
+    current = await store.subscription(subscription.id, fresh=True)
+    if current is None:  # deleted meanwhile: writing it back would bring it to life again
+        return subscription.model_copy(update={"enabled": False})
+    health = subs.after_attempt(current, ok=ok, status_code=status_code, now=now, disable_after=disable_after)
+    if health != current:
+        await store.save_subscription(health)
+        if not health.enabled:
+            log_event("webhook.subscription.disabled", subscription_id=health.id, reason=health.disabled_reason)
+    return health
+
+
+async def attempt(store: DeliveryStore, task: dict, settings: Settings, now: datetime) -> dict:
+    """`task`: subscription_id, delivery_id, attempt (1, 2...), trigger (schedule or replay).
+
+    The outcome `call_with_retries` understands: ok, or an error with `retry_in` seconds (None: give up).
+    """
+    delivery = await store.delivery(task["subscription_id"], task["delivery_id"])
+    if delivery is None:
+        return _final("delivery_not_found", "The delivery record is gone.")
+    trigger = task.get("trigger", "schedule")
+    if trigger == "schedule" and delivery.status in ("delivered", "cancelled"):  # a replay got there first
+        if delivery.status == "delivered":
+            return {"ok": True, "value": {"status_code": None}, "usage": []}
+        return _final("cancelled", "The delivery was cancelled.")
+    subscription = await store.subscription(task["subscription_id"])
+    if subscription is None or not subscription.enabled:
+        await store.save_delivery(delivery.model_copy(update={"status": "cancelled", "next_attempt_at": None}))
+        return _final("subscription_inactive", "The subscription was deleted or disabled.")
+    sent = await post_signed(subscription.url, delivery.event.model_dump(), secrets=subscription.signing_secrets(now),
+                             message_id=delivery.event.id, timeout=settings.callback_timeout_seconds,
+                             allowed_hosts=settings.callback_allowed_hosts)
+    health = await note_health(store, subscription, sent.ok, sent.status_code, now,
+                               timedelta(days=settings.webhook_disable_after_days))
+    refused = sent.status_code is None and sent.permanent  # e.g. the name resolves to a private address
+    retry_in = None if sent.ok or refused or trigger == "replay" or not health.enabled else \
+        subs.wait_before(task["attempt"], subs.parse_schedule(settings.webhook_retry_schedule))
+    record = AttemptRecord(number=len(delivery.attempts) + 1, at=_iso(now), status_code=sent.status_code,
+                           error=sent.error, duration_ms=round(sent.duration_ms, 1), trigger=trigger)
+    if trigger == "replay" and not sent.ok and delivery.status in ("pending", "retrying"):
+        # a failed replay leaves the scheduled attempts as they were
+        updated = delivery.model_copy(update={"attempts": [*delivery.attempts, record]})
+    else:
+        next_at = _iso(now + timedelta(seconds=retry_in)) if retry_in is not None else None
+        updated = recorded(delivery, record, ok=sent.ok, final=retry_in is None, next_attempt_at=next_at)
+    await store.save_delivery(updated)
+    log_event("webhook.attempt", delivery_id=delivery.id, subscription_id=subscription.id,
+              event_type=delivery.event.type, attempt=record.number, status_code=sent.status_code, ok=sent.ok,
+              duration_ms=record.duration_ms)
+    if sent.ok:
+        return {"ok": True, "value": {"status_code": sent.status_code}, "usage": []}
+    return {"ok": False, "error": {"code": "webhook_failed", "message": sent.error or "delivery failed"},
+            "retry_in": retry_in, "usage": []}

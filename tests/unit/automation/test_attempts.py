@@ -1,0 +1,145 @@
+"""A delivery attempt against a loopback receiver, with the store in memory: records, health, what comes next."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared.automation import attempts
+from shared.automation import subscriptions as subs
+from shared.automation.deliveries import Delivery, delivery_id
+from shared.automation.events import new_event
+from shared.config import Settings
+from shared.http_client import close_all
+from tests.support.receiver import Receiver
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+SETTINGS = Settings.model_validate({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                                    "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "WEBHOOK_RETRY_SCHEDULE": "10s,1m",
+                                    "WEBHOOK_DISABLE_AFTER_DAYS": "2"})
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.deliveries: dict[str, Delivery] = {}
+        self.subscriptions: dict[str, subs.Subscription] = {}
+        self.subscription_writes = 0
+
+    async def delivery(self, subscription_id: str, delivery_id_: str) -> Delivery | None:
+        return self.deliveries.get(delivery_id_)
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        self.deliveries[delivery.id] = delivery
+
+    async def subscription(self, subscription_id: str, *, fresh: bool = False) -> subs.Subscription | None:
+        return self.subscriptions.get(subscription_id)
+
+    async def save_subscription(self, subscription: subs.Subscription) -> None:
+        self.subscription_writes += 1
+        self.subscriptions[subscription.id] = subscription
+
+
+def setup(receiver: Receiver) -> tuple[MemoryStore, dict]:
+    store = MemoryStore()
+    subscription, secret = subs.create(subs.SubscriptionIn(url=receiver.url, events=["custom.*"]), NOW, "127.0.0.1")
+    receiver.use_secret(secret)
+    store.subscriptions[subscription.id] = subscription
+    event = new_event("custom.order", "o-1", {"n": 1})
+    delivery = Delivery(id=delivery_id(event.id, subscription.id), subscription_id=subscription.id, event=event,
+                        created_at="2026-11-23T12:00:00Z")
+    store.deliveries[delivery.id] = delivery
+    return store, {"subscription_id": subscription.id, "delivery_id": delivery.id}
+
+
+def run(store: MemoryStore, task: dict, now: datetime = NOW) -> dict:
+    async def go() -> dict:
+        try:
+            return await attempts.attempt(store, task, SETTINGS, now)
+        finally:
+            await close_all()
+
+    return asyncio.run(go())
+
+
+def test_a_failure_is_recorded_and_retried_on_the_schedule_then_delivered():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        receiver.script.append(503)
+        first = run(store, {**task, "attempt": 1})
+        assert first["ok"] is False and 8 <= first["retry_in"] <= 12
+        delivery = store.deliveries[task["delivery_id"]]
+        assert delivery.status == "retrying" and delivery.attempts[0].status_code == 503
+        second = run(store, {**task, "attempt": 2})
+        assert second["ok"] is True and store.deliveries[task["delivery_id"]].status == "delivered"
+        assert [r["verified"] for r in receiver.attempts] == [True, True]
+
+
+def test_the_last_scheduled_failure_fails_the_delivery_for_good():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        receiver.script.append(500)
+        assert run(store, {**task, "attempt": 3})["retry_in"] is None
+        assert store.deliveries[task["delivery_id"]].status == "failed"
+
+
+def test_410_disables_the_subscription_and_ends_the_delivery():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        receiver.script.append(410)
+        outcome = run(store, {**task, "attempt": 1})
+        assert outcome["retry_in"] is None
+        assert store.subscriptions[task["subscription_id"]].enabled is False
+
+
+def test_failing_for_the_configured_days_disables_the_subscription():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        receiver.script.extend([500, 500])
+        run(store, {**task, "attempt": 1})
+        outcome = run(store, {**task, "attempt": 2}, NOW + timedelta(days=2))
+        assert outcome["retry_in"] is None and not store.subscriptions[task["subscription_id"]].enabled
+
+
+def test_a_scheduled_attempt_after_a_successful_replay_sends_nothing():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        receiver.script.append(500)
+        run(store, {**task, "attempt": 1})
+        assert run(store, {**task, "attempt": 1, "trigger": "replay"})["ok"] is True
+        assert run(store, {**task, "attempt": 2})["ok"] is True
+        assert len(receiver.attempts) == 2
+        assert [a.trigger for a in store.deliveries[task["delivery_id"]].attempts] == ["schedule", "replay"]
+
+
+def test_a_failed_replay_leaves_the_scheduled_retries_in_place():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        receiver.script.extend([500, 500])
+        run(store, {**task, "attempt": 1})
+        run(store, {**task, "attempt": 1, "trigger": "replay"})
+        delivery = store.deliveries[task["delivery_id"]]
+        assert delivery.status == "retrying" and len(delivery.attempts) == 2
+
+
+@pytest.mark.parametrize("change", ["deleted", "disabled"])
+def test_an_inactive_subscription_cancels_without_sending(change):
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        if change == "deleted":
+            store.subscriptions.clear()
+        else:
+            sub = store.subscriptions[task["subscription_id"]]
+            store.subscriptions[sub.id] = sub.model_copy(update={"enabled": False})
+        outcome = run(store, {**task, "attempt": 1})
+        assert outcome["retry_in"] is None and receiver.attempts == []
+        assert store.deliveries[task["delivery_id"]].status == "cancelled"
+
+
+def test_steady_successes_do_not_rewrite_the_subscription():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        run(store, {**task, "attempt": 1})
+        writes = store.subscription_writes
+        run(store, {**task, "attempt": 1, "trigger": "replay"}, NOW + timedelta(seconds=10))
+        assert store.subscription_writes == writes
