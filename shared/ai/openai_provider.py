@@ -26,6 +26,28 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
+def _without_defaults(node: Any, names: bool = False) -> Any:
+    """Strict structured outputs refuse the `default` keyword; pydantic writes one per defaulted field.
+
+    `names`: the keys of this mapping are field or definition names (a field may well be called `default`).
+    """
+    if isinstance(node, dict):
+        return {k: _without_defaults(v, not names and k in ("properties", "$defs")) for k, v in node.items()
+                if names or k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
+def response_format(schema: type) -> dict:
+    """The strict json_schema response format of a pydantic model, as the SDK's `parse` would send it, minus
+    the `default` keywords the API rejects (the model answers every field; pydantic fills nothing in)."""
+    from openai.lib._pydantic import to_strict_json_schema
+
+    return {"type": "json_schema", "json_schema": {"name": schema.__name__, "strict": True,
+                                                    "schema": _without_defaults(to_strict_json_schema(schema))}}
+
+
 def translate_error(exc: Exception) -> AIError:
     """SDK exceptions to our tree: 429, 5xx, timeouts and connection errors are transient, other 4xx are not."""
     import openai
@@ -84,17 +106,24 @@ class OpenAIProvider:
                             "image_url": {"url": f"data:{image.mime_type};base64,{encoded}", "detail": "high"}})
         model = self.models["extract"]
         try:
-            completion = self.client.chat.completions.parse(
-                model=model, response_format=schema, temperature=0,
+            completion = self.client.chat.completions.create(
+                model=model, response_format=response_format(schema), temperature=0,
                 messages=[{"role": "system", "content": instructions}, {"role": "user", "content": content}])
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes one of ours
             raise translate_error(exc) from None
-        message = completion.choices[0].message
-        if getattr(message, "refusal", None):
-            raise AIError(f"The model refused: {message.refusal}"[:300], code="model_refused")
-        if message.parsed is None:
-            raise AIError("The model returned no structured answer.", code="model_output_invalid", transient=True)
-        return Result(message.parsed, [self._usage("extract", completion.model or model, completion.usage)])
+        choice = completion.choices[0]
+        if getattr(choice.message, "refusal", None):
+            raise AIError(f"The model refused: {choice.message.refusal}"[:300], code="model_refused")
+        if choice.finish_reason == "content_filter":
+            raise AIError("The model's content filter stopped the answer.", code="model_refused")
+        if choice.finish_reason == "length" or not choice.message.content:
+            raise AIError("The model returned no complete structured answer.", code="model_output_invalid",
+                          transient=True)
+        try:
+            value = schema.model_validate_json(choice.message.content)
+        except ValidationError as exc:
+            raise translate_error(exc) from None
+        return Result(value, [self._usage("extract", completion.model or model, completion.usage)])
 
     def read_image_text(self, image: Image) -> Result[str]:
         from pydantic import BaseModel

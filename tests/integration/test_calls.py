@@ -107,6 +107,11 @@ def test_call_gets_transcript_speakers_and_the_expected_insights(api, fake):
     assert done["transcript"][0]["speaker"] == "agent" and len(done["transcript"]) == len(LINES)
     transcribe = [r for r in fake.requests if r["path"].endswith("/audio/transcriptions")]
     assert len(transcribe) == 1 and transcribe[0]["body"]["model"] == "whisper-1"
+    [analysis_call] = [r for r in fake.chat_requests()
+                       if r["body"].get("response_format", {}).get("json_schema", {}).get("name") == "CallAnalysis"]
+    # strict structured outputs refuse the `default` keyword, which pydantic writes for defaulted fields
+    assert analysis_call["body"]["response_format"]["json_schema"]["strict"] is True
+    assert '"default"' not in json.dumps(analysis_call["body"]["response_format"])
 
 
 def test_transcript_formats_listing_and_delete(api):

@@ -90,3 +90,39 @@ def test_offline_chat_answers_from_context_or_says_it_does_not_know():
     assert "950" in answer
     assert provider.chat([context, {"role": "user", "content": "Who won the football match?"}]).value == \
         "I don't know."
+
+
+def test_the_strict_response_format_has_no_default_keywords_but_keeps_fields_named_default():
+    import json
+
+    from pydantic import BaseModel, Field
+
+    from shared.ai.openai_provider import response_format
+    from shared.calls.models import CallAnalysis
+
+    class Settings(BaseModel):
+        default: str = "x"
+        tags: list[str] = Field(default_factory=list)
+        level: int = 3
+
+    for model in (CallAnalysis, Settings):
+        body = response_format(model)
+        assert body["type"] == "json_schema" and body["json_schema"]["strict"] is True
+
+        def keywords(node):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key == "properties":
+                        for child in value.values():
+                            yield from keywords(child)
+                    else:
+                        yield key
+                        yield from keywords(value)
+            elif isinstance(node, list):
+                for child in node:
+                    yield from keywords(child)
+
+        assert "default" not in set(keywords(body["json_schema"]["schema"])), json.dumps(body)[:300]
+    schema = response_format(Settings)["json_schema"]["schema"]
+    assert set(schema["properties"]) == {"default", "tags", "level"} and schema["additionalProperties"] is False
+    assert sorted(schema["required"]) == ["default", "level", "tags"]
