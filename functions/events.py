@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from typing import Any, Generator
 
 import azure.durable_functions as df
@@ -12,6 +11,7 @@ from shared.automation.deliveries import Delivery, delivery_id
 from shared.automation.events import CustomEventIn, Event, new_event
 from shared.automation.rules import RuleStore
 from shared.automation.store import WebhookStore
+from shared.clock import iso_utc
 from shared.config import get_settings
 from shared.errors import parse_json_body
 from shared.observability import log_event
@@ -49,7 +49,7 @@ async def publish(client: df.DurableOrchestrationClient, event: Event) -> dict:
     """One delivery orchestration per interested subscription, and one rules run when rules await the type."""
     tables = Tables(get_settings())
     webhooks = WebhookStore(tables)
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    now = iso_utc()
     deliveries = []
     for subscription in await webhooks.subscriptions():
         if not subscription.wants(event.type):

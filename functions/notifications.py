@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from shared.automation.notifications import Notification, NotificationIn, sender_for
+from shared.automation.notifications import NOTIFICATION_STATUSES, Notification, NotificationIn, sender_for
 from shared.automation.outbox import Outbox, notification_id, validate_template_name
 from shared.automation.templates import NamedTemplateIn, PreviewIn, TemplateIn, render
+from shared.clock import iso_utc
 from shared.config import get_settings
 from shared.errors import BadRequest, DeliveryError, parse_json_body
 from shared.jobs import parse_limit
@@ -26,10 +26,6 @@ bp = df.Blueprint()
 
 def _outbox() -> Outbox:
     return Outbox(Tables(get_settings()))
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @bp.route(route="templates", methods=["POST"])
@@ -93,7 +89,7 @@ async def queue_notification(client: df.DurableOrchestrationClient, request: Not
     outbox = _outbox()
     notification = Notification(id=notification_id(request.idempotency_key), channel=request.channel,
                                 to=request.to, template=request.template, content=await outbox.content(request),
-                                created_at=_now(), source=source)
+                                created_at=iso_utc(), source=source)
     created = await outbox.create(notification)
     if not created:
         notification = await outbox.get(notification.id)
@@ -123,8 +119,8 @@ async def get_notification(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 async def list_notifications(req: func.HttpRequest) -> func.HttpResponse:
     status, to, channel = (req.params.get(k) or None for k in ("status", "to", "channel"))
-    if status is not None and status not in ("queued", "waiting", "sent", "failed"):
-        raise BadRequest("status must be queued, waiting, sent or failed.", code="invalid_status")
+    if status is not None and status not in NOTIFICATION_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(NOTIFICATION_STATUSES)}.", code="invalid_status")
     if to is not None and channel is None:
         raise BadRequest("Filter by `to` together with `channel`.", code="channel_required")
     limit = parse_limit(req.params.get("limit"), default=100, maximum=1000)
@@ -165,6 +161,6 @@ async def send_notification(task: dict) -> dict:
                   error_code=error.code, final=status == "failed")
         return outcome
     await outbox.save(notification.model_copy(update={"attempts": attempts, "status": "sent", "error": None,
-                                                      "sent_at": _now()}))
+                                                      "sent_at": iso_utc()}))
     log_event("notification.sent", notification_id=notification.id, channel=notification.channel)
     return succeeded({"attempts": attempts})

@@ -1,8 +1,6 @@
 """Event rules: CRUD, a dry run, and the orchestration that evaluates them for every event and acts."""
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
 from typing import Any
 
 import azure.durable_functions as df
@@ -12,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.automation.events import Event, new_event
 from shared.automation.notifications import NotificationIn
 from shared.automation.rules import RuleStore, new_rule, parse_rule, plan
+from shared.clock import iso_utc
 from shared.config import get_settings
 from shared.jobs import parse_date
-from shared.errors import AppError, BadRequest, DeliveryError, Unprocessable, parse_json_body
+from shared.errors import AppError, DeliveryError, Unprocessable, decode_json, parse_json_body
 from shared.outcomes import failed, succeeded
 from shared.storage.tables import Tables
 from shared.webhooks import post_signed, validate_target
@@ -29,21 +28,10 @@ def _rules() -> RuleStore:
     return RuleStore(Tables(get_settings()))
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _json(req: func.HttpRequest) -> Any:
-    try:
-        return json.loads(req.get_body() or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise BadRequest("The body is not valid JSON (or nests too deep).", code="invalid_json") from None
-
-
 @bp.route(route="rules", methods=["POST"])
 @handles_errors
 async def create_rule(req: func.HttpRequest) -> func.HttpResponse:
-    rule = new_rule(parse_rule(_json(req)), _now())
+    rule = new_rule(parse_rule(decode_json(req.get_body())), iso_utc())
     await _rules().save(rule)
     return json_response(rule.model_dump(mode="json"), 201, {"Location": f"/api/rules/{rule.id}"})
 
@@ -79,7 +67,7 @@ async def test_rules(req: func.HttpRequest) -> func.HttpResponse:
     """Dry run: which rules would fire for the sample event and what their actions would do. Nothing is sent."""
     body = parse_json_body(req.get_body(), _DryRun)
     if body.rule is not None:
-        rules = [new_rule(parse_rule(body.rule), _now(), rule_id="rule_dry_run")]
+        rules = [new_rule(parse_rule(body.rule), iso_utc(), rule_id="rule_dry_run")]
     elif body.rule_id is not None:
         rules = [await _rules().get(body.rule_id)]
     else:
@@ -103,7 +91,7 @@ async def get_rule(req: func.HttpRequest) -> func.HttpResponse:
 async def replace_rule(req: func.HttpRequest) -> func.HttpResponse:
     store = _rules()
     existing = await store.get(req.route_params["rule_id"])
-    rule = new_rule(parse_rule(_json(req)), existing.created_at, rule_id=existing.id)
+    rule = new_rule(parse_rule(decode_json(req.get_body())), existing.created_at, rule_id=existing.id)
     await store.save(rule)
     return json_response(rule.model_dump(mode="json"))
 

@@ -31,10 +31,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 @bp.route(route="webhooks/subscriptions", methods=["POST"])
 @handles_errors
 async def create_subscription(req: func.HttpRequest) -> func.HttpResponse:

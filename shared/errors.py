@@ -89,16 +89,21 @@ def invalid_body(exc: Any, what: str = "The request body", code: str = "invalid_
     return Unprocessable(f"{what} does not match the schema.", code=code, details=details)
 
 
-def parse_json_body(body: bytes | str, model: Any, what: str = "The body", code: str = "invalid_request") -> Any:
-    """The body as an instance of the pydantic `model`: 400 when it is not a JSON object, 422 when it does not fit."""
+def decode_json(body: bytes | str, what: str = "The body") -> Any:
+    """Any JSON value (an empty body is null); 400 when it is not JSON."""
     import json
 
-    from pydantic import ValidationError
-
     try:
-        raw = json.loads((body.decode("utf-8-sig") if isinstance(body, bytes) else body) or "null")
+        return json.loads((body.decode("utf-8-sig") if isinstance(body, bytes) else body) or "null")
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise BadRequest(f"{what} is not valid JSON (or nests too deep).", code="invalid_json") from None
+
+
+def parse_json_body(body: bytes | str, model: Any, what: str = "The body", code: str = "invalid_request") -> Any:
+    """The body as an instance of the pydantic `model`: 400 when it is not a JSON object, 422 when it does not fit."""
+    from pydantic import ValidationError
+
+    raw = decode_json(body, what)
     if not isinstance(raw, dict):
         raise BadRequest(f"{what} must be a JSON object.", code="invalid_json")
     try:

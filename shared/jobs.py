@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from .clock import iso_utc
 from .errors import BadRequest, Conflict
 
 JobStatus = Literal["accepted", "processing", "done", "failed", "canceled"]
@@ -48,11 +49,7 @@ class OrchestrationSnapshot:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if moment is None else iso_utc(moment)
 
 
 def _error_from_failure(output: Any) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from ..clock import iso_utc
 from ..config import Settings
 from ..observability import log_event
 from ..webhooks import post_signed
@@ -16,10 +17,6 @@ class DeliveryStore(Protocol):
     async def save_delivery(self, delivery: Delivery) -> None: ...
     async def subscription(self, subscription_id: str, *, fresh: bool = False) -> subs.Subscription | None: ...
     async def save_subscription(self, subscription: subs.Subscription) -> None: ...
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _final(code: str, message: str) -> dict:
@@ -68,13 +65,13 @@ async def attempt(store: DeliveryStore, task: dict, settings: Settings, now: dat
     refused = sent.status_code is None and sent.permanent  # e.g. the name resolves to a private address
     retry_in = None if sent.ok or refused or trigger == "replay" or not health.enabled else \
         subs.wait_before(task["attempt"], subs.parse_schedule(settings.webhook_retry_schedule))
-    record = AttemptRecord(number=len(delivery.attempts) + 1, at=_iso(now), status_code=sent.status_code,
+    record = AttemptRecord(number=len(delivery.attempts) + 1, at=iso_utc(now), status_code=sent.status_code,
                            error=sent.error, duration_ms=round(sent.duration_ms, 1), trigger=trigger)
     if trigger == "replay" and not sent.ok and delivery.status in ("pending", "retrying"):
         # a failed replay leaves the scheduled attempts as they were
         updated = delivery.model_copy(update={"attempts": [*delivery.attempts, record]})
     else:
-        next_at = _iso(now + timedelta(seconds=retry_in)) if retry_in is not None else None
+        next_at = iso_utc(now + timedelta(seconds=retry_in)) if retry_in is not None else None
         updated = recorded(delivery, record, ok=sent.ok, final=retry_in is None, next_attempt_at=next_at)
     await store.save_delivery(updated)
     log_event("webhook.attempt", delivery_id=delivery.id, subscription_id=subscription.id,

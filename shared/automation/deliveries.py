@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .events import Event
 
 Status = Literal["pending", "retrying", "delivered", "failed", "cancelled"]
-STATUSES = ("pending", "retrying", "delivered", "failed", "cancelled")
+STATUSES: tuple[str, ...] = get_args(Status)
 
 
 class AttemptRecord(BaseModel):

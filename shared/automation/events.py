@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import fnmatch
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..clock import iso_utc
 
 CATALOGUE: dict[str, str] = {
     "offer.parsed": "An offer was read into structured data (data: the offer, job_id, metadata).",
@@ -48,9 +50,8 @@ class CustomEventIn(BaseModel):
 def new_event(type_: str, subject: str, data: dict[str, Any], *, event_id: str | None = None,
               occurred_at: datetime | None = None) -> Event:
     """Orchestrators pass `event_id` and `occurred_at` from their context, so that replays build the same event."""
-    moment = (occurred_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return Event(id=event_id or f"evt_{uuid.uuid4().hex}", type=type_, subject=subject, data=data,
-                 occurred_at=moment.isoformat().replace("+00:00", "Z"))
+                 occurred_at=iso_utc(occurred_at))
 
 
 def validate_pattern(pattern: str) -> str:

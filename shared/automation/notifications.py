@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -12,6 +12,7 @@ from .templates import Rendered
 
 Channel = Literal["email", "sms", "whatsapp"]
 NotificationStatus = Literal["queued", "waiting", "sent", "failed"]
+NOTIFICATION_STATUSES: tuple[str, ...] = get_args(NotificationStatus)
 _EMAIL = re.compile(r"^[^@\s<>\"',;]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
 _PHONE = re.compile(r"^\+?[1-9]\d{6,14}$")
 

@@ -6,10 +6,11 @@ import random
 import re
 import secrets as random_secrets
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..clock import iso_utc
 from ..webhooks import validate_target
 from .events import matches, validate_pattern
 
@@ -64,10 +65,6 @@ class Subscription(BaseModel):
         return self.enabled and matches(self.events, event_type)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -81,17 +78,17 @@ def create(body: SubscriptionIn, now: datetime, allowed_hosts: str = "") -> tupl
     validate_target(body.url, allowed_hosts)
     secret = new_secret()
     subscription = Subscription(id=f"sub_{uuid.uuid4().hex[:20]}", url=body.url, events=body.events,
-                                description=body.description, created_at=_iso(now),
-                                secrets=[Secret(secret=secret, created_at=_iso(now))])
+                                description=body.description, created_at=iso_utc(now),
+                                secrets=[Secret(secret=secret, created_at=iso_utc(now))])
     return subscription, secret
 
 
 def rotate(subscription: Subscription, now: datetime, grace: timedelta) -> tuple[Subscription, str]:
     """A new secret signs from now on; the previous one signs too until `grace` has passed."""
     secret = new_secret()
-    kept = [s.model_copy(update={"expires_at": s.expires_at or _iso(now + grace)})
+    kept = [s.model_copy(update={"expires_at": s.expires_at or iso_utc(now + grace)})
             for s in subscription.secrets if s.expires_at is None or _parse(s.expires_at) > now]
-    rotated = subscription.model_copy(update={"secrets": [Secret(secret=secret, created_at=_iso(now)), *kept]})
+    rotated = subscription.model_copy(update={"secrets": [Secret(secret=secret, created_at=iso_utc(now)), *kept]})
     return rotated, secret
 
 
@@ -102,10 +99,10 @@ def after_attempt(subscription: Subscription, *, ok: bool, status_code: int | No
         last = subscription.last_success_at
         if subscription.failing_since is None and last and now - _parse(last) < SUCCESS_NOTE_INTERVAL:
             return subscription  # nothing new worth a write on every delivery
-        return subscription.model_copy(update={"failing_since": None, "last_success_at": _iso(now)})
+        return subscription.model_copy(update={"failing_since": None, "last_success_at": iso_utc(now)})
     if status_code == 410:
         return subscription.model_copy(update={"enabled": False, "disabled_reason": "receiver answered 410 Gone"})
-    since = subscription.failing_since or _iso(now)
+    since = subscription.failing_since or iso_utc(now)
     if now - _parse(since) >= disable_after:
         days = disable_after.total_seconds() / 86400
         return subscription.model_copy(update={

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..clock import iso_utc
 from ..config import Settings
 from .clients import blob_service
 
@@ -74,7 +75,7 @@ class BlobStore:
             token = generate_blob_sas(service.account_name, container, name, user_delegation_key=delegation,
                                       permission=permission, expiry=expiry)
         client = service.get_blob_client(container, name)
-        return f"{client.url}?{token}", expiry.isoformat().replace("+00:00", "Z")
+        return f"{client.url}?{token}", iso_utc(expiry)
 
     async def exists(self, ref: str) -> bool:
         container, _, name = ref.partition("/")
