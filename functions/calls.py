@@ -11,6 +11,7 @@ import azure.functions as func
 
 from shared.ai.factory import get_provider
 from shared.ai.usage import summarize
+from shared.blocking import in_thread
 from shared.calls.cost import call_cost
 from shared.config import get_settings
 from shared.errors import BadRequest, Conflict, NotFound
@@ -44,11 +45,11 @@ def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
         raise BadRequest("Send the recording as the body or as a multipart file.", code="empty_request")
     from shared.calls.audio import probe  # audio libraries load on first use, not at start
 
-    probe(data, max_duration_s=settings.call_max_duration_seconds)  # not audio, truncated, too long: 422 now
+    info = probe(data, max_duration_s=settings.call_max_duration_seconds)  # not audio, truncated, too long: 422 now
     meta = {k: fields.get(k) for k in ("title", "participants", "language", "external_id", "callback_url")}
     if meta["callback_url"]:
         validate_target(meta["callback_url"], settings.callback_allowed_hosts)
-    return data, name, meta
+    return data, name, {**meta, "audio": info.model_dump()}
 
 
 @bp.route(route="calls/upload", methods=["POST"])
@@ -96,13 +97,13 @@ async def start_call_from_blob(req: func.HttpRequest, client: df.DurableOrchestr
     settings = get_settings()
     from shared.calls.audio import probe
 
-    probe(data, max_duration_s=settings.call_max_duration_seconds)
+    info = probe(data, max_duration_s=settings.call_max_duration_seconds)
     meta = {k: body.get(k) for k in ("title", "participants", "language", "external_id", "callback_url")}
     if meta["callback_url"]:
         validate_target(meta["callback_url"], settings.callback_allowed_hosts)
 
     async def prepare(call_id: str) -> dict:
-        return {**meta, "filename": blob.rsplit("/", 1)[-1], "blob": ref}
+        return {**meta, "filename": blob.rsplit("/", 1)[-1], "blob": ref, "audio": info.model_dump()}
 
     job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=prepare,
                           fingerprint_of={**meta, "blob": blob})
@@ -208,8 +209,8 @@ def call_analysis(context: df.DurableOrchestrationContext):
     request = context.get_input()["request"]
     call_id = context.instance_id
     context.set_custom_status({"current": 0, "total": 3, "message": "Preparing the audio"})
-    prepared = yield context.call_activity_with_retry("prepare_call_audio", CRASH_RETRY,
-                                                      {"call_id": call_id, "blob": request["blob"]})
+    prepared = yield context.call_activity_with_retry("prepare_call_audio", CRASH_RETRY, {
+        "call_id": call_id, "blob": request["blob"], "audio": request.get("audio")})
     if not prepared["ok"]:
         return {"error": prepared["error"], "usage": {}}
     chunks = prepared["value"]["chunks"]
@@ -252,14 +253,15 @@ async def prepare_call_audio(task: dict) -> dict:
 
     def work():
         return service.chunk_audio(audio, max_duration_s=settings.call_max_duration_seconds,
-                                   max_chunk_s=settings.call_chunk_seconds), []
+                                   max_chunk_s=settings.call_chunk_seconds, lanes=settings.call_chunk_parallelism,
+                                   info=task.get("audio")), []
 
-    outcome = await asyncio.to_thread(run, work, attempt=1, max_attempts=1, base_delay=1)
+    outcome = await in_thread(run, work, attempt=1, max_attempts=1, base_delay=1)
     if not outcome["ok"]:
         return outcome
     info, chunks = outcome["value"]
-    refs = [await blobs.put(CALLS, f"{task['call_id']}/chunk-{n}.wav", data, "audio/wav")
-            for n, (_, _, data) in enumerate(chunks, start=1)]
+    refs = await asyncio.gather(*(blobs.put(CALLS, f"{task['call_id']}/chunk-{n}.wav", data, "audio/wav")
+                                  for n, (_, _, data) in enumerate(chunks, start=1)))
     return {"ok": True, "usage": [], "value": {
         "info": info, "parallelism": settings.call_chunk_parallelism,
         "chunks": [{"blob": ref, "start": start, "end": end} for ref, (start, end, _) in zip(refs, chunks)]}}
@@ -279,8 +281,8 @@ async def transcribe_call_chunk(task: dict) -> dict:
         return [{"start": s.start, "end": s.end, "text": s.text, "speaker": s.speaker} for s in result.value], \
             result.usage
 
-    outcome = await asyncio.to_thread(run, work, attempt=task.get("attempt", 1),
-                                      max_attempts=settings.ai_max_attempts, base_delay=settings.ai_retry_base_seconds)
+    outcome = await in_thread(run, work, attempt=task.get("attempt", 1),
+                              max_attempts=settings.ai_max_attempts, base_delay=settings.ai_retry_base_seconds)
     if outcome["ok"]:  # segments to Blob storage: a long chunk's text would bloat the orchestration history
         outcome["value"] = await blobs.put(CALLS, task["blob"].split("/", 1)[1].replace(".wav", ".json"),
                                            json.dumps(outcome["value"]).encode(), "application/json")
@@ -294,15 +296,16 @@ async def analyse_call(task: dict) -> dict:
 
     settings = get_settings()
     blobs = BlobStore(settings)
-    audio = await blobs.get(task["blob"])
-    chunks = [{**c, "segments": json.loads(await blobs.get(c["segments_blob"]))} for c in task["chunks"]]
+    audio = await blobs.get(task["blob"]) if task["channels"] >= 2 else b""  # stereo: a speaker per channel
+    segments = await asyncio.gather(*(blobs.get(c["segments_blob"]) for c in task["chunks"]))
+    chunks = [{**c, "segments": json.loads(data)} for c, data in zip(task["chunks"], segments)]
 
     def work():
         analysis, usage = service.analyse(get_provider(), audio, chunks, task["channels"])
         return analysis, usage
 
-    outcome = await asyncio.to_thread(run, work, attempt=task.get("attempt", 1),
-                                      max_attempts=settings.ai_max_attempts, base_delay=settings.ai_retry_base_seconds)
+    outcome = await in_thread(run, work, attempt=task.get("attempt", 1),
+                              max_attempts=settings.ai_max_attempts, base_delay=settings.ai_retry_base_seconds)
     if not outcome["ok"]:
         return outcome
     stored = outcome["value"]

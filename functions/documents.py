@@ -9,6 +9,7 @@ import azure.functions as func
 from shared import files as filetypes
 from shared.ai.factory import get_provider
 from shared.ai.usage import summarize
+from shared.blocking import in_thread
 from shared.config import get_settings
 from shared.documents import ingest, service
 from shared.documents.status import progress_status, task_status
@@ -160,8 +161,8 @@ async def read_document_page(task: dict) -> dict:
                       **usage.model_dump())
         return result.value.model_dump(), result.usage
 
-    return await asyncio.to_thread(run, work, attempt=task.get("attempt", 1), max_attempts=settings.ai_max_attempts,
-                                   base_delay=settings.ai_retry_base_seconds)
+    return await in_thread(run, work, attempt=task.get("attempt", 1), max_attempts=settings.ai_max_attempts,
+                           base_delay=settings.ai_retry_base_seconds)
 
 
 @bp.activity_trigger(input_name="task")

@@ -10,6 +10,7 @@ import azure.functions as func
 from shared import files as filetypes
 from shared.ai.factory import get_provider
 from shared.ai.usage import summarize
+from shared.blocking import in_thread
 from shared.config import get_settings
 from shared.errors import BadRequest
 from shared.jobs import job_id_for, request_fingerprint, validate_job_id
@@ -126,8 +127,8 @@ async def parse_offer(task: dict) -> dict:
             log_event("ai.usage", job_id=task["job_id"], capability="offers", **usage.model_dump())
         return result.value.model_dump(), result.usage
 
-    return await asyncio.to_thread(run, work, attempt=task.get("attempt", 1), max_attempts=settings.ai_max_attempts,
-                                   base_delay=settings.ai_retry_base_seconds)
+    return await in_thread(run, work, attempt=task.get("attempt", 1), max_attempts=settings.ai_max_attempts,
+                           base_delay=settings.ai_retry_base_seconds)
 
 
 

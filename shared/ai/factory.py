@@ -1,6 +1,7 @@
 """Builds the configured AI provider once per worker."""
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from ..config import Settings, get_settings
@@ -44,6 +45,16 @@ def build_provider(settings: Settings) -> AIProvider:
     return OpenAIProvider(client, models, prices, name="openai")
 
 
+_building = threading.Lock()
+
+
 @lru_cache(maxsize=1)
-def get_provider() -> AIProvider:
+def _provider() -> AIProvider:
     return build_provider(get_settings())
+
+
+def get_provider() -> AIProvider:
+    """The worker's provider. Built under a lock: eight activities starting at once would otherwise build eight
+    clients, each loading the CA certificates while holding the GIL."""
+    with _building:
+        return _provider()

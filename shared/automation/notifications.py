@@ -6,6 +6,7 @@ from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..blocking import in_thread
 from ..config import Settings
 from ..errors import DeliveryError
 from .templates import Rendered
@@ -83,9 +84,7 @@ class SmtpSender:
         self.settings = settings
 
     async def send(self, to: str, content: Rendered) -> None:
-        import asyncio
-
-        await asyncio.to_thread(self._send, to, content)
+        await in_thread(self._send, to, content)
 
     def _send(self, to: str, content: Rendered) -> None:
         import smtplib

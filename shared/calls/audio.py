@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import struct
 import wave
 from typing import Literal
@@ -83,9 +84,13 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+# The WAV demuxer hands out 4 KiB packets by default: 56,000 of them for an hour, each a trip through Python.
+_DEMUXER_OPTIONS = {"max_size": str(1 << 16)}  # larger ones slow the opening probe down
+
+
 def _open(data: bytes) -> av.container.InputContainer:
     try:
-        return av.open(io.BytesIO(data), mode="r")
+        return av.open(io.BytesIO(data), mode="r", options=_DEMUXER_OPTIONS)
     except av.FFmpegError:
         if _sniffed_audio(data):
             raise Unprocessable("The audio file is damaged: its header cannot be read.", code="audio_corrupt") from None
@@ -105,7 +110,7 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     return stream
 
 
-def _too_long(duration_s: float, max_duration_s: float) -> Unprocessable:
+def too_long(duration_s: float, max_duration_s: float) -> Unprocessable:
     return Unprocessable(f"The recording lasts {_clock(duration_s)}; the limit is {_clock(max_duration_s)}.",
                          code="audio_too_long",
                          details=[{"duration_s": round(duration_s, 3), "max_duration_s": max_duration_s}])
@@ -124,7 +129,7 @@ def probe(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> AudioInfo:
         codec = stream.codec_context
         declared = container.duration / av.time_base if container.duration else None
         if declared and declared > max_duration_s and _header_states_duration(container.format.name, data):
-            raise _too_long(declared, max_duration_s)  # before reading hours of packets
+            raise too_long(declared, max_duration_s)  # before reading hours of packets
         start, end, decoded, failures, packets = None, 0.0, 0, 0, 0
         try:
             for packet in container.demux(stream):
@@ -160,9 +165,33 @@ def probe(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> AudioInfo:
         if packets == 0 or found <= 0:
             raise Unprocessable("The audio file holds no sound.", code="audio_empty")
         if found > max_duration_s:
-            raise _too_long(found, max_duration_s)
+            raise too_long(found, max_duration_s)
         return AudioInfo(container=container.format.name, codec=codec.codec.canonical_name, duration_s=round(found, 3),
                          channels=codec.channels, sample_rate=codec.sample_rate, size_bytes=len(data))
+
+
+# Sample formats FFmpeg hands a mono frame in, as numpy types with the scale its resampler applies to reach float.
+_DIRECT = {"s16": ("<i2", 1 / 32768), "s16p": ("<i2", 1 / 32768), "s32": ("<i4", 1 / 2147483648),
+           "s32p": ("<i4", 1 / 2147483648), "flt": ("<f4", 1.0), "fltp": ("<f4", 1.0), "dbl": ("<f8", 1.0),
+           "dblp": ("<f8", 1.0)}
+
+
+def _direct_format(frame: av.AudioFrame, rate: int) -> str | None:
+    """The sample type of a mono frame already at `rate`, whose samples need no resampler; None when it does.
+
+    Most call recordings are 16 kHz mono, and a resampler call per frame costs more than the decoding."""
+    if frame.sample_rate != rate or len(frame.layout.channels) != 1 or frame.format.name not in _DIRECT:
+        return None
+    return _DIRECT[frame.format.name][0]
+
+
+def _joined(raw: list[memoryview], dtype: str) -> np.ndarray:
+    """Raw sample buffers of one type as float32 (1, n), scaled exactly as the resampler would."""
+    samples = np.frombuffer(b"".join(raw), dtype=dtype).astype(np.float32)
+    scale = next(s for d, s in _DIRECT.values() if d == dtype)
+    if scale != 1.0:
+        samples *= np.float32(scale)
+    return samples.reshape(1, -1)
 
 
 def _decode(data: bytes, resampler_layout: str | None, rate: int, planar: bool) -> np.ndarray:
@@ -174,7 +203,10 @@ def _decode(data: bytes, resampler_layout: str | None, rate: int, planar: bool) 
             "mono" if stream.codec_context.channels == 1 else "stereo")  # a file that names no layout
         resampler = av.AudioResampler(format="fltp" if planar else "flt", layout=layout, rate=rate)
         parts: list[np.ndarray] = []
+        raw: list[memoryview] = []  # samples taken as they are, joined and converted at once
+        direct: str | None = None
         failures = packets = 0
+        resampled = False
         try:
             for packet in container.demux(stream):
                 packets += 1
@@ -184,12 +216,24 @@ def _decode(data: bytes, resampler_layout: str | None, rate: int, planar: bool) 
                     failures += 1  # a damaged packet costs a few milliseconds, not the call
                     continue
                 for frame in frames:
+                    kind = None if resampled else _direct_format(frame, rate)
+                    if kind is not None and kind == (direct or kind):
+                        direct = kind
+                        raw.append(memoryview(frame.planes[0])[:frame.samples * np.dtype(kind).itemsize])
+                        continue
+                    if raw:
+                        parts.append(_joined(raw, direct or ""))
+                        raw = []
+                    resampled = True  # from here on all through the resampler, which may hold samples back
                     frame.pts = None  # the resampler needs none, and broken timestamps make it complain
                     parts.extend(out.to_ndarray() for out in resampler.resample(frame))
         except av.FFmpegError:
             raise Unprocessable("The audio file is damaged: it cannot be read to the end.",
                                 code="audio_corrupt") from None
-        parts.extend(out.to_ndarray() for out in resampler.resample(None))
+        if raw:
+            parts.append(_joined(raw, direct or ""))
+        if resampled:
+            parts.extend(out.to_ndarray() for out in resampler.resample(None))
     channels = 1 if resampler_layout == "mono" else max(1, stream.codec_context.channels)
     if not parts:
         if failures:
@@ -198,9 +242,9 @@ def _decode(data: bytes, resampler_layout: str | None, rate: int, planar: bool) 
     if failures > max(3, packets // 10):
         raise Unprocessable(f"The audio file is damaged: {failures} of {packets} packets cannot be decoded.",
                             code="audio_corrupt")
-    if planar:
-        return np.concatenate([p.reshape(channels, -1) for p in parts], axis=1).astype(np.float32, copy=False)
-    return np.concatenate([p.reshape(-1) for p in parts]).astype(np.float32, copy=False)
+    shaped = [p.reshape(channels, -1) if planar else p.reshape(-1) for p in parts]
+    joined = shaped[0] if len(shaped) == 1 else np.concatenate(shaped, axis=-1)
+    return joined.astype(np.float32, copy=False)
 
 
 def decode_mono_16k(data: bytes, *, rate: int = RATE) -> np.ndarray:
@@ -235,47 +279,59 @@ def _window_energy(samples: np.ndarray, window: int) -> np.ndarray:
     return energy
 
 
-def split_at_silences(samples: np.ndarray, rate: int, max_chunk_s: float = 600.0, min_silence_s: float = 0.5,
-                      *, window_s: float = 0.02, lookback_s: float | None = None) -> list[tuple[float, float]]:
-    """Chunk boundaries (start, end) in seconds that tile the whole recording, each at most `max_chunk_s` long.
+def chunk_count(duration_s: float, max_chunk_s: float, lanes: int = 1, min_chunk_s: float = 60.0) -> int:
+    """How many chunks to cut a recording into for `lanes` transcriptions running at once.
 
-    Each cut goes into the quietest stretch of `min_silence_s` (by RMS energy over `window_s` windows) within
-    the last `lookback_s` before the limit (default a quarter of the limit, at most a minute), so that words are
-    rarely cut in half. Consecutive chunks share their boundary: no audio is lost or transcribed twice.
+    None over `max_chunk_s` (with a tenth to spare for moving cuts into pauses); a long call in whole rounds of
+    `lanes`, so that no lane idles through the last round; a short one spread over the lanes, in chunks of at
+    least `min_chunk_s` (shorter ones lose context at their edges for little gain).
     """
-    if max_chunk_s <= 0 or window_s <= 0 or min_silence_s < 0:
-        raise ValueError("max_chunk_s and window_s must be positive, min_silence_s not negative")
+    if duration_s <= 0:
+        return 0
+    needed = 1 if duration_s <= max_chunk_s else math.ceil(duration_s / (0.9 * max_chunk_s))
+    if needed >= lanes:
+        return math.ceil(needed / lanes) * lanes
+    return max(needed, min(lanes, int(duration_s // min_chunk_s)))
+
+
+def split_at_silences(samples: np.ndarray, rate: int, count: int, max_chunk_s: float = 600.0,
+                      min_silence_s: float = 0.5, *, window_s: float = 0.02) -> list[tuple[float, float]]:
+    """`count` chunk boundaries (start, end) in seconds, of about equal length, that tile the whole recording.
+
+    Each cut goes into the quietest stretch of `min_silence_s` (by RMS energy over `window_s` windows) near its
+    even position, as near as may be among equally quiet ones, so that words are rarely cut in half; a cut moves
+    at most a quarter of a chunk (a minute at most), and never so far that a chunk exceeds `max_chunk_s`.
+    Consecutive chunks share their boundary: no audio is lost or transcribed twice.
+    """
+    if max_chunk_s <= 0 or window_s <= 0 or min_silence_s < 0 or count < 1:
+        raise ValueError("count, max_chunk_s and window_s must be positive, min_silence_s not negative")
     if samples.ndim not in (1, 2):
         raise ValueError("samples must be shaped (n,) or (channels, n)")
     total = samples.shape[-1]
     if total == 0:
         return []
+    target = total / count
+    if target > max_chunk_s * rate:
+        raise ValueError(f"{count} chunks of at most {max_chunk_s} s cannot hold {total / rate:.1f} s")
     window = max(1, round(window_s * rate))
-    limit = int(max_chunk_s * rate)  # samples per chunk at most
-    if limit < 2 * window:
-        raise ValueError("max_chunk_s must span at least two energy windows")
-    lookback = int((lookback_s if lookback_s is not None else min(max_chunk_s / 4, 60.0)) * rate)
+    reach = int(min(target / 4, 60.0 * rate, (max_chunk_s * rate - target) / 2 - window))  # how far a cut may move
     stretch = max(1, round(min_silence_s / window_s))
     energy = _window_energy(samples, window)
     # mean energy of the stretch starting at each window: quiet[j] = mean(energy[j:j + stretch])
     sums = np.concatenate([[0.0], np.cumsum(energy)])
     quiet = (sums[stretch:] - sums[:-stretch]) / stretch if len(energy) >= stretch else np.array([])
-    cuts, begin = [0], 0
-    while total - begin > limit:
-        last = (begin + limit) // window  # windows whose start is at most the limit
-        lo = max(begin // window + 1, (begin + limit - lookback) // window)
-        # a stretch starting at j is cut at its centre j + stretch // 2, which must stay at or before the limit
-        hi = min(last - stretch // 2, len(quiet) - 1)
-        if hi >= lo and len(quiet):
+    cuts = [0]
+    for k in range(1, count):
+        ideal = round(k * target)
+        lo = max((ideal - reach) // window, cuts[-1] // window + 1)
+        hi = min((ideal + reach) // window - stretch // 2, len(quiet) - 1)  # a stretch is cut at its centre
+        cut = ideal
+        if reach >= window and hi >= lo and len(quiet):
             candidates = quiet[lo:hi + 1]
-            j = lo + (len(candidates) - 1 - int(np.argmin(candidates[::-1])))  # the latest of equally quiet ones
+            quietest = np.flatnonzero(candidates <= candidates.min() * (1 + 1e-6) + 1e-12) + lo
+            j = int(quietest[np.argmin(np.abs((quietest + stretch // 2) * window - ideal))])
             cut = (j + stretch // 2) * window
-        else:
-            cut = last * window
-        if cut <= begin or cut - begin > limit:
-            cut = begin + limit // window * window
-        cuts.append(cut)
-        begin = cut
+        cuts.append(max(cut, cuts[-1] + 1))
     cuts.append(total)
     return [(cuts[i] / rate, cuts[i + 1] / rate) for i in range(len(cuts) - 1)]
 

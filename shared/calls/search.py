@@ -1,11 +1,11 @@
 """Semantic search over the segments of analysed calls, vectors kept in memory per worker."""
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from ..ai.port import AIProvider
+from ..blocking import in_thread
 from ..storage.blobs import BlobStore
 
 _cache: dict[str, tuple[list, dict[int, tuple[Any, list[dict]]]]] = {}
@@ -41,7 +41,7 @@ async def search(blobs: BlobStore, provider: AIProvider, query: str, k: int = 5)
     import numpy as np
 
     corpus = await _corpus(blobs)
-    vector = np.asarray((await asyncio.to_thread(provider.embed, [query])).value[0], dtype=np.float32)
+    vector = np.asarray((await in_thread(provider.embed, [query])).value[0], dtype=np.float32)
     matrix, meta = corpus.get(vector.shape[0], (None, []))
     if not meta:
         return []

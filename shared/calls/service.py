@@ -1,14 +1,16 @@
 """The call pipeline's work: chunk the audio, transcribe a chunk, then stitch, label, analyse and check."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from ..ai.port import AIProvider, Result, Segment
 from ..ai.usage import Usage
-from .audio import RATE, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, probe, split_at_silences
+from .audio import (RATE, chunk_count, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, probe,
+                    split_at_silences, too_long)
 from .models import CallAnalysis
 from .transcript import SpeakerAssignment, apply_speakers, label_by_channel, numbered_lines, stitch
-from .validate import drop_unsupported
+from .validate import DroppedInsight, drop_unsupported
 
 ANALYSIS_INSTRUCTIONS = """You analyse a recorded sales call for a sales manager.
 Return one JSON object in the given schema, from the transcript (each line: [index] start-end speaker: text).
@@ -22,14 +24,19 @@ SPEAKER_INSTRUCTIONS = """Assign a speaker label to every numbered transcript li
 "agent" for the seller, "customer" for the buyer. Use the content and turn-taking."""
 
 
-def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float) -> tuple[dict, list[tuple[float, float,
-                                                                                                        bytes]]]:
-    """Probe, decode and cut at silences; each chunk encoded as 16 kHz mono WAV under the API's size limit."""
-    info = probe(data, max_duration_s=max_duration_s)
+def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float, lanes: int = 1,
+                info: dict | None = None) -> tuple[dict, list[tuple[float, float, bytes]]]:
+    """Decode and cut at silences into chunks for `lanes` parallel transcriptions, each encoded as 16 kHz mono WAV
+    under the API's size limit. `info` is the probe already made when the upload was accepted; without it the
+    recording is probed here."""
+    info = info or probe(data, max_duration_s=max_duration_s).model_dump()
     samples = decode_mono_16k(data)
-    bounds = split_at_silences(samples, RATE, max_chunk_s=max_chunk_s)
+    duration = samples.shape[0] / RATE
+    if duration > max_duration_s + 1.0:  # the blob changed since it was probed (a second for rounding)
+        raise too_long(duration, max_duration_s)
+    bounds = split_at_silences(samples, RATE, chunk_count(duration, max_chunk_s, lanes), max_chunk_s=max_chunk_s)
     chunks = [(start, end, encode_chunk(chunk_samples(samples, RATE, start, end))) for start, end in bounds]
-    return info.model_dump(), chunks
+    return info, chunks
 
 
 def transcribe_chunk(provider: AIProvider, audio: bytes, language: str | None) -> Result[list[Segment]]:
@@ -44,6 +51,20 @@ def analyse(provider: AIProvider, audio: bytes, chunks: list[dict], channels: in
     """Stitched transcript with speakers, the checked analysis, embeddings of segments, and the call's cost."""
     usage: list[Usage] = []
     segments = stitch([((c["start"], c["end"]), segments_of(c["segments"])) for c in chunks])
+    with ThreadPoolExecutor(1) as pool:  # embeddings need only the words: they run while the model analyses
+        embedding = pool.submit(provider.embed, [s.text for s in segments]) if segments else None
+        segments, analysis, dropped = _labelled_and_analysed(provider, audio, segments, channels, usage)
+        vectors = embedding.result() if embedding else Result([], [])
+    usage += vectors.usage
+    return {"segments": [_segment_dict(s) for s in segments], "analysis": analysis.model_dump(),
+            "dropped": [d.model_dump() for d in dropped], "vectors": vectors.value,
+            "speakers": sorted({s.speaker for s in segments if s.speaker})}, usage
+
+
+def _labelled_and_analysed(provider: AIProvider, audio: bytes, segments: list[Segment], channels: int,
+                           usage: list[Usage]) -> tuple[list[Segment], CallAnalysis, list[DroppedInsight]]:
+    """Speakers on the segments, then the analysis with the insights whose quotes are not in the transcript dropped;
+    model usage is added to `usage`."""
     if channels >= 2:
         segments = label_by_channel(segments, decode_channels_16k(audio), RATE, names=("agent", "customer"))
     if segments and any(s.speaker is None for s in segments) and provider.name != "offline":
@@ -60,11 +81,7 @@ def analyse(provider: AIProvider, audio: bytes, chunks: list[dict], channels: in
         usage += result.usage
         analysis = result.value
     analysis, dropped = drop_unsupported(analysis, segments)
-    vectors = provider.embed([s.text for s in segments]) if segments else Result([], [])
-    usage += vectors.usage
-    return {"segments": [_segment_dict(s) for s in segments], "analysis": analysis.model_dump(),
-            "dropped": [d.model_dump() for d in dropped], "vectors": vectors.value,
-            "speakers": sorted({s.speaker for s in segments if s.speaker})}, usage
+    return segments, analysis, dropped
 
 
 def _segment_dict(segment: Segment) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """The assistant's turn: pending messages of one chat, rate limit and pause, a grounded answer sent via WAHA."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..ai.port import AIProvider
 from ..ai.usage import Usage
+from ..blocking import in_thread
 from ..storage.blobs import BlobStore
 from ..storage.tables import Tables
 from .events import IncomingMessage
@@ -152,7 +152,7 @@ class KnowledgeBase:
         chunks = chunk_text(pages)
         vectors, usage = [], []
         for start in range(0, len(chunks), 64):  # embeddings in batches
-            result = await asyncio.to_thread(self.deps.provider.embed, [c.text for c in chunks[start:start + 64]])
+            result = await in_thread(self.deps.provider.embed, [c.text for c in chunks[start:start + 64]])
             vectors += result.value
             usage += result.usage
         body = json.dumps({"chunks": [c.model_dump() for c in chunks], "vectors": vectors}).encode()
@@ -222,11 +222,11 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                 await save_message(tables, chat_id, rk, row)
         question = "\n".join(row.get("transcript") or row["text"] for _, row in allowed
                               if row.get("transcript") or row.get("text"))
-        embedded = await asyncio.to_thread(deps.provider.embed, [question])
+        embedded = await in_thread(deps.provider.embed, [question])
         usage += embedded.usage
         hits = (await KnowledgeBase(deps).index()).search(embedded.value[0], k=5)
         memory = conversation.get("memory", [])
-        reply = await asyncio.to_thread(deps.provider.chat, chat_messages(question, hits, memory))
+        reply = await in_thread(deps.provider.chat, chat_messages(question, hits, memory))
         usage += reply.usage
         answer = reply.value
         handoff = handoff_reason(question, answer)
@@ -257,7 +257,7 @@ async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
     await deps.blobs.put("whatsapp-media", f"{row['chat_id']}/{row['message_id']}.{extension}", data,
                          (row.get("media_mimetype") or "application/octet-stream").split(";")[0])
     if row["kind"] == "audio":
-        result = await asyncio.to_thread(deps.provider.transcribe, data, filename="voice-note.ogg")
+        result = await in_thread(deps.provider.transcribe, data, filename="voice-note.ogg")
         return " ".join(s.text for s in result.value).strip() or row.get("text", ""), result.usage
     if row["kind"] == "image":
         pages = [("", data, row.get("media_mimetype") or "image/jpeg", None)]
@@ -269,7 +269,7 @@ async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
     for number, (_, image, mimetype, index) in enumerate(pages, start=1):
         text, images = page_input(image=image, content_type=mimetype, pdf=data if index is not None else None,
                                   page_index=index)
-        reading = await asyncio.to_thread(read_page, deps.provider, text, images, number, len(pages))
+        reading = await in_thread(read_page, deps.provider, text, images, number, len(pages))
         texts.append(reading.value.text)
         usage += reading.usage
     name = row.get("media_filename") or row["kind"]

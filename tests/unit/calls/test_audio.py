@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from shared.calls.audio import (AudioInfo, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, probe,
-                                split_at_silences)
+from shared.calls.audio import (AudioInfo, chunk_count, chunk_samples, decode_channels_16k, decode_mono_16k,
+                                encode_chunk, probe, split_at_silences)
 from shared.errors import Unprocessable
 
 CALL = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "calls" / "sales_call_en"
@@ -88,6 +88,34 @@ def test_every_fixture_format_decodes_to_the_whole_call_as_16k_mono_float(name):
     assert abs(samples.shape[0] / 16000 - CALL_SECONDS) < 0.1
     assert np.abs(samples).max() <= 1.0
     assert np.sqrt(np.mean(samples ** 2)) > 0.01  # speech, not silence
+
+
+@pytest.mark.parametrize("name", ["call.wav", "call.mp3", "voice-note.ogg"])
+def test_decoding_without_the_resampler_gives_what_the_resampler_gives(name):
+    with av.open(io.BytesIO(_read(name))) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        parts = [out.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
+                 for out in resampler.resample(frame)]
+        parts += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    assert np.array_equal(decode_mono_16k(_read(name)), np.concatenate(parts))
+
+
+@pytest.mark.parametrize("sample_format, dtype, codec, scale", [("s16", "<i2", "pcm_s16le", 32767),
+                                                                 ("s32", "<i4", "pcm_s32le", 2 ** 31 - 1),
+                                                                 ("flt", "<f4", "pcm_f32le", 1.0),
+                                                                 ("dbl", "<f8", "pcm_f64le", 1.0)])
+def test_mono_at_16k_in_any_sample_format_decodes_to_the_same_floats(sample_format, dtype, codec, scale):
+    tone = 0.5 * np.sin(2 * np.pi * 300 * np.arange(16000) / 16000)
+    frame = av.AudioFrame.from_ndarray((tone * scale).astype(dtype).reshape(1, -1), format=sample_format,
+                                       layout="mono")
+    frame.sample_rate = 16000
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="wav") as out:
+        stream = out.add_stream(codec, rate=16000, layout="mono")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    decoded = decode_mono_16k(buffer.getvalue())
+    assert decoded.shape == (16000,) and np.allclose(decoded, tone, atol=1e-4)
 
 
 def test_stereo_decodes_per_channel_and_mixes_to_mono():
@@ -191,14 +219,15 @@ def test_recording_longer_than_the_configured_maximum_is_too_long():
     assert probe(_read("call.mp3"), max_duration_s=60).duration_s > 30
 
 
-def test_two_hour_call_splits_into_chunks_under_the_limit_that_tile_it_exactly(call_samples):
+def test_two_hour_call_splits_into_even_rounds_under_the_limit_that_tile_it_exactly(call_samples):
     repeats = int(np.ceil(7200 * 16000 / call_samples.shape[0]))
     samples = np.tile(call_samples, repeats)
     duration = samples.shape[0] / 16000
-    chunks = split_at_silences(samples, 16000, max_chunk_s=600, min_silence_s=0.5)
+    count = chunk_count(duration, 600, lanes=8)
+    chunks = split_at_silences(samples, 16000, count, max_chunk_s=600, min_silence_s=0.5)
     lengths = [end - start for start, end in chunks]
-    assert duration >= 7200 and len(chunks) >= 12
-    assert max(lengths) <= 600
+    assert duration >= 7200 and count == len(chunks) == 16  # 14 chunks are needed: two whole rounds of 8
+    assert max(lengths) <= 600 and max(lengths) - min(lengths) < 2 * 60  # about even: no lane waits on a long one
     assert chunks[0][0] == 0.0 and chunks[-1][1] == duration
     assert all(a[1] == b[0] for a, b in pairwise(chunks))  # no gap, no overlap
     assert sum(chunk_samples(samples, 16000, s, e).shape[0] for s, e in chunks) == samples.shape[0]
@@ -207,30 +236,50 @@ def test_two_hour_call_splits_into_chunks_under_the_limit_that_tile_it_exactly(c
     for _, cut in chunks[:-1]:
         around = samples[int(cut * 16000) - 4000:int(cut * 16000) + 4000]
         assert np.mean(around ** 2) < 0.05 * speech
-    assert min(lengths[:-1]) >= 600 - 60  # each cut comes from the last minute before the limit
 
 
-def test_cut_goes_into_the_silence_nearest_the_limit_not_into_words():
+@pytest.mark.parametrize("duration, lanes, count", [
+    (44, 8, 1),  # shorter than a minute: one chunk
+    (5 * 60, 8, 5),  # short call: spread over lanes, a minute a chunk at least
+    (60 * 60, 8, 8),  # 7 chunks of 10 minutes needed (a tenth spare): one round of 8
+    (60 * 60, 1, 7),  # one lane: as few chunks as fit under the limit
+    (600, 1, 1),  # exactly the limit
+    (2 * 3600, 8, 16),
+])
+def test_chunk_count_keeps_lanes_busy_and_chunks_under_the_limit(duration, lanes, count):
+    assert chunk_count(duration, 600, lanes) == count
+    assert duration / count <= 600
+
+
+def test_cut_goes_into_the_pause_nearest_its_even_position_not_into_words():
     rate, rng = 16000, np.random.default_rng(1)
     samples = (0.3 * rng.standard_normal(30 * rate)).astype(np.float32)
-    samples[int(6.0 * rate):int(6.6 * rate)] = 0  # a pause, but far from the limit
-    samples[int(8.0 * rate):int(8.7 * rate)] = 0  # the pause nearest the 10 s limit
-    samples[int(9.5 * rate):int(9.7 * rate)] = 0  # too short to count as a pause
-    chunks = split_at_silences(samples, rate, max_chunk_s=10, min_silence_s=0.5, lookback_s=5)
-    assert 8.0 <= chunks[0][1] <= 8.7
+    samples[int(6.0 * rate):int(6.6 * rate)] = 0  # a pause, but far from the even position (10 s)
+    samples[int(10.8 * rate):int(11.5 * rate)] = 0  # the pause nearest it
+    samples[int(9.9 * rate):int(10.1 * rate)] = 0  # too short to count as a pause
+    samples[int(19.0 * rate):int(19.6 * rate)] = 0  # near the second even position (20 s)
+    samples[int(21.0 * rate):int(21.6 * rate)] = 0  # as quiet, but farther
+    chunks = split_at_silences(samples, rate, 3, max_chunk_s=15, min_silence_s=0.5)
+    assert 10.8 <= chunks[0][1] <= 11.5
+    assert 19.0 <= chunks[1][1] <= 19.6
 
 
-def test_audio_without_pauses_is_still_cut_within_the_limit():
+def test_audio_without_pauses_is_still_cut_evenly_within_the_limit():
     rate = 16000
     samples = (0.3 * np.random.default_rng(2).standard_normal(65 * rate)).astype(np.float32)
-    chunks = split_at_silences(samples, rate, max_chunk_s=10, min_silence_s=0.5)
-    assert all(7.5 <= end - start <= 10 for start, end in chunks[:-1])  # cut in the last quarter before the limit
-    assert chunks[0][0] == 0 and chunks[-1][1] == 65 and chunks[-1][1] - chunks[-1][0] <= 10
+    chunks = split_at_silences(samples, rate, 7, max_chunk_s=10, min_silence_s=0.5)
+    assert len(chunks) == 7 and all(end - start <= 10 for start, end in chunks)
+    assert chunks[0][0] == 0 and chunks[-1][1] == 65
 
 
-def test_call_shorter_than_the_limit_is_one_chunk_and_silence_none(call_samples):
-    assert split_at_silences(call_samples, 16000, max_chunk_s=600) == [(0.0, call_samples.shape[0] / 16000)]
-    assert split_at_silences(np.zeros(0, np.float32), 16000) == []
+def test_too_few_chunks_for_the_limit_is_refused(call_samples):
+    with pytest.raises(ValueError):
+        split_at_silences(call_samples, 16000, 1, max_chunk_s=30)
+
+
+def test_call_of_one_chunk_is_itself_and_silence_none(call_samples):
+    assert split_at_silences(call_samples, 16000, 1, max_chunk_s=600) == [(0.0, call_samples.shape[0] / 16000)]
+    assert split_at_silences(np.zeros(0, np.float32), 16000, 1) == []
 
 
 @pytest.mark.parametrize("fmt, container", [("wav", "wav"), ("flac", "flac"), ("mp3", "mp3"), ("ogg", "ogg")])
