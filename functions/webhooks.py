@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -9,7 +10,7 @@ import azure.functions as func
 from shared.automation import attempts
 from shared.automation import subscriptions as subs
 from shared.automation.deliveries import STATUSES
-from shared.automation.store import WebhookStore
+from shared.automation.store import WebhookStore, subscription_not_found
 from shared.config import get_settings
 from shared.errors import BadRequest, parse_json_body
 from shared.jobs import parse_limit
@@ -67,11 +68,15 @@ async def delete_subscription(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
     """A new secret; the old one keeps signing (a second signature) for WEBHOOK_ROTATION_GRACE_HOURS."""
-    store = _store()
-    subscription = await store.require_subscription(req.route_params["subscription_id"])
     grace = timedelta(hours=get_settings().webhook_rotation_grace_hours)
-    rotated, secret = subs.rotate(subscription, _now(), grace)
-    await store.save_subscription(rotated)
+    secret = ""
+
+    def rotate(subscription: subs.Subscription) -> subs.Subscription:
+        nonlocal secret
+        rotated, secret = subs.rotate(subscription, _now(), grace)
+        return rotated
+
+    rotated = await _changed(req.route_params["subscription_id"], rotate)
     log_event("webhook.subscription.rotated", subscription_id=rotated.id)
     return json_response({**rotated.public(), "secret": secret,
                           "previous_secrets_expire_at": [s.expires_at for s in rotated.secrets[1:]]})
@@ -81,11 +86,16 @@ async def rotate_secret(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 async def enable_subscription(req: func.HttpRequest) -> func.HttpResponse:
     """Turns a subscription disabled by 410 Gone or by days of failures back on."""
-    store = _store()
-    subscription = await store.require_subscription(req.route_params["subscription_id"])
-    enabled = subscription.model_copy(update={"enabled": True, "disabled_reason": None, "failing_since": None})
-    await store.save_subscription(enabled)
+    enabled = await _changed(req.route_params["subscription_id"], lambda subscription: subscription.model_copy(
+        update={"enabled": True, "disabled_reason": None, "failing_since": None}))
     return json_response(enabled.public())
+
+
+async def _changed(subscription_id: str, change: Callable[[subs.Subscription], subs.Subscription]) -> subs.Subscription:
+    changed = await _store().change_subscription(subscription_id, change)
+    if changed is None:
+        raise subscription_not_found(subscription_id)
+    return changed
 
 
 @bp.route(route="webhooks/deliveries", methods=["GET"])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..clock import iso_utc
 from ..config import Settings
@@ -16,7 +16,8 @@ class DeliveryStore(Protocol):
     async def delivery(self, subscription_id: str, delivery_id: str) -> Delivery | None: ...
     async def save_delivery(self, delivery: Delivery) -> None: ...
     async def subscription(self, subscription_id: str, *, fresh: bool = False) -> subs.Subscription | None: ...
-    async def save_subscription(self, subscription: subs.Subscription) -> None: ...
+    async def change_subscription(self, subscription_id: str, change: Callable[[subs.Subscription], subs.Subscription]
+                                  ) -> subs.Subscription | None: ...
 
 
 def _final(code: str, message: str) -> dict:
@@ -25,18 +26,26 @@ def _final(code: str, message: str) -> dict:
 
 async def note_health(store: DeliveryStore, subscription: subs.Subscription, ok: bool, status_code: int | None,
                       now: datetime, disable_after: timedelta) -> subs.Subscription:
-    """The subscription after this attempt; written (from a fresh read) only when its health changed."""
-    if subs.after_attempt(subscription, ok=ok, status_code=status_code, now=now,
-                          disable_after=disable_after) == subscription:
+    """The subscription after this attempt; changed in storage (safe against concurrent writers) only when its
+    health changed."""
+    def judged(current: subs.Subscription) -> subs.Subscription:
+        return subs.after_attempt(current, ok=ok, status_code=status_code, now=now, disable_after=disable_after)
+
+    if judged(subscription) == subscription:
         return subscription
-    current = await store.subscription(subscription.id, fresh=True)
-    if current is None:  # deleted meanwhile: writing it back would bring it to life again
+    disabled_here = False
+
+    def judged_noting(current: subs.Subscription) -> subs.Subscription:
+        nonlocal disabled_here
+        health = judged(current)
+        disabled_here = current.enabled and not health.enabled
+        return health
+
+    health = await store.change_subscription(subscription.id, judged_noting)
+    if health is None:  # deleted meanwhile: it stays deleted
         return subscription.model_copy(update={"enabled": False})
-    health = subs.after_attempt(current, ok=ok, status_code=status_code, now=now, disable_after=disable_after)
-    if health != current:
-        await store.save_subscription(health)
-        if not health.enabled:
-            log_event("webhook.subscription.disabled", subscription_id=health.id, reason=health.disabled_reason)
+    if disabled_here:
+        log_event("webhook.subscription.disabled", subscription_id=health.id, reason=health.disabled_reason)
     return health
 
 

@@ -1,7 +1,7 @@
 """Automation data in Table storage: subscriptions, deliveries, templates, rules and notifications."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from ..errors import NotFound
 from ..storage.tables import Tables
@@ -14,6 +14,10 @@ _ALL = "all"  # the one partition of small collections
 _snapshot: Snapshot[list[Subscription]] = Snapshot()  # every event reads the subscriptions: keep them a moment
 
 
+def subscription_not_found(subscription_id: str) -> NotFound:
+    return NotFound(f"No webhook subscription '{subscription_id}'.", code="subscription_not_found")
+
+
 class WebhookStore:
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
@@ -21,6 +25,15 @@ class WebhookStore:
     async def save_subscription(self, subscription: Subscription) -> None:
         await self.tables.upsert(SUBSCRIPTIONS, _ALL, subscription.id, subscription.model_dump())
         _snapshot.clear()
+
+    async def change_subscription(self, subscription_id: str,
+                                  change: Callable[[Subscription], Subscription]) -> Subscription | None:
+        """`change` applied to the stored subscription, safe against concurrent writers (a 410 that disables it,
+        a rotation, an enable); None when it was deleted."""
+        row = await self.tables.change(SUBSCRIPTIONS, _ALL, subscription_id,
+                                       lambda row: change(Subscription.model_validate(row)).model_dump())
+        _snapshot.clear()
+        return None if row is None else Subscription.model_validate(row)
 
     async def subscription(self, subscription_id: str, *, fresh: bool = False) -> Subscription | None:
         """`fresh` reads the table; otherwise the list read in the last few seconds may answer.
@@ -35,7 +48,7 @@ class WebhookStore:
     async def require_subscription(self, subscription_id: str) -> Subscription:
         found = await self.subscription(subscription_id, fresh=True)
         if found is None:
-            raise NotFound(f"No webhook subscription '{subscription_id}'.", code="subscription_not_found")
+            raise subscription_not_found(subscription_id)
         return found
 
     async def subscriptions(self, *, fresh: bool = False) -> list[Subscription]:

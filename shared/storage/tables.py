@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from ..config import Settings
+from ..errors import Conflict
 from .connection import client_options, expand_connection_string
 
 _services: dict[int, Any] = {}
@@ -91,6 +92,37 @@ class Tables:
 
         client = await self._table(table)
         await client.upsert_entity(self._entity(pk, rk, row, columns), mode=UpdateMode.REPLACE)
+
+    async def change(self, table: str, pk: str, rk: str, change: Callable[[dict], dict],
+                     attempts: int = 10) -> dict | None:
+        """Read, `change(row)`, write back only if nobody wrote in between (ETag), else read and change again:
+        concurrent writers never undo each other. The row as stored (unchanged rows are not written), or None
+        when there is none (a deleted row is not brought back)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        client = await self._table(table)
+        for _ in range(attempts):
+            try:
+                entity = await client.get_entity(_key(pk), _key(rk))
+            except ResourceNotFoundError:
+                return None
+            current = _row(entity)
+            changed = change(current)
+            if changed == current:
+                return current
+            try:
+                await client.update_entity(self._entity(pk, rk, changed), mode=UpdateMode.REPLACE,
+                                           etag=entity.metadata["etag"],
+                                           match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError:
+                continue
+            except ResourceNotFoundError:
+                return None
+            return changed
+        raise Conflict(f"The {table} row '{rk}' kept changing while it was being updated; try again.",
+                       code="concurrent_update", transient=True)
 
     async def query(self, table: str, where: str,
                     parameters: dict | None = None) -> AsyncIterator[tuple[str, str, dict]]:

@@ -35,9 +35,15 @@ class MemoryStore:
     async def subscription(self, subscription_id: str, *, fresh: bool = False) -> subs.Subscription | None:
         return self.subscriptions.get(subscription_id)
 
-    async def save_subscription(self, subscription: subs.Subscription) -> None:
-        self.subscription_writes += 1
-        self.subscriptions[subscription.id] = subscription
+    async def change_subscription(self, subscription_id: str, change) -> subs.Subscription | None:
+        current = self.subscriptions.get(subscription_id)
+        if current is None:
+            return None
+        changed = change(current)
+        if changed != current:
+            self.subscription_writes += 1
+            self.subscriptions[subscription_id] = changed
+        return changed
 
 
 def setup(receiver: Receiver) -> tuple[MemoryStore, dict]:

@@ -1,0 +1,86 @@
+"""Read-modify-write on Azurite under concurrency: no update undoes another, deleted rows stay deleted."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shared.automation import attempts
+from shared.automation import subscriptions as subs
+from shared.automation.store import WebhookStore
+from shared.clock import iso_utc
+from shared.config import Settings
+from shared.errors import Conflict
+from shared.storage.tables import Tables
+
+
+@pytest.fixture()
+def tables(azurite) -> Tables:
+    return Tables(Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string}))
+
+
+def test_concurrent_changes_of_one_row_are_all_kept(tables):
+    async def main() -> dict:
+        await tables.upsert("counters", "p", "r", {"seen": []})
+
+        async def add(n: int) -> None:
+            await tables.change("counters", "p", "r", lambda row: {"seen": [*row["seen"], n]}, attempts=100)
+
+        await asyncio.gather(*(add(n) for n in range(40)))
+        return await tables.get("counters", "p", "r")
+
+    assert sorted(asyncio.run(main())["seen"]) == list(range(40))  # a plain read-then-upsert loses most of them
+
+
+def test_a_deleted_row_is_not_brought_back_and_an_unchanged_one_not_written(tables):
+    async def main() -> tuple:
+        await tables.upsert("counters", "p", "gone", {"n": 1})
+        await tables.delete("counters", "p", "gone")
+        after_delete = await tables.change("counters", "p", "gone", lambda row: {"n": row["n"] + 1})
+        await tables.upsert("counters", "p", "same", {"n": 1})
+        unchanged = await tables.change("counters", "p", "same", lambda row: row)
+        return after_delete, await tables.get("counters", "p", "gone"), unchanged
+
+    assert asyncio.run(main()) == (None, None, {"n": 1})
+
+
+def test_a_row_that_never_settles_is_a_retryable_conflict(tables):
+    async def main() -> None:
+        await tables.upsert("counters", "p", "busy", {"n": 0})
+        client = await tables._table("counters")
+        read = client.get_entity
+
+        async def read_then_another_writer_gets_in(*args, **kwargs):
+            entity = await read(*args, **kwargs)
+            await tables.upsert("counters", "p", "busy", {"n": -1})
+            return entity
+
+        client.get_entity = read_then_another_writer_gets_in
+        try:
+            await tables.change("counters", "p", "busy", lambda row: {"n": row["n"] + 1}, attempts=3)
+        finally:
+            client.get_entity = read
+
+    with pytest.raises(Conflict) as caught:
+        asyncio.run(main())
+    assert caught.value.transient and caught.value.status == 409
+
+
+def test_a_410_and_a_success_at_the_same_time_leave_the_subscription_disabled(tables):
+    now = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
+
+    async def main() -> subs.Subscription:
+        store = WebhookStore(tables)
+        subscription, _ = subs.create(subs.SubscriptionIn(url="https://127.0.0.1:9/hook", events=["*"]), now,
+                                      "127.0.0.1")
+        subscription = subscription.model_copy(update={"failing_since": iso_utc(now - timedelta(hours=1))})
+        await store.save_subscription(subscription)
+        # both read the same enabled, failing subscription; each changes it on its own
+        await asyncio.gather(*(attempts.note_health(store, subscription, ok, code, now, timedelta(days=3))
+                               for ok, code in [(True, 200), (False, 410)] * 5))
+        return await store.subscription(subscription.id, fresh=True)
+
+    stored = asyncio.run(main())
+    assert not stored.enabled and "410" in stored.disabled_reason  # the success did not undo the disabling
+    assert stored.last_success_at == iso_utc(now)  # and the success was noted, not lost
