@@ -101,9 +101,11 @@ class Outbox:
 
     async def admit(self, channel: str, to: str, now: float, limit: int) -> RateDecision:
         """The recipient's hourly budget: over it, the notification waits for room (it is never dropped)."""
-        key = recipient_key(channel, to)
-        row = await self.tables.get(LIMITS, key, "state")
-        decision = admit(RateState.model_validate(row) if row else None, now, limit=limit, window_s=HOUR)
-        if decision.allowed or not (row or {}).get("notified"):
-            await self.tables.upsert(LIMITS, key, "state", decision.state.model_dump())
-        return decision
+        decisions: list[RateDecision] = []
+
+        def counted(row: dict) -> dict:  # run again if another notification to them was counted meanwhile
+            decisions.append(admit(RateState.model_validate(row) if row else None, now, limit=limit, window_s=HOUR))
+            return decisions[-1].state.model_dump() if decisions[-1].allowed or not row.get("notified") else row
+
+        await self.tables.change(LIMITS, recipient_key(channel, to), "state", counted, create=True)
+        return decisions[-1]

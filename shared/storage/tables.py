@@ -93,13 +93,13 @@ class Tables:
         client = await self._table(table)
         await client.upsert_entity(self._entity(pk, rk, row, columns), mode=UpdateMode.REPLACE)
 
-    async def change(self, table: str, pk: str, rk: str, change: Callable[[dict], dict],
+    async def change(self, table: str, pk: str, rk: str, change: Callable[[dict], dict], *, create: bool = False,
                      attempts: int = 10) -> dict | None:
         """Read, `change(row)`, write back only if nobody wrote in between (ETag), else read and change again:
-        concurrent writers never undo each other. The row as stored (unchanged rows are not written), or None
-        when there is none (a deleted row is not brought back)."""
+        concurrent writers never undo each other. The row as stored (unchanged rows are not written). A missing
+        row is None, not brought back, unless `create`: then `change({})` is inserted."""
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
         client = await self._table(table)
@@ -107,19 +107,26 @@ class Tables:
             try:
                 entity = await client.get_entity(_key(pk), _key(rk))
             except ResourceNotFoundError:
-                return None
-            current = _row(entity)
+                if not create:
+                    return None
+                entity = None
+            current = _row(entity) if entity is not None else {}
             changed = change(current)
-            if changed == current:
+            if entity is not None and changed == current:
                 return current
             try:
-                await client.update_entity(self._entity(pk, rk, changed), mode=UpdateMode.REPLACE,
-                                           etag=entity.metadata["etag"],
-                                           match_condition=MatchConditions.IfNotModified)
-            except ResourceModifiedError:
+                if entity is None:
+                    await client.create_entity(self._entity(pk, rk, changed))
+                else:
+                    await client.update_entity(self._entity(pk, rk, changed), mode=UpdateMode.REPLACE,
+                                               etag=entity.metadata["etag"],
+                                               match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceExistsError):
                 continue
             except ResourceNotFoundError:
-                return None
+                if not create:
+                    return None
+                continue
             return changed
         raise Conflict(f"The {table} row '{rk}' kept changing while it was being updated; try again.",
                        code="concurrent_update", transient=True)

@@ -132,10 +132,9 @@ async def stats(tables: Tables) -> dict:
 
 
 async def set_paused(tables: Tables, chat_id: str, paused: bool) -> dict:
-    conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {"chat_id": chat_id}
-    conversation["paused"] = paused
-    await tables.upsert(CONVERSATIONS, "chat", chat_id, conversation)
-    return conversation
+    """Human takeover; a turn running meanwhile keeps its own fields and cannot undo it."""
+    return await tables.change(CONVERSATIONS, "chat", chat_id,
+                               lambda row: {**row, "chat_id": chat_id, "paused": paused}, create=True)
 
 
 class KnowledgeBase:
@@ -240,8 +239,10 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                                             {"role": "assistant", "content": answer}])[-MEMORY:]
     if notify:
         await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], RATE_NOTICE, [], quote=False)
-    conversation["rate"] = state.model_dump()
-    await tables.upsert(CONVERSATIONS, "chat", chat_id, conversation)
+    turn_state = {"memory": conversation.get("memory", []), "rate": state.model_dump()}
+    # only the turn's own fields: an operator may have paused the chat while the model was answering
+    await tables.change(CONVERSATIONS, "chat", chat_id, lambda row: {**row, "chat_id": chat_id, **turn_state},
+                        create=True)
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
             "rate_limited": len(pending) - len(allowed), "notice": notify, "messages": received,
             "handoff": handoff, "usage": [u.model_dump() for u in usage]}

@@ -33,6 +33,18 @@ def test_concurrent_changes_of_one_row_are_all_kept(tables):
     assert sorted(asyncio.run(main())["seen"]) == list(range(40))  # a plain read-then-upsert loses most of them
 
 
+def test_changes_that_create_the_row_at_the_same_time_are_all_kept(tables):
+    async def main() -> dict:
+        async def add(n: int) -> None:
+            await tables.change("counters", "p", "fresh", lambda row: {"seen": [*row.get("seen", []), n]},
+                                create=True, attempts=100)
+
+        await asyncio.gather(*(add(n) for n in range(20)))
+        return await tables.get("counters", "p", "fresh")
+
+    assert sorted(asyncio.run(main())["seen"]) == list(range(20))
+
+
 def test_a_deleted_row_is_not_brought_back_and_an_unchanged_one_not_written(tables):
     async def main() -> tuple:
         await tables.upsert("counters", "p", "gone", {"n": 1})

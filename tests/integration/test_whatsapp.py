@@ -144,6 +144,22 @@ def test_paused_chat_gets_no_reply_until_resumed(api, waha):
     assert "2,350" in reply["text"]
 
 
+def test_a_pause_made_while_the_bot_is_answering_is_not_undone_by_the_turn(api, waha):
+    chat = new_chat()
+    waha.on_send = lambda body: body["chatId"] == chat and api.request("POST", f"/api/conversations/{chat}/pause")
+    try:
+        post(api, event("How much is the monthly rent?", chat))
+        wait_until(lambda: waha.sent(chat), timeout=30)
+    finally:
+        waha.on_send = None
+    # the turn wrote its memory after the operator paused the chat mid-reply
+    detail = wait_until(lambda: (d := api.request("GET", f"/api/conversations/{chat}")[2])["memory"] and d, timeout=10)
+    assert detail["paused"] is True
+    post(api, event("And the deposit?", chat))
+    time.sleep(3)
+    assert len(waha.sent(chat)) == 1
+
+
 def test_reply_is_sent_once_waha_recovers(api, waha):
     chat = new_chat()
     waha.send_script.extend([500, 422])

@@ -5,7 +5,7 @@ import json
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable
 
 from tests.support.loopback import LoopbackServer
 
@@ -15,6 +15,7 @@ class FakeWaha(LoopbackServer):
         self.calls: list[dict] = []
         self.send_script: deque[int] = deque()  # statuses for the next sendText calls, then 201
         self.files: dict[str, bytes] = {}  # path -> bytes served under /api/files/
+        self.on_send: Callable[[dict], Any] | None = None  # runs with each sendText body before it is answered
         self._lock = threading.Lock()
         super().__init__(self._handler())
 
@@ -47,6 +48,8 @@ class FakeWaha(LoopbackServer):
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path == "/api/sendText" and fake.on_send is not None:
+                    fake.on_send(body)
                 with fake._lock:
                     status = fake.send_script.popleft() if self.path == "/api/sendText" and fake.send_script \
                         else (201 if self.path == "/api/sendText" else 200)
