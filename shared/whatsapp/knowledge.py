@@ -1,6 +1,7 @@
 """The business's documents as retrievable knowledge: token-aware chunks and an exact cosine vector index."""
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -98,6 +99,23 @@ class Hit:
     doc_id: str
     chunk: Chunk
     score: float  # cosine similarity, -1 .. 1
+
+
+def packed_vectors(vectors: Sequence[Sequence[float]]) -> dict:
+    """Vectors for a JSON document: float32 bytes in base64, with their width."""
+    if not len(vectors):
+        return {"dim": 0, "vectors_f32": ""}
+    matrix = np.asarray(vectors, dtype="<f4").reshape(len(vectors), -1)
+    return {"dim": int(matrix.shape[1]), "vectors_f32": base64.b64encode(matrix.tobytes()).decode()}
+
+
+def unpacked_vectors(document: dict) -> np.ndarray:
+    """The vectors of `packed_vectors` (or of the JSON lists stored before it) as a float32 matrix."""
+    if "vectors_f32" not in document:
+        rows = document.get("vectors") or []
+        return np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
+    flat = np.frombuffer(base64.b64decode(document["vectors_f32"]), dtype="<f4")
+    return flat.reshape(-1, document["dim"]) if document["dim"] else flat.reshape(0, 0)
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.whatsapp.knowledge import Chunk, VectorIndex, chunk_text, count_tokens
+from shared.whatsapp.knowledge import Chunk, VectorIndex, chunk_text, count_tokens, packed_vectors, unpacked_vectors
 
 
 def numbered_words(n: int, start: int = 0) -> str:
@@ -185,3 +185,13 @@ def test_mismatched_dimensions_and_counts_are_refused():
     with pytest.raises(ValueError):
         index.add("x", _chunks("a"), [[0, 0, 0, 0]])
     assert index.doc_ids == ["prices.pdf", "rules.pdf"]
+
+
+def test_packed_vectors_come_back_as_the_same_float32_matrix_and_old_json_lists_still_read():
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((4, 1536)).tolist()
+    packed = packed_vectors(vectors)
+    assert packed["dim"] == 1536 and len(packed["vectors_f32"]) < len(str(vectors)) / 3
+    assert np.array_equal(unpacked_vectors(packed), np.asarray(vectors, dtype=np.float32))
+    assert np.array_equal(unpacked_vectors({"vectors": vectors}), np.asarray(vectors, dtype=np.float32))
+    assert unpacked_vectors(packed_vectors([])).shape[0] == 0 and unpacked_vectors({"vectors": []}).shape[0] == 0

@@ -1,0 +1,55 @@
+"""The worker's knowledge index on Azurite follows the document list, reading only what changed."""
+from __future__ import annotations
+
+import asyncio
+
+from shared.ai.offline import OfflineProvider
+from shared.config import Settings
+from shared.storage.blobs import BlobStore
+from shared.storage.tables import Tables
+from shared.whatsapp.assistant import Deps, KnowledgeBase
+from shared.whatsapp.waha import Waha
+
+
+class CountingBlobs(BlobStore):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.read: list[str] = []
+
+    async def get(self, ref: str) -> bytes:
+        self.read.append(ref)
+        return await super().get(ref)
+
+
+def test_index_reads_only_added_or_changed_documents_and_drops_deleted_ones(azurite):
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    blobs = CountingBlobs(settings)
+    provider = OfflineProvider()
+    kb = KnowledgeBase(Deps(Tables(settings), blobs, Waha("http://127.0.0.1:9", ""), provider))
+    KnowledgeBase._cache.clear()
+
+    def best(index, question: str) -> str:
+        return index.search(provider.embed([question]).value[0], k=1)[0].doc_id
+
+    async def main() -> None:
+        await kb.add("rent", "rent.txt", [(1, "The monthly rent is 2,350 EUR, due on the first of each month.")])
+        await kb.add("pets", "pets.txt", [(1, "Cats and small dogs are allowed in the flat.")])
+        index = await kb.index()
+        assert sorted(index.doc_ids) == ["pets", "rent"] and len(blobs.read) == 2
+        assert best(index, "How much is the monthly rent?") == "rent"
+
+        assert await kb.index() is index and len(blobs.read) == 2  # nothing changed: nothing read
+
+        await kb.add("pets", "pets.txt", [(1, "No pets at all, sorry.")])
+        blobs.read.clear()
+        index = await kb.index()
+        assert blobs.read == ["knowledge/pets.json"]  # the changed one only
+        texts = [h.chunk.text for h in index.search(provider.embed(["pets"]).value[0], k=5)]
+        assert any("No pets" in t for t in texts) and not any("Cats" in t for t in texts)  # replaced, not added
+
+        await kb.remove("rent")
+        blobs.read.clear()
+        index = await kb.index()
+        assert index.doc_ids == ["pets"] and blobs.read == []  # deleted: dropped without reading anything
+
+    asyncio.run(main())
