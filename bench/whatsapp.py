@@ -548,6 +548,8 @@ def kb_refresh(connection_string: str, documents: int, chunks_per_document: int,
                                                           "updated": time.time()})
 
     async def run() -> dict:
+        for _, row in list([(rk, row) async for rk, row in tables.partition(DOCUMENTS, "kb")]):
+            await tables.delete(DOCUMENTS, "kb", row["id"])  # the bot's own (the rental agreement): done with it
         for n in range(documents):
             await store(f"bench-kb-{n}", packed=True)
             await store(f"bench-kb-json-{n}", packed=False)

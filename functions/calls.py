@@ -45,11 +45,11 @@ def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
         raise BadRequest("Send the recording as the body or as a multipart file.", code="empty_request")
     from shared.calls.audio import probe  # audio libraries load on first use, not at start
 
-    info = probe(data, max_duration_s=settings.call_max_duration_seconds)  # not audio, truncated, too long: 422 now
+    probe(data, max_duration_s=settings.call_max_duration_seconds)  # not audio, truncated, too long: 422 now
     meta = {k: fields.get(k) for k in ("title", "participants", "language", "external_id", "callback_url")}
     if meta["callback_url"]:
         validate_target(meta["callback_url"], settings.callback_allowed_hosts)
-    return data, name, {**meta, "audio": info.model_dump()}
+    return data, name, meta
 
 
 @bp.route(route="calls/upload", methods=["POST"])
@@ -97,13 +97,13 @@ async def start_call_from_blob(req: func.HttpRequest, client: df.DurableOrchestr
     settings = get_settings()
     from shared.calls.audio import probe
 
-    info = probe(data, max_duration_s=settings.call_max_duration_seconds)
+    probe(data, max_duration_s=settings.call_max_duration_seconds)
     meta = {k: body.get(k) for k in ("title", "participants", "language", "external_id", "callback_url")}
     if meta["callback_url"]:
         validate_target(meta["callback_url"], settings.callback_allowed_hosts)
 
     async def prepare(call_id: str) -> dict:
-        return {**meta, "filename": blob.rsplit("/", 1)[-1], "blob": ref, "audio": info.model_dump()}
+        return {**meta, "filename": blob.rsplit("/", 1)[-1], "blob": ref}
 
     job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=prepare,
                           fingerprint_of={**meta, "blob": blob})
@@ -209,8 +209,8 @@ def call_analysis(context: df.DurableOrchestrationContext):
     request = context.get_input()["request"]
     call_id = context.instance_id
     context.set_custom_status({"current": 0, "total": 3, "message": "Preparing the audio"})
-    prepared = yield context.call_activity_with_retry("prepare_call_audio", CRASH_RETRY, {
-        "call_id": call_id, "blob": request["blob"], "audio": request.get("audio")})
+    prepared = yield context.call_activity_with_retry("prepare_call_audio", CRASH_RETRY,
+                                                      {"call_id": call_id, "blob": request["blob"]})
     if not prepared["ok"]:
         return {"error": prepared["error"], "usage": {}}
     chunks = prepared["value"]["chunks"]
@@ -253,8 +253,8 @@ async def prepare_call_audio(task: dict) -> dict:
 
     def work():
         return service.chunk_audio(audio, max_duration_s=settings.call_max_duration_seconds,
-                                   max_chunk_s=settings.call_chunk_seconds, lanes=settings.call_chunk_parallelism,
-                                   info=task.get("audio")), []
+                                   max_chunk_s=settings.call_chunk_seconds,
+                                   lanes=settings.call_chunk_parallelism), []
 
     outcome = await in_thread(run, work, attempt=1, max_attempts=1, base_delay=1)
     if not outcome["ok"]:

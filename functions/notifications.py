@@ -1,6 +1,7 @@
 """Notifications by e-mail, SMS and WhatsApp from sandboxed templates, each sent by its own orchestration."""
 from __future__ import annotations
 
+import random
 import time
 
 import azure.durable_functions as df
@@ -11,7 +12,7 @@ from shared.automation.outbox import Outbox, notification_id, validate_template_
 from shared.automation.templates import NamedTemplateIn, PreviewIn, TemplateIn, render
 from shared.clock import iso_utc
 from shared.config import get_settings
-from shared.errors import BadRequest, DeliveryError, parse_json_body
+from shared.errors import BadRequest, Conflict, DeliveryError, parse_json_body
 from shared.jobs import parse_limit
 from shared.observability import log_event
 from shared.outcomes import failed, succeeded
@@ -142,8 +143,12 @@ async def send_notification(task: dict) -> dict:
     if notification.status in ("sent", "failed"):  # a replay after a crash: done already
         return {"ok": notification.status == "sent", "value": {}, "error": notification.error, "retry_in": None,
                 "usage": []}
-    decision = await outbox.admit(notification.channel, notification.to, time.time(),
-                                  settings.notify_rate_limit_per_hour)
+    try:
+        decision = await outbox.admit(notification.channel, notification.to, time.time(),
+                                      settings.notify_rate_limit_per_hour)
+    except Conflict:  # many notifications to this recipient counted at once: count again in a moment
+        return {"ok": False, "error": {"code": "concurrent_update", "message": "Counting the recipient's budget."},
+                "retry_in": round(0.5 + random.random(), 3), "usage": []}
     if not decision.allowed:
         await outbox.save(notification.model_copy(update={"status": "waiting"}))
         return {"ok": False, "error": {"code": "recipient_rate_limited", "message": "Waiting for the hourly budget."},

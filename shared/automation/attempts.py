@@ -1,11 +1,13 @@
 """One webhook delivery attempt: send, record it, judge the subscription's health, say when to try again."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Callable, Protocol
 
 from ..clock import iso_utc
 from ..config import Settings
+from ..errors import Conflict
 from ..observability import log_event
 from ..webhooks import post_signed
 from . import subscriptions as subs
@@ -41,7 +43,11 @@ async def note_health(store: DeliveryStore, subscription: subs.Subscription, ok:
         disabled_here = current.enabled and not health.enabled
         return health
 
-    health = await store.change_subscription(subscription.id, judged_noting)
+    try:
+        health = await store.change_subscription(subscription.id, judged_noting)
+    except Conflict:  # the delivery was made: noting its effect on health must not make it run again
+        log_event("webhook.subscription.health_not_noted", logging.WARNING, subscription_id=subscription.id)
+        return judged(subscription)
     if health is None:  # deleted meanwhile: it stays deleted
         return subscription.model_copy(update={"enabled": False})
     if disabled_here:

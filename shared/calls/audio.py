@@ -110,7 +110,7 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     return stream
 
 
-def too_long(duration_s: float, max_duration_s: float) -> Unprocessable:
+def _too_long(duration_s: float, max_duration_s: float) -> Unprocessable:
     return Unprocessable(f"The recording lasts {_clock(duration_s)}; the limit is {_clock(max_duration_s)}.",
                          code="audio_too_long",
                          details=[{"duration_s": round(duration_s, 3), "max_duration_s": max_duration_s}])
@@ -129,7 +129,7 @@ def probe(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> AudioInfo:
         codec = stream.codec_context
         declared = container.duration / av.time_base if container.duration else None
         if declared and declared > max_duration_s and _header_states_duration(container.format.name, data):
-            raise too_long(declared, max_duration_s)  # before reading hours of packets
+            raise _too_long(declared, max_duration_s)  # before reading hours of packets
         start, end, decoded, failures, packets = None, 0.0, 0, 0, 0
         try:
             for packet in container.demux(stream):
@@ -165,7 +165,7 @@ def probe(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> AudioInfo:
         if packets == 0 or found <= 0:
             raise Unprocessable("The audio file holds no sound.", code="audio_empty")
         if found > max_duration_s:
-            raise too_long(found, max_duration_s)
+            raise _too_long(found, max_duration_s)
         return AudioInfo(container=container.format.name, codec=codec.codec.canonical_name, duration_s=round(found, 3),
                          channels=codec.channels, sample_rate=codec.sample_rate, size_bytes=len(data))
 
@@ -226,7 +226,13 @@ def _decode(data: bytes, resampler_layout: str | None, rate: int, planar: bool) 
                         raw = []
                     resampled = True  # from here on all through the resampler, which may hold samples back
                     frame.pts = None  # the resampler needs none, and broken timestamps make it complain
-                    parts.extend(out.to_ndarray() for out in resampler.resample(frame))
+                    try:
+                        resampled_frames = resampler.resample(frame)
+                    except ValueError:  # the stream changed rate or layout midway: a new resampler from here
+                        parts.extend(out.to_ndarray() for out in resampler.resample(None))
+                        resampler = av.AudioResampler(format="fltp" if planar else "flt", layout=layout, rate=rate)
+                        resampled_frames = resampler.resample(frame)
+                    parts.extend(out.to_ndarray() for out in resampled_frames)
         except av.FFmpegError:
             raise Unprocessable("The audio file is damaged: it cannot be read to the end.",
                                 code="audio_corrupt") from None
@@ -310,6 +316,7 @@ def split_at_silences(samples: np.ndarray, rate: int, count: int, max_chunk_s: f
     total = samples.shape[-1]
     if total == 0:
         return []
+    count = min(count, total)  # a chunk holds one sample at least
     target = total / count
     if target > max_chunk_s * rate:
         raise ValueError(f"{count} chunks of at most {max_chunk_s} s cannot hold {total / rate:.1f} s")

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from ..ai.port import AIProvider, Result, Segment
 from ..ai.usage import Usage
 from .audio import (RATE, chunk_count, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, probe,
-                    split_at_silences, too_long)
+                    split_at_silences)
 from .models import CallAnalysis
 from .transcript import SpeakerAssignment, apply_speakers, label_by_channel, numbered_lines, stitch
 from .validate import DroppedInsight, drop_unsupported
@@ -24,19 +24,16 @@ SPEAKER_INSTRUCTIONS = """Assign a speaker label to every numbered transcript li
 "agent" for the seller, "customer" for the buyer. Use the content and turn-taking."""
 
 
-def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float, lanes: int = 1,
-                info: dict | None = None) -> tuple[dict, list[tuple[float, float, bytes]]]:
-    """Decode and cut at silences into chunks for `lanes` parallel transcriptions, each encoded as 16 kHz mono WAV
-    under the API's size limit. `info` is the probe already made when the upload was accepted; without it the
-    recording is probed here."""
-    info = info or probe(data, max_duration_s=max_duration_s).model_dump()
+def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float,
+                lanes: int = 1) -> tuple[dict, list[tuple[float, float, bytes]]]:
+    """Probe, decode and cut at silences into chunks for `lanes` parallel transcriptions, each encoded as 16 kHz
+    mono WAV under the API's size limit."""
+    info = probe(data, max_duration_s=max_duration_s)
     samples = decode_mono_16k(data)
-    duration = samples.shape[0] / RATE
-    if duration > max_duration_s + 1.0:  # the blob changed since it was probed (a second for rounding)
-        raise too_long(duration, max_duration_s)
-    bounds = split_at_silences(samples, RATE, chunk_count(duration, max_chunk_s, lanes), max_chunk_s=max_chunk_s)
+    bounds = split_at_silences(samples, RATE, chunk_count(samples.shape[0] / RATE, max_chunk_s, lanes),
+                               max_chunk_s=max_chunk_s)
     chunks = [(start, end, encode_chunk(chunk_samples(samples, RATE, start, end))) for start, end in bounds]
-    return info, chunks
+    return info.model_dump(), chunks
 
 
 def transcribe_chunk(provider: AIProvider, audio: bytes, language: str | None) -> Result[list[Segment]]:

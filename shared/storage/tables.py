@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import random
 from typing import Any, AsyncIterator, Callable
 
 from ..config import Settings
@@ -103,7 +105,9 @@ class Tables:
         from azure.data.tables import UpdateMode
 
         client = await self._table(table)
-        for _ in range(attempts):
+        for attempt in range(attempts):
+            if attempt:  # writers that collided spread out instead of colliding again at once
+                await asyncio.sleep(random.uniform(0, 0.01 * 2 ** min(attempt, 6)))
             try:
                 entity = await client.get_entity(_key(pk), _key(rk))
             except ResourceNotFoundError:
@@ -111,7 +115,7 @@ class Tables:
                     return None
                 entity = None
             current = _row(entity) if entity is not None else {}
-            changed = change(current)
+            changed = change(copy.deepcopy(current))  # a change made in place must still count as one
             if entity is not None and changed == current:
                 return current
             try:

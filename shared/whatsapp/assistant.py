@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..ai.port import AIProvider
 from ..ai.usage import Usage
 from ..blocking import in_thread
+from ..observability import log_event
 from ..storage.blobs import BlobStore
 from ..storage.tables import Tables
 from .events import IncomingMessage
@@ -175,24 +177,45 @@ class KnowledgeBase:
     async def index(self) -> "VectorIndex":
         """The worker's index, brought up to date with the document list: only documents added or changed since
         are read, deleted ones dropped; a worker keeps the vectors in memory."""
-        from .knowledge import Chunk, VectorIndex, unpacked_vectors
+        from .knowledge import VectorIndex
 
         listed = {d["id"]: d["updated"] for d in await self.documents()}
         known, index = self._cache.get("kb") or ({}, VectorIndex())
         if known == listed:
             return index
         known = dict(known)
+        if not await self._refresh(index, known, listed):  # a newer embedding model: start afresh, newest first
+            known, index = {}, VectorIndex()
+            await self._refresh(index, known, listed)
+        self._cache["kb"] = (known, index)
+        return index
+
+    async def _refresh(self, index: "VectorIndex", known: dict[str, float], listed: dict[str, float]) -> bool:
+        """Brings `index` and `known` to `listed`, newest documents first; False when a document newer than all
+        indexed ones has vectors of another width (the embedding model changed), so the index must be rebuilt.
+        Older documents of another width are skipped: every question would fail on them."""
+        from .knowledge import Chunk, unpacked_vectors
+
         for doc_id in [d for d in known if d not in listed]:
             index.remove(doc_id)
             del known[doc_id]
-        for doc_id, updated in sorted(listed.items()):
+        newest_known = max(known.values(), default=None)
+        for doc_id, updated in sorted(listed.items(), key=lambda item: -item[1]):
             if known.get(doc_id) == updated:
                 continue
             data = json.loads(await self.deps.blobs.get(f"{KB_CONTAINER}/{doc_id}.json"))
-            index.add(doc_id, [Chunk(**c) for c in data["chunks"]], unpacked_vectors(data))
+            vectors = unpacked_vectors(data)
+            if index.dim and vectors.shape[0] and vectors.shape[1] != index.dim:
+                if newest_known is not None and updated > newest_known:
+                    return False
+                index.remove(doc_id)
+                log_event("kb.document.skipped", logging.WARNING, doc_id=doc_id,
+                          reason=f"its vectors have {vectors.shape[1]} dimensions, the newer documents "
+                                 f"{index.dim}: upload it again after changing the embedding model")
+            else:
+                index.add(doc_id, [Chunk(**c) for c in data["chunks"]], vectors)
             known[doc_id] = updated
-        self._cache["kb"] = (known, index)
-        return index
+        return True
 
 
 async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:

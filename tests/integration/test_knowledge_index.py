@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from shared.ai.offline import OfflineProvider
 from shared.config import Settings
 from shared.storage.blobs import BlobStore
 from shared.storage.tables import Tables
 from shared.whatsapp.assistant import Deps, KnowledgeBase
+from shared.whatsapp.knowledge import packed_vectors
 from shared.whatsapp.waha import Waha
 
 
@@ -53,3 +55,35 @@ def test_index_reads_only_added_or_changed_documents_and_drops_deleted_ones(azur
         assert index.doc_ids == ["pets"] and blobs.read == []  # deleted: dropped without reading anything
 
     asyncio.run(main())
+
+
+def test_a_document_embedded_by_another_model_is_skipped_not_fatal(azurite):
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, blobs, provider = Tables(settings), BlobStore(settings), OfflineProvider()
+    kb = KnowledgeBase(Deps(tables, blobs, Waha("http://127.0.0.1:9", ""), provider))
+    KnowledgeBase._cache.clear()
+
+    async def main():
+        await kb.add("rent", "rent.txt", [(1, "The monthly rent is 2,350 EUR.")])
+        chunk = {"index": 0, "text": "Old passage", "tokens": 2}
+        await blobs.put("knowledge", "old.json", json.dumps({"chunks": [chunk], **packed_vectors([[1.0, 0.0, 0.0]])})
+                        .encode(), "application/json")
+        await tables.upsert("KnowledgeDocuments", "kb", "old", {"id": "old", "name": "old", "chunks": 1,
+                                                                 "updated": 1.0})
+        return await kb.index()
+
+    index = asyncio.run(main())
+    assert index.doc_ids == ["rent"]  # the newer document's width wins; the older one is skipped
+    assert index.search(provider.embed(["rent"]).value[0], k=1)[0].doc_id == "rent"
+
+    async def newer_model() -> "object":
+        chunk = {"index": 0, "text": "New passage", "tokens": 2}
+        await blobs.put("knowledge", "new.json", json.dumps({"chunks": [chunk], **packed_vectors([[0.0, 1.0, 0.0]])})
+                        .encode(), "application/json")
+        await tables.upsert("KnowledgeDocuments", "kb", "new", {"id": "new", "name": "new", "chunks": 1,
+                                                                 "updated": 4102444800.0})
+        return await kb.index()
+
+    index = asyncio.run(newer_model())  # uploaded after the embedding model changed: the index starts afresh
+    assert sorted(index.doc_ids) == ["new", "old"] and index.dim == 3
+

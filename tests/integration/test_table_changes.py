@@ -45,6 +45,19 @@ def test_changes_that_create_the_row_at_the_same_time_are_all_kept(tables):
     assert sorted(asyncio.run(main())["seen"]) == list(range(20))
 
 
+def test_a_change_made_in_place_is_written(tables):
+    def in_place(row: dict) -> dict:
+        row["n"] += 1
+        return row
+
+    async def main() -> dict:
+        await tables.upsert("counters", "p", "mutable", {"n": 1})
+        await tables.change("counters", "p", "mutable", in_place)
+        return await tables.get("counters", "p", "mutable")
+
+    assert asyncio.run(main()) == {"n": 2}
+
+
 def test_a_deleted_row_is_not_brought_back_and_an_unchanged_one_not_written(tables):
     async def main() -> tuple:
         await tables.upsert("counters", "p", "gone", {"n": 1})

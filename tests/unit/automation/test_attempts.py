@@ -11,6 +11,7 @@ from shared.automation import subscriptions as subs
 from shared.automation.deliveries import Delivery, delivery_id
 from shared.automation.events import new_event
 from shared.config import Settings
+from shared.errors import Conflict
 from shared.http_client import close_all
 from tests.support.receiver import Receiver
 
@@ -96,6 +97,20 @@ def test_410_disables_the_subscription_and_ends_the_delivery():
         outcome = run(store, {**task, "attempt": 1})
         assert outcome["retry_in"] is None
         assert store.subscriptions[task["subscription_id"]].enabled is False
+
+
+def test_a_health_change_that_cannot_be_written_does_not_fail_the_delivery_made():
+    class Contended(MemoryStore):
+        async def change_subscription(self, subscription_id, change):
+            raise Conflict("kept changing", code="concurrent_update", transient=True)
+
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        contended = Contended()
+        contended.deliveries, contended.subscriptions = store.deliveries, store.subscriptions
+        receiver.script.append(410)
+        outcome = run(contended, {**task, "attempt": 1})
+        assert outcome["retry_in"] is None and len(receiver.attempts) == 1  # answered, not crashed into a resend
 
 
 def test_failing_for_the_configured_days_disables_the_subscription():

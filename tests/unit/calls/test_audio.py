@@ -302,3 +302,39 @@ def test_wav_chunk_round_trips_to_the_same_samples(call_samples):
 def test_ten_minute_wav_chunk_stays_under_the_25_mb_upload_limit():
     data = encode_chunk(np.zeros(600 * 16000, np.float32), 16000, "wav")
     assert 19_000_000 < len(data) < 25 * 1024 * 1024
+
+
+def _mp3(rate: int, layout: str, seconds: float) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=rate, layout=layout)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.tile(tone, (1 if layout == "mono" else 2, 1)), format="fltp",
+                                           layout=layout)
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def test_a_stream_that_changes_rate_and_layout_midway_decodes_whole():
+    joined = _mp3(16000, "mono", 3) + _mp3(44100, "stereo", 3) + _mp3(16000, "mono", 3)  # recorder restarts
+    assert abs(decode_mono_16k(joined).shape[0] / 16000 - 9) < 0.3
+    assert decode_channels_16k(joined).shape[0] == 1
+
+
+def test_mono_16k_recordings_skip_the_resampler(monkeypatch):
+    class NoResampler:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def resample(self, frame):
+            raise AssertionError("the resampler was used")
+
+    monkeypatch.setattr(av, "AudioResampler", NoResampler)
+    assert abs(decode_mono_16k(_read("call.wav")).shape[0] / 16000 - CALL_SECONDS) < 0.1
+
+
+def test_more_chunks_than_samples_still_tile():
+    chunks = split_at_silences(np.ones(3, np.float32), 16000, 5, max_chunk_s=1)
+    assert chunks[0][0] == 0 and chunks[-1][1] == 3 / 16000 and all(a[1] == b[0] < b[1] for a, b in pairwise(chunks))
