@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -30,14 +32,28 @@ from ._observe import observed_activity, observed_orchestrator
 from ._retry import call_with_retries
 from .events import emit_all
 
+if TYPE_CHECKING:
+    from shared.whatsapp.search_index import AzureSearchIndex
+
 bp = df.Blueprint()
+
+
+@lru_cache(maxsize=1)
+def _search_index() -> "AzureSearchIndex | None":
+    """The knowledge base in Azure AI Search when so configured; one client credential per worker."""
+    settings = get_settings()
+    if settings.kb_search_backend != "azure_search":
+        return None
+    from shared.whatsapp.search_index import AzureSearchIndex
+
+    return AzureSearchIndex(settings)
 
 
 def _deps() -> assistant.Deps:
     settings = get_settings()
     return assistant.Deps(Tables(settings), BlobStore(settings),
                           Waha(settings.waha_base_url, settings.waha_api_key.get_secret_value()), get_provider(),
-                          rate_limit=settings.whatsapp_rate_limit)
+                          rate_limit=settings.whatsapp_rate_limit, search=_search_index())
 
 
 @bp.route(route="webhook", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -79,6 +79,9 @@ param smtpPassword string = ''
 @description('Token of the SMS API (Twilio-compatible); stored in Key Vault.')
 param smsAuthToken string = ''
 
+@description('Endpoint of an Azure AI Search service for large knowledge bases (https://<name>.search.windows.net); empty: search in the workers\' memory. Grant the app\'s identity Search Index Data Contributor and Search Service Contributor on it.')
+param searchEndpoint string = ''
+
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = toLower(take('${namePrefix}${suffix}', 24))
 var deploymentContainer = 'app-package'
@@ -630,6 +633,22 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'WHATSAPP_SEND_ATTEMPTS'
           value: '8'
+        }
+        {
+          name: 'KB_SEARCH_BACKEND'
+          value: empty(searchEndpoint) ? 'memory' : 'azure_search'
+        }
+        {
+          name: 'AZURE_SEARCH_ENDPOINT'
+          value: searchEndpoint
+        }
+        {
+          name: 'AZURE_SEARCH_INDEX'
+          value: 'knowledge'
+        }
+        {
+          name: 'AZURE_SEARCH_API_KEY'
+          value: ''
         }
         {
           name: 'WAHA_HMAC_KEY'

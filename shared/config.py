@@ -70,6 +70,11 @@ class Settings(BaseModel):
     whatsapp_rate_limit: int = Field(10, alias="WHATSAPP_RATE_LIMIT_PER_MINUTE", ge=1, le=1000)
     whatsapp_max_event_age_seconds: float = Field(300.0, alias="WHATSAPP_MAX_EVENT_AGE_SECONDS", gt=0)
     whatsapp_send_attempts: int = Field(8, alias="WHATSAPP_SEND_ATTEMPTS", ge=1, le=50)
+    # Knowledge base search: in the worker's memory, or Azure AI Search for bases too large for it
+    kb_search_backend: Literal["memory", "azure_search"] = Field("memory", alias="KB_SEARCH_BACKEND")
+    azure_search_endpoint: str = Field("", alias="AZURE_SEARCH_ENDPOINT")
+    azure_search_index: str = Field("knowledge", alias="AZURE_SEARCH_INDEX", pattern=r"^[a-z0-9][a-z0-9-]{1,127}$")
+    azure_search_api_key: SecretStr = Field(SecretStr(""), alias="AZURE_SEARCH_API_KEY")  # none: managed identity
 
     # Automation: webhook subscriptions and notifications
     webhook_retry_schedule: str = Field("5s,5m,30m,2h,5h,10h,10h", alias="WEBHOOK_RETRY_SCHEDULE")
@@ -104,7 +109,7 @@ class Settings(BaseModel):
         """Every secret's value, so that logging can mask them wherever they show up."""
         return [v.get_secret_value() for v in (self.openai_api_key, self.azure_openai_api_key, self.waha_hmac_key,
                                                self.callback_signing_secret, self.waha_api_key,
-                                               self.smtp_password, self.sms_auth_token)
+                                               self.smtp_password, self.sms_auth_token, self.azure_search_api_key)
                 if v.get_secret_value()]
 
     def model_post_init(self, _context: object) -> None:
@@ -124,6 +129,8 @@ class Settings(BaseModel):
             raise SettingsError(f"WEBHOOK_RETRY_SCHEDULE: {exc}") from None
         if self.ai_provider == "azure_openai" and not self.azure_openai_endpoint:
             raise SettingsError("AZURE_OPENAI_ENDPOINT: required when AI_PROVIDER is azure_openai")
+        if self.kb_search_backend == "azure_search" and not self.azure_search_endpoint:
+            raise SettingsError("AZURE_SEARCH_ENDPOINT: required when KB_SEARCH_BACKEND is azure_search")
 
 
 def load_settings() -> Settings:

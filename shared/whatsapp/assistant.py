@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..ai.port import AIProvider
 from ..ai.usage import Usage
@@ -20,7 +20,8 @@ from .replies import chat_messages, handoff_reason, send_text_body
 from .waha import Waha
 
 if TYPE_CHECKING:
-    from .knowledge import VectorIndex
+    from .knowledge import Hit, VectorIndex
+    from .search_index import AzureSearchIndex
 
 MESSAGES, CONVERSATIONS, DOCUMENTS = "WhatsAppMessages", "WhatsAppConversations", "KnowledgeDocuments"
 DUPLICATES = "WhatsAppDuplicates"
@@ -39,6 +40,7 @@ class Deps:
     waha: Waha
     provider: AIProvider
     rate_limit: int = 10
+    search: "AzureSearchIndex | None" = None  # the knowledge base in Azure AI Search; None: in memory
 
 
 def conversation_id(session: str, chat_id: str) -> str:
@@ -161,15 +163,27 @@ class KnowledgeBase:
             usage += result.usage
         body = json.dumps({"chunks": [c.model_dump() for c in chunks], **packed_vectors(vectors)}).encode()
         await self.deps.blobs.put(KB_CONTAINER, f"{doc_id}.json", body, "application/json")
+        if self.deps.search is not None:
+            previous = await self.deps.tables.get(DOCUMENTS, "kb", doc_id)
+            await self.deps.search.replace(doc_id, chunks, vectors, (previous or {}).get("chunks", 0))
         await self.deps.tables.upsert(DOCUMENTS, "kb", doc_id, {"id": doc_id, "name": name, "chunks": len(chunks),
                                                                 "updated": time.time()})
         return len(chunks), usage
 
     async def remove(self, doc_id: str) -> bool:
-        if await self.deps.tables.get(DOCUMENTS, "kb", doc_id) is None:
+        document = await self.deps.tables.get(DOCUMENTS, "kb", doc_id)
+        if document is None:
             return False
+        if self.deps.search is not None:
+            await self.deps.search.remove(doc_id, document.get("chunks", 0))
         await self.deps.tables.delete(DOCUMENTS, "kb", doc_id)
         return True
+
+    async def search(self, vector: Sequence[float], k: int = 5) -> list["Hit"]:
+        """The `k` passages nearest the question: Azure AI Search when configured, else the worker's index."""
+        if self.deps.search is not None:
+            return await self.deps.search.search(vector, k)
+        return (await self.index()).search(vector, k=k)
 
     async def documents(self) -> list[dict]:
         return [row async for _, row in self.deps.tables.partition(DOCUMENTS, "kb")]
@@ -254,7 +268,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                               if row.get("transcript") or row.get("text"))
         embedded = await in_thread(deps.provider.embed, [question])
         usage += embedded.usage
-        hits = (await KnowledgeBase(deps).index()).search(embedded.value[0], k=5)
+        hits = await KnowledgeBase(deps).search(embedded.value[0], k=5)
         memory = conversation.get("memory", [])
         reply = await in_thread(deps.provider.chat, chat_messages(question, hits, memory))
         usage += reply.usage
