@@ -63,27 +63,22 @@ def test_a_document_embedded_by_another_model_is_skipped_not_fatal(azurite):
     kb = KnowledgeBase(Deps(tables, blobs, Waha("http://127.0.0.1:9", ""), provider))
     KnowledgeBase._cache.clear()
 
+    async def three_wide(doc_id: str, vector: list[float], updated: float):
+        """A document embedded by a 3-dimensional model, stored as `add` stores one."""
+        chunk = {"index": 0, "text": f"{doc_id} passage", "tokens": 2}
+        await blobs.put("knowledge", f"{doc_id}.json", json.dumps({"chunks": [chunk], **packed_vectors([vector])})
+                        .encode(), "application/json")
+        await tables.upsert("KnowledgeDocuments", "kb", doc_id, {"id": doc_id, "name": doc_id, "chunks": 1,
+                                                                 "updated": updated})
+        return await kb.index()
+
     async def main():
         await kb.add("rent", "rent.txt", [(1, "The monthly rent is 2,350 EUR.")])
-        chunk = {"index": 0, "text": "Old passage", "tokens": 2}
-        await blobs.put("knowledge", "old.json", json.dumps({"chunks": [chunk], **packed_vectors([[1.0, 0.0, 0.0]])})
-                        .encode(), "application/json")
-        await tables.upsert("KnowledgeDocuments", "kb", "old", {"id": "old", "name": "old", "chunks": 1,
-                                                                 "updated": 1.0})
-        return await kb.index()
+        return await three_wide("old", [1.0, 0.0, 0.0], 1.0)
 
     index = asyncio.run(main())
     assert index.doc_ids == ["rent"]  # the newer document's width wins; the older one is skipped
     assert index.search(provider.embed(["rent"]).value[0], k=1)[0].doc_id == "rent"
-
-    async def newer_model() -> "object":
-        chunk = {"index": 0, "text": "New passage", "tokens": 2}
-        await blobs.put("knowledge", "new.json", json.dumps({"chunks": [chunk], **packed_vectors([[0.0, 1.0, 0.0]])})
-                        .encode(), "application/json")
-        await tables.upsert("KnowledgeDocuments", "kb", "new", {"id": "new", "name": "new", "chunks": 1,
-                                                                 "updated": 4102444800.0})
-        return await kb.index()
-
-    index = asyncio.run(newer_model())  # uploaded after the embedding model changed: the index starts afresh
+    # uploaded after the embedding model changed: the index starts afresh with the new width
+    index = asyncio.run(three_wide("new", [0.0, 1.0, 0.0], 4102444800.0))
     assert sorted(index.doc_ids) == ["new", "old"] and index.dim == 3
-
