@@ -155,7 +155,8 @@ async def send_notification(task: dict) -> dict:
                 "retry_in": round(decision.retry_after_s + 0.05, 3), "usage": []}
     attempts = notification.attempts + 1
     try:
-        await sender_for(notification.channel, settings).send(notification.to, notification.content)
+        await sender_for(notification.channel, settings).send(notification.to, notification.content,
+                                                              key=notification.id)
     except DeliveryError as error:
         outcome = failed(error, attempt=attempts, max_attempts=settings.notify_max_attempts,
                          base_delay=settings.ai_retry_base_seconds)

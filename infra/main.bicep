@@ -82,6 +82,9 @@ param smsAuthToken string = ''
 @description('Endpoint of an Azure AI Search service for large knowledge bases (https://<name>.search.windows.net); empty: search in the workers\' memory. Grant the app\'s identity Search Index Data Contributor and Search Service Contributor on it.')
 param searchEndpoint string = ''
 
+@description('Endpoint of an Azure Communication Services resource with an e-mail domain (https://<name>.communication.azure.com); set: e-mail notifications go through it with the app\'s identity, which needs a role that may send e-mail there; empty: SMTP.')
+param acsEmailEndpoint string = ''
+
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = toLower(take('${namePrefix}${suffix}', 24))
 var deploymentContainer = 'app-package'
@@ -525,6 +528,18 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'WEBHOOK_ROTATION_GRACE_HOURS'
           value: '24'
+        }
+        {
+          name: 'EMAIL_PROVIDER'
+          value: empty(acsEmailEndpoint) ? 'smtp' : 'acs'
+        }
+        {
+          name: 'ACS_EMAIL_ENDPOINT'
+          value: acsEmailEndpoint
+        }
+        {
+          name: 'ACS_EMAIL_CONNECTION_STRING'
+          value: ''
         }
         {
           name: 'SMTP_HOST'

@@ -80,6 +80,9 @@ class Settings(BaseModel):
     webhook_retry_schedule: str = Field("5s,5m,30m,2h,5h,10h,10h", alias="WEBHOOK_RETRY_SCHEDULE")
     webhook_disable_after_days: float = Field(5.0, alias="WEBHOOK_DISABLE_AFTER_DAYS", gt=0)
     webhook_rotation_grace_hours: float = Field(24.0, alias="WEBHOOK_ROTATION_GRACE_HOURS", ge=0, le=720)
+    email_provider: Literal["smtp", "acs"] = Field("smtp", alias="EMAIL_PROVIDER")
+    acs_email_endpoint: str = Field("", alias="ACS_EMAIL_ENDPOINT")  # with managed identity
+    acs_email_connection_string: SecretStr = Field(SecretStr(""), alias="ACS_EMAIL_CONNECTION_STRING")
     smtp_host: str = Field("", alias="SMTP_HOST")
     smtp_port: int = Field(587, alias="SMTP_PORT", ge=1, le=65535)
     smtp_starttls: bool = Field(True, alias="SMTP_STARTTLS")
@@ -109,7 +112,8 @@ class Settings(BaseModel):
         """Every secret's value, so that logging can mask them wherever they show up."""
         return [v.get_secret_value() for v in (self.openai_api_key, self.azure_openai_api_key, self.waha_hmac_key,
                                                self.callback_signing_secret, self.waha_api_key,
-                                               self.smtp_password, self.sms_auth_token, self.azure_search_api_key)
+                                               self.smtp_password, self.sms_auth_token, self.azure_search_api_key,
+                                               self.acs_email_connection_string)
                 if v.get_secret_value()]
 
     def model_post_init(self, _context: object) -> None:

@@ -1,4 +1,4 @@
-"""Notifications: e-mail over SMTP, SMS through an HTTP provider, WhatsApp through WAHA; one record each."""
+"""Notifications: e-mail over SMTP or ACS, SMS through an HTTP provider, WhatsApp through WAHA; one record each."""
 from __future__ import annotations
 
 import re
@@ -74,7 +74,8 @@ def recipient_key(channel: str, to: str) -> str:
 
 
 class Sender(Protocol):
-    async def send(self, to: str, content: Rendered) -> None: ...
+    async def send(self, to: str, content: Rendered, key: str | None = None) -> None:
+        """`key` names the notification, for services that run a send once per key."""
 
 
 class SmtpSender:
@@ -83,7 +84,7 @@ class SmtpSender:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def send(self, to: str, content: Rendered) -> None:
+    async def send(self, to: str, content: Rendered, key: str | None = None) -> None:
         await in_thread(self._send, to, content)
 
     def _send(self, to: str, content: Rendered) -> None:
@@ -127,7 +128,7 @@ class HttpSmsSender:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def send(self, to: str, content: Rendered) -> None:
+    async def send(self, to: str, content: Rendered, key: str | None = None) -> None:
         import aiohttp
 
         s = self.settings
@@ -158,10 +159,14 @@ class WahaSender:
         self.settings = settings
         self.waha = Waha(settings.waha_base_url, settings.waha_api_key.get_secret_value())
 
-    async def send(self, to: str, content: Rendered) -> None:
+    async def send(self, to: str, content: Rendered, key: str | None = None) -> None:
         chat_id = to if "@" in to else re.sub(r"[^0-9]", "", to) + "@c.us"
         await self.waha.send_text({"session": self.settings.waha_session, "chatId": chat_id, "text": content.text})
 
 
 def sender_for(channel: str, settings: Settings) -> Sender:
+    if channel == "email" and settings.email_provider == "acs":
+        from .acs_email import AcsEmailSender
+
+        return AcsEmailSender(settings)
     return {"email": SmtpSender, "sms": HttpSmsSender, "whatsapp": WahaSender}[channel](settings)

@@ -6,12 +6,11 @@ import json
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
 Behaviour = dict[str, Any]
 
-from tests.support.loopback import LoopbackServer
+from tests.support.loopback import JsonHandler, LoopbackServer
 
 
 def completion(content: str | None, *, model: str, refusal: str | None = None, prompt_tokens: int = 120,
@@ -52,19 +51,7 @@ class FakeOpenAI(LoopbackServer):
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
-            def _send(self, status: int, body: Any, headers: dict | None = None) -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonHandler):
 
             def _transcription(self, raw: bytes) -> None:
                 import re as _re

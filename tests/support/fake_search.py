@@ -4,12 +4,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 
 import numpy as np
 
-from tests.support.loopback import LoopbackServer
+from tests.support.loopback import JsonHandler, LoopbackServer
 
 _INDEX = re.compile(r"^/indexes\('([^']+)'\)(/docs/search\.(index|post\.search))?(\?.*)?$")
 
@@ -47,17 +45,8 @@ class FakeSearch(LoopbackServer):
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
-            def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; odata.metadata=minimal")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonHandler):
+            content_type = "application/json; odata.metadata=minimal"
 
             def _route(self) -> tuple[str, str | None] | None:
                 if self.headers.get("api-key") != fake.api_key:

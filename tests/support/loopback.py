@@ -1,9 +1,29 @@
 """A threaded HTTP server on a free loopback port, started and stopped as a context manager (test fakes)."""
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet request handler whose answers are JSON (or bytes as they are)."""
+
+    content_type = "application/json"
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+    def _send(self, status: int, body: Any, headers: dict | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
 
 
 class LoopbackServer:
