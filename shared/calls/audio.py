@@ -306,7 +306,8 @@ def split_at_silences(samples: np.ndarray, rate: int, count: int, max_chunk_s: f
 
     Each cut goes into the quietest stretch of `min_silence_s` (by RMS energy over `window_s` windows) near its
     even position, as near as may be among equally quiet ones, so that words are rarely cut in half; a cut moves
-    at most a quarter of a chunk (a minute at most), and never so far that a chunk exceeds `max_chunk_s`.
+    at most an eighth of a chunk and 20 s (conversation pauses every few seconds; the lanes should finish
+    together), and never so far that a chunk exceeds `max_chunk_s`.
     Consecutive chunks share their boundary: no audio is lost or transcribed twice.
     """
     if max_chunk_s <= 0 or window_s <= 0 or min_silence_s < 0 or count < 1:
@@ -321,7 +322,7 @@ def split_at_silences(samples: np.ndarray, rate: int, count: int, max_chunk_s: f
     if target > max_chunk_s * rate:
         raise ValueError(f"{count} chunks of at most {max_chunk_s} s cannot hold {total / rate:.1f} s")
     window = max(1, round(window_s * rate))
-    reach = int(min(target / 4, 60.0 * rate, (max_chunk_s * rate - target) / 2 - window))  # how far a cut may move
+    reach = int(min(target / 8, 20.0 * rate, (max_chunk_s * rate - target) / 2 - window))  # how far a cut may move
     stretch = max(1, round(min_silence_s / window_s))
     energy = _window_energy(samples, window)
     # mean energy of the stretch starting at each window: quiet[j] = mean(energy[j:j + stretch])

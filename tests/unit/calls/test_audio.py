@@ -227,7 +227,7 @@ def test_two_hour_call_splits_into_even_rounds_under_the_limit_that_tile_it_exac
     chunks = split_at_silences(samples, 16000, count, max_chunk_s=600, min_silence_s=0.5)
     lengths = [end - start for start, end in chunks]
     assert duration >= 7200 and count == len(chunks) == 16  # 14 chunks are needed: two whole rounds of 8
-    assert max(lengths) <= 600 and max(lengths) - min(lengths) < 2 * 60  # about even: no lane waits on a long one
+    assert max(lengths) <= 600 and max(lengths) - min(lengths) <= 2 * 20  # about even: no lane waits on a long one
     assert chunks[0][0] == 0.0 and chunks[-1][1] == duration
     assert all(a[1] == b[0] for a, b in pairwise(chunks))  # no gap, no overlap
     assert sum(chunk_samples(samples, 16000, s, e).shape[0] for s, e in chunks) == samples.shape[0]
