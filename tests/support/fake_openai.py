@@ -60,10 +60,13 @@ class FakeOpenAI(LoopbackServer):
                         for m in _re.finditer(rb'name="(\w+)"\r\n\r\n([^\r]*)\r\n', raw)}
                 form["audio_bytes"] = len(raw)
                 boundary = self.headers.get("Content-Type", "").partition("boundary=")[2].strip('"').encode()
-                part = _re.search(rb'filename="[^"]*"\r\n(?:[^\r\n]+\r\n)*\r\n(.*?)\r\n--' + _re.escape(boundary),
-                                  raw, _re.S) if boundary else None
-                if part:  # which audio this was: tells a repeated chunk from a new one
-                    form["audio_sha1"] = hashlib.sha1(part.group(1)).hexdigest()
+                # which audio this was tells a repeated chunk from a new one; found with find(), as a regex
+                # spends 0.3 s on a 14 MB chunk while holding the GIL
+                start = raw.find(b'filename="')
+                start = raw.find(b"\r\n\r\n", start) + 4 if start >= 0 and boundary else -1
+                end = raw.find(b"\r\n--" + boundary, start) if start >= 4 else -1
+                if end >= 0:
+                    form["audio_sha1"] = hashlib.sha1(raw[start:end]).hexdigest()
                 with fake._lock:
                     fake.requests.append({"path": self.path, "body": form, "headers": dict(self.headers)})
                 if fake.latency:
