@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from datetime import timedelta
 from functools import lru_cache
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from shared.whatsapp.search_index import AzureSearchIndex
 
 bp = df.Blueprint()
+_DOC_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 @lru_cache(maxsize=1)
@@ -183,6 +185,8 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
     info = filetypes.inspect(body, declared, name, allowed=frozenset(
         {filetypes.PDF, filetypes.DOCX, filetypes.TEXT, filetypes.HTML}))
     doc_id = req.params.get("id") or hashlib.sha256(name.encode()).hexdigest()[:16]
+    if not _DOC_ID.match(doc_id):
+        raise BadRequest("id may hold letters, digits, '.', '_' and '-', at most 128 of them.", code="invalid_id")
     sha = hashlib.sha256(body).hexdigest()
 
     async def store(job_id: str) -> dict:

@@ -85,6 +85,9 @@ param searchEndpoint string = ''
 @description('Endpoint of an Azure Communication Services resource with an e-mail domain (https://<name>.communication.azure.com); set: e-mail notifications go through it with the app\'s identity, which needs a role that may send e-mail there; empty: SMTP.')
 param acsEmailEndpoint string = ''
 
+@description('Sender address of e-mail notifications (with ACS: an address of its connected, verified domain).')
+param emailFrom string = ''
+
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = toLower(take('${namePrefix}${suffix}', 24))
 var deploymentContainer = 'app-package'
@@ -563,7 +566,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'EMAIL_FROM'
-          value: ''
+          value: emailFrom
         }
         {
           name: 'SMS_BASE_URL'

@@ -1,6 +1,7 @@
 """E-mail through Azure Communication Services: access key or managed identity, sent once per notification."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -10,6 +11,7 @@ from .templates import Rendered
 
 _NAMESPACE = uuid.UUID("5b0c4e1e-6f7a-4e0b-9d57-0a6f2f1c9a11")
 POLL_SECONDS = 1.0
+POLL_TIMEOUT_SECONDS = 120.0  # then the orchestration asks again later, under the same Operation-Id
 
 
 def operation_id(key: str) -> str:
@@ -22,6 +24,9 @@ def message_of(sender: str, to: str, content: Rendered) -> dict[str, Any]:
     if content.html:
         body["html"] = content.html
     return {"senderAddress": sender, "recipients": {"to": [{"address": to}]}, "content": body}
+
+
+_credentials: dict[int, Any] = {}  # managed identity: one aio credential per event loop, tokens cached in it
 
 
 class AcsEmailSender:
@@ -46,10 +51,12 @@ class AcsEmailSender:
                 raise DeliveryError("ACS_EMAIL_CONNECTION_STRING must be endpoint=...;accesskey=...",
                                     code="email_not_configured")
             return EmailClient(parts["endpoint"], AzureKeyCredential(parts["accesskey"]), **options)
-        from azure.identity.aio import DefaultAzureCredential
+        loop = id(asyncio.get_running_loop())
+        if loop not in _credentials:
+            from azure.identity.aio import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(managed_identity_client_id=s.azure_client_id or None)
-        return EmailClient(s.acs_email_endpoint, credential, **options)
+            _credentials[loop] = DefaultAzureCredential(managed_identity_client_id=s.azure_client_id or None)
+        return EmailClient(s.acs_email_endpoint, _credentials[loop], **options)
 
     async def send(self, to: str, content: Rendered, key: str | None = None) -> None:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError
@@ -60,9 +67,23 @@ class AcsEmailSender:
                                 code="email_not_configured")
         try:
             async with self._client() as client:
-                poller = await client.begin_send(message_of(s.email_from, to, content),
-                                                 operation_id=operation_id(key) if key else None)
-                result = await poller.result()
+                try:
+                    poller = await client.begin_send(message_of(s.email_from, to, content),
+                                                     operation_id=operation_id(key) if key else None)
+                except HttpResponseError as exc:
+                    if exc.status_code == 409 and key:  # this Operation-Id ran before: the e-mail went out then
+                        return
+                    raise
+                try:
+                    await asyncio.wait_for(poller.result(), POLL_TIMEOUT_SECONDS)
+                except asyncio.TimeoutError:
+                    raise DeliveryError("Azure Communication Services has not finished sending yet.",
+                                        code="email_pending", transient=True) from None
+                except HttpResponseError as exc:
+                    if exc.status_code in (None, 200):  # the operation itself ended Failed: the message is refused
+                        raise DeliveryError(f"Azure Communication Services did not send it: {exc.message}"[:300],
+                                            code="email_failed") from None
+                    raise
         except ServiceRequestError as exc:
             raise DeliveryError(f"Azure Communication Services is not reachable ({type(exc).__name__}).",
                                 code="email_unreachable", transient=True) from None
@@ -72,7 +93,3 @@ class AcsEmailSender:
             raise DeliveryError(f"Azure Communication Services answered {status}: {exc.message}"[:300],
                                 code="email_unavailable" if transient else "email_rejected",
                                 transient=transient) from None
-        if (result or {}).get("status") != "Succeeded":
-            error = (result or {}).get("error") or {}
-            raise DeliveryError(f"The e-mail operation ended {result and result.get('status')}: "
-                                f"{error.get('message', '')}"[:300], code="email_failed", transient=True)

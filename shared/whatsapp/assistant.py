@@ -1,6 +1,7 @@
 """The assistant's turn: pending messages of one chat, rate limit and pause, a grounded answer sent via WAHA."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -148,6 +149,7 @@ class KnowledgeBase:
     """
 
     _cache: dict[str, tuple[dict[str, float], "VectorIndex"]] = {}
+    _locks: dict[int, asyncio.Lock] = {}
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -164,18 +166,17 @@ class KnowledgeBase:
         body = json.dumps({"chunks": [c.model_dump() for c in chunks], **packed_vectors(vectors)}).encode()
         await self.deps.blobs.put(KB_CONTAINER, f"{doc_id}.json", body, "application/json")
         if self.deps.search is not None:
-            previous = await self.deps.tables.get(DOCUMENTS, "kb", doc_id)
-            await self.deps.search.replace(doc_id, chunks, vectors, (previous or {}).get("chunks", 0))
+            await self.deps.search.replace(doc_id, chunks, vectors)
         await self.deps.tables.upsert(DOCUMENTS, "kb", doc_id, {"id": doc_id, "name": name, "chunks": len(chunks),
                                                                 "updated": time.time()})
         return len(chunks), usage
 
     async def remove(self, doc_id: str) -> bool:
+        """False when there was nothing of it; in Azure AI Search, chunks a failed upload left are deleted too."""
         document = await self.deps.tables.get(DOCUMENTS, "kb", doc_id)
+        searched = await self.deps.search.remove(doc_id) if self.deps.search is not None else 0
         if document is None:
-            return False
-        if self.deps.search is not None:
-            await self.deps.search.remove(doc_id, document.get("chunks", 0))
+            return searched > 0
         await self.deps.tables.delete(DOCUMENTS, "kb", doc_id)
         return True
 
@@ -193,16 +194,19 @@ class KnowledgeBase:
         are read, deleted ones dropped; a worker keeps the vectors in memory."""
         from .knowledge import VectorIndex
 
-        listed = {d["id"]: d["updated"] for d in await self.documents()}
-        known, index = self._cache.get("kb") or ({}, VectorIndex())
-        if known == listed:
+        loop = id(asyncio.get_running_loop())
+        lock = self._locks.setdefault(loop, asyncio.Lock())  # one refresh at a time: not one index per turn
+        async with lock:
+            listed = {d["id"]: d["updated"] for d in await self.documents()}
+            known, index = self._cache.get("kb") or ({}, VectorIndex())
+            if known == listed:
+                return index
+            known = dict(known)
+            if not await self._refresh(index, known, listed):  # another embedding model: afresh, newest first
+                known, index = {}, VectorIndex()
+                await self._refresh(index, known, listed)
+            self._cache["kb"] = (known, index)
             return index
-        known = dict(known)
-        if not await self._refresh(index, known, listed):  # a newer embedding model: start afresh, newest first
-            known, index = {}, VectorIndex()
-            await self._refresh(index, known, listed)
-        self._cache["kb"] = (known, index)
-        return index
 
     async def _refresh(self, index: "VectorIndex", known: dict[str, float], listed: dict[str, float]) -> bool:
         """Brings `index` and `known` to `listed`, newest documents first; False when a document newer than all
@@ -213,6 +217,8 @@ class KnowledgeBase:
         for doc_id in [d for d in known if d not in listed]:
             index.remove(doc_id)
             del known[doc_id]
+        if not known and index.dim:  # every document gone: the next one sets the width, whatever it is
+            return False
         newest_known = max(known.values(), default=None)
         for doc_id, updated in sorted(listed.items(), key=lambda item: -item[1]):
             if known.get(doc_id) == updated:

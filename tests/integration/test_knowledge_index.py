@@ -82,3 +82,24 @@ def test_a_document_embedded_by_another_model_is_skipped_not_fatal(azurite):
     # uploaded after the embedding model changed: the index starts afresh with the new width
     index = asyncio.run(three_wide("new", [0.0, 1.0, 0.0], 4102444800.0))
     assert sorted(index.doc_ids) == ["new", "old"] and index.dim == 3
+
+
+def test_after_every_document_is_deleted_the_next_one_sets_the_width(azurite):
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, blobs = Tables(settings), BlobStore(settings)
+    kb = KnowledgeBase(Deps(tables, blobs, Waha("http://127.0.0.1:9", ""), OfflineProvider()))
+    KnowledgeBase._cache.clear()
+
+    async def main():
+        await kb.add("rent", "rent.txt", [(1, "The monthly rent is 2,350 EUR.")])
+        assert (await kb.index()).dim > 3
+        await kb.remove("rent")
+        await blobs.put("knowledge", "small.json", json.dumps({
+            "chunks": [{"index": 0, "text": "small", "tokens": 1}], **packed_vectors([[1.0, 0.0, 0.0]])}).encode())
+        await tables.upsert("KnowledgeDocuments", "kb", "small", {"id": "small", "name": "small", "chunks": 1,
+                                                                   "updated": 1.0})
+        return await kb.index()
+
+    index = asyncio.run(main())
+    assert index.doc_ids == ["small"] and index.dim == 3
+

@@ -65,8 +65,17 @@ def test_a_refused_search_key_fails_the_upload_with_a_clear_error_and_lists_noth
     try:
         status, _, job = api.request("POST", "/api/kb/documents?wait=20&name=notes.txt&id=notes",
                                      raw=b"The office opens at nine.", headers={"content-type": "text/plain"})
-        assert api.request("DELETE", "/api/kb/documents/notes")[0] == 404
+        deleting = api.request("DELETE", "/api/kb/documents/notes")
     finally:
         search.api_key = key
+    assert deleting[0] == 503 and deleting[2]["error"]["code"] == "search_forbidden"  # said, not a 500
+    assert api.request("DELETE", "/api/kb/documents/notes")[0] == 404
     assert status == 200 and job["status"] == "failed" and job["error"]["code"] == "search_forbidden", job
     assert "notes" not in {d["id"] for d in api.request("GET", "/api/kb/documents")[2]["documents"]}
+
+
+def test_a_bad_document_id_is_refused_before_any_work(api):
+    status, _, answer = api.request("POST", "/api/kb/documents?name=n.txt&id=" + "x" * 129, raw=b"text",
+                                    headers={"content-type": "text/plain"})
+    assert status == 400 and answer["error"]["code"] == "invalid_id"
+

@@ -19,6 +19,7 @@ class FakeAcsEmail(LoopbackServer):
         self.sent: list[dict] = []  # messages accepted, one per Operation-Id
         self.operations: dict[str, dict] = {}
         self.script: deque[int] = deque()  # statuses for the next sends (e.g. 429, 503), then 202
+        self.bouncing: set[str] = set()  # addresses whose operation ends Failed
         self._lock = threading.Lock()
         super().__init__(self._handler())
 
@@ -73,9 +74,15 @@ class FakeAcsEmail(LoopbackServer):
                 if not recipients or "@" not in recipients[0].get("address", ""):
                     return self._send(400, {"error": {"code": "InvalidRecipient", "message": "bad address"}})
                 with fake._lock:
-                    if operation_id not in fake.operations:  # the same Operation-Id sends once
+                    if operation_id in fake.operations:  # the same Operation-Id sends once (409, the strict reading)
+                        return self._send(409, {"error": {"code": "Conflict", "message": "Operation-Id used"}})
+                    failing = recipients[0]["address"] in fake.bouncing
+                    if not failing:
                         fake.sent.append({**message, "operation_id": operation_id})
-                        fake.operations[operation_id] = {"id": operation_id, "status": "Succeeded", "error": None}
+                    fake.operations[operation_id] = {
+                        "id": operation_id, "status": "Failed" if failing else "Succeeded",
+                        "error": {"code": "EmailDroppedAllRecipientsSuppressed",
+                                  "message": "The recipient is suppressed."} if failing else None}
                 location = f"{fake.endpoint}/emails/operations/{operation_id}?api-version=2025-09-01"
                 return self._send(202, {"id": operation_id, "status": "Running", "error": None},
                                   {"Operation-Location": location, "retry-after": "0"})

@@ -18,6 +18,7 @@ class FakeSearch(LoopbackServer):
         self.indexes: dict[str, dict] = {}  # name -> index definition as sent
         self.documents: dict[str, dict[str, dict]] = {}  # index -> key -> document
         self.queries: list[dict] = []
+        self.refuse: set[str] = set()  # keys whose indexing fails (status 400 in a 207 answer)
         self._lock = threading.Lock()
         super().__init__(self._handler())
 
@@ -26,6 +27,11 @@ class FakeSearch(LoopbackServer):
         return self.root_url
 
     def _search(self, index: str, body: dict) -> list[dict]:
+        select = (body.get("select") or "").split(",")
+        if not body.get("vectorQueries"):  # search=* with a filter on doc_id: what a document has
+            wanted = re.fullmatch(r"doc_id eq '((?:[^']|'')*)'", body.get("filter") or "")
+            return [{k: d[k] for k in select if k in d} for d in self.documents[index].values()
+                    if wanted is None or d["doc_id"] == wanted.group(1).replace("''", "'")]
         [query] = body["vectorQueries"]
         vector = np.asarray(query["vector"], dtype=np.float64)
         field = self.indexes[index]
@@ -38,7 +44,6 @@ class FakeSearch(LoopbackServer):
             cos = float(vector @ other / (np.linalg.norm(vector) * np.linalg.norm(other)))
             scored.append((1.0 / (1.0 + (1.0 - cos)), document))  # the service's score for cosine
         scored.sort(key=lambda pair: -pair[0])
-        select = (body.get("select") or "").split(",")
         return [{"@search.score": score, **{k: d[k] for k in select if k in d}}
                 for score, d in scored[:min(query["k"], body.get("top") or query["k"])]]
 
@@ -57,6 +62,16 @@ class FakeSearch(LoopbackServer):
                     self._send(404, {"error": {"code": "NotFound", "message": self.path}})
                     return None
                 return match.group(1), match.group(3)
+
+            def do_GET(self) -> None:  # noqa: N802
+                route = self._route()
+                if route is None:
+                    return
+                with fake._lock:
+                    definition = fake.indexes.get(route[0])
+                if definition is None:
+                    return self._send(404, {"error": {"code": "ResourceNotFound", "message": "No such index."}})
+                return self._send(200, definition)
 
             def do_PUT(self) -> None:  # noqa: N802
                 route = self._route()
@@ -83,6 +98,10 @@ class FakeSearch(LoopbackServer):
                         results = []
                         for action in body["value"]:
                             kind = action.pop("@search.action")
+                            if action["id"] in fake.refuse:
+                                results.append({"key": action["id"], "status": False, "statusCode": 400,
+                                                "errorMessage": "The document was refused."})
+                                continue
                             if kind == "delete":
                                 fake.documents[name].pop(action["id"], None)
                             else:
@@ -90,7 +109,8 @@ class FakeSearch(LoopbackServer):
                                                                       **action}
                             results.append({"key": action["id"], "status": True, "errorMessage": None,
                                             "statusCode": 200})
-                        return self._send(200, {"value": results})
+                        return self._send(207 if any(not r["status"] for r in results) else 200,
+                                          {"value": results})
                     fake.queries.append(body)
                     try:
                         return self._send(200, {"value": fake._search(name, body)})

@@ -52,3 +52,12 @@ def test_a_wrong_access_key_or_missing_settings_fail_for_good():
             asyncio.run(sender(fake, ACS_EMAIL_CONNECTION_STRING="", EMAIL_FROM="").send("b@example.com", CONTENT))
     assert not refused.value.transient and refused.value.code == "email_rejected"
     assert unconfigured.value.code == "email_not_configured" and not unconfigured.value.transient
+
+
+def test_an_operation_that_ends_failed_is_a_final_error_with_the_services_reason():
+    with FakeAcsEmail() as fake:
+        fake.bouncing.add("gone@example.com")
+        with pytest.raises(DeliveryError) as caught:
+            asyncio.run(sender(fake).send("gone@example.com", CONTENT, key="n-3"))
+    assert caught.value.code == "email_failed" and not caught.value.transient
+

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from shared.config import Settings
-from shared.errors import ServiceUnavailable
+from shared.errors import ServiceUnavailable, Unprocessable
 from shared.whatsapp.knowledge import Chunk, VectorIndex
 from shared.whatsapp.search_index import AzureSearchIndex, chunk_key, cosine_of
 from tests.support.fake_search import FakeSearch
@@ -37,9 +37,9 @@ def test_top_k_and_scores_match_the_in_memory_index():
         search = _index(fake)
 
         async def run() -> list:
-            await search.replace("a", chunks[:30], vectors[:30].tolist(), 0)
+            await search.replace("a", chunks[:30], vectors[:30].tolist())
             await search.replace("b", [c.model_copy(update={"index": c.index - 30}) for c in chunks[30:]],
-                                 vectors[30:].tolist(), 0)
+                                 vectors[30:].tolist())
             return [await search.search(q.tolist(), 5) for q in queries]
 
         remote = asyncio.run(run())
@@ -49,13 +49,41 @@ def test_top_k_and_scores_match_the_in_memory_index():
         assert [h.score for h in hits] == pytest.approx([h.score for h in expected], abs=1e-5)
 
 
-def test_a_shorter_version_deletes_the_chunks_it_no_longer_has_and_a_refused_key_is_final():
+def test_a_new_version_leaves_no_chunk_of_the_old_one_whatever_was_left_before():
     chunks = [Chunk(index=n, text=f"passage {n}", tokens=2) for n in range(4)]
     with FakeSearch() as fake:
         search = _index(fake)
-        asyncio.run(search.replace("doc", chunks, np.eye(4).tolist(), 0))
-        asyncio.run(search.replace("doc", chunks[:1], np.eye(4)[:1].tolist(), 4))
-        assert list(fake.documents["knowledge"]) == [chunk_key("doc", 0)]
+        asyncio.run(search.replace("doc", chunks, np.eye(4).tolist()))
+        stray = {"id": "stray-9", "doc_id": "doc", "chunk": "{}", "vector": [1, 0, 0, 0]}  # a failed upload's
+        fake.documents["knowledge"]["stray-9"] = stray
+        asyncio.run(search.replace("doc", chunks[:1], np.eye(4)[:1].tolist()))
+        assert list(fake.documents["knowledge"]) == [chunk_key("doc", 0)]  # the shorter version and no stray
+        assert asyncio.run(search.remove("doc")) == 1 and fake.documents["knowledge"] == {}
+        assert asyncio.run(search.remove("doc")) == 0
+
+
+def test_a_document_the_service_refuses_fails_the_upload_instead_of_passing_as_done():
+    chunks = [Chunk(index=n, text=f"passage {n}", tokens=2) for n in range(3)]
+    with FakeSearch() as fake:
+        fake.refuse.add(chunk_key("doc", 1))
+        with pytest.raises(ServiceUnavailable) as caught:
+            asyncio.run(_index(fake).replace("doc", chunks, np.eye(3).tolist()))
+    assert caught.value.code == "search_failed" and not caught.value.transient
+
+
+def test_vectors_of_another_width_are_refused_with_what_to_do_and_a_missing_index_has_nothing_to_remove():
+    chunk = [Chunk(index=0, text="passage", tokens=1)]
+    with FakeSearch() as fake:
+        search = _index(fake)
+        assert asyncio.run(search.remove("never-uploaded")) == 0  # before any index exists
+        asyncio.run(search.replace("doc", chunk, [[1.0, 0.0, 0.0]]))
+        with pytest.raises(Unprocessable) as caught:
+            asyncio.run(search.replace("other", chunk, [[1.0, 0.0, 0.0, 0.0]]))
+    assert caught.value.code == "search_index_width" and "AZURE_SEARCH_INDEX" in caught.value.message
+
+
+def test_a_refused_key_is_final():
+    with FakeSearch() as fake:
         with pytest.raises(ServiceUnavailable) as caught:
             asyncio.run(_index(fake, key="wrong").search([1.0, 0, 0, 0], 5))
     assert caught.value.code == "search_forbidden" and not caught.value.transient
