@@ -7,6 +7,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import DeliveryError
+from ..identity import app_credential
 from .templates import Rendered
 
 _NAMESPACE = uuid.UUID("5b0c4e1e-6f7a-4e0b-9d57-0a6f2f1c9a11")
@@ -24,9 +25,6 @@ def message_of(sender: str, to: str, content: Rendered) -> dict[str, Any]:
     if content.html:
         body["html"] = content.html
     return {"senderAddress": sender, "recipients": {"to": [{"address": to}]}, "content": body}
-
-
-_credentials: dict[int, Any] = {}  # managed identity: one aio credential per event loop, tokens cached in it
 
 
 class AcsEmailSender:
@@ -51,12 +49,7 @@ class AcsEmailSender:
                 raise DeliveryError("ACS_EMAIL_CONNECTION_STRING must be endpoint=...;accesskey=...",
                                     code="email_not_configured")
             return EmailClient(parts["endpoint"], AzureKeyCredential(parts["accesskey"]), **options)
-        loop = id(asyncio.get_running_loop())
-        if loop not in _credentials:
-            from azure.identity.aio import DefaultAzureCredential
-
-            _credentials[loop] = DefaultAzureCredential(managed_identity_client_id=s.azure_client_id or None)
-        return EmailClient(s.acs_email_endpoint, _credentials[loop], **options)
+        return EmailClient(s.acs_email_endpoint, app_credential(s.azure_client_id), **options)
 
     async def send(self, to: str, content: Rendered, key: str | None = None) -> None:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError

@@ -176,19 +176,18 @@ _DIRECT = {"s16": ("<i2", 1 / 32768), "s16p": ("<i2", 1 / 32768), "s32": ("<i4",
            "dblp": ("<f8", 1.0)}
 
 
-def _direct_format(frame: av.AudioFrame, rate: int) -> str | None:
-    """The sample type of a mono frame already at `rate`, whose samples need no resampler; None when it does.
-
-    Most call recordings are 16 kHz mono, and a resampler call per frame costs more than the decoding."""
-    if frame.sample_rate != rate or len(frame.layout.channels) != 1 or frame.format.name not in _DIRECT:
+def _direct_format(frame: av.AudioFrame, rate: int) -> tuple[str, float] | None:
+    """The numpy type and scale of a mono frame already at `rate`, whose samples need no resampler; None when it
+    does. Most call recordings are 16 kHz mono, and a resampler call per frame costs more than the decoding."""
+    if frame.sample_rate != rate or len(frame.layout.channels) != 1:
         return None
-    return _DIRECT[frame.format.name][0]
+    return _DIRECT.get(frame.format.name)
 
 
-def _joined(raw: list[memoryview], dtype: str) -> np.ndarray:
+def _joined(raw: list[memoryview], kind: tuple[str, float]) -> np.ndarray:
     """Raw sample buffers of one type as float32 (1, n), scaled exactly as the resampler would."""
+    dtype, scale = kind
     samples = np.frombuffer(b"".join(raw), dtype=dtype).astype(np.float32)
-    scale = next(s for d, s in _DIRECT.values() if d == dtype)
     if scale != 1.0:
         samples *= np.float32(scale)
     return samples.reshape(1, -1)
@@ -204,7 +203,7 @@ def _decode(data: bytes, resampler_layout: str | None, rate: int, planar: bool) 
         resampler = av.AudioResampler(format="fltp" if planar else "flt", layout=layout, rate=rate)
         parts: list[np.ndarray] = []
         raw: list[memoryview] = []  # samples taken as they are, joined and converted at once
-        direct: str | None = None
+        direct: tuple[str, float] | None = None
         failures = packets = 0
         resampled = False
         try:
@@ -219,10 +218,10 @@ def _decode(data: bytes, resampler_layout: str | None, rate: int, planar: bool) 
                     kind = None if resampled else _direct_format(frame, rate)
                     if kind is not None and kind == (direct or kind):
                         direct = kind
-                        raw.append(memoryview(frame.planes[0])[:frame.samples * np.dtype(kind).itemsize])
+                        raw.append(memoryview(frame.planes[0])[:frame.samples * np.dtype(kind[0]).itemsize])
                         continue
                     if raw:
-                        parts.append(_joined(raw, direct or ""))
+                        parts.append(_joined(raw, direct))
                         raw = []
                     resampled = True  # from here on all through the resampler, which may hold samples back
                     frame.pts = None  # the resampler needs none, and broken timestamps make it complain
@@ -237,7 +236,7 @@ def _decode(data: bytes, resampler_layout: str | None, rate: int, planar: bool) 
             raise Unprocessable("The audio file is damaged: it cannot be read to the end.",
                                 code="audio_corrupt") from None
         if raw:
-            parts.append(_joined(raw, direct or ""))
+            parts.append(_joined(raw, direct))
         if resampled:
             parts.extend(out.to_ndarray() for out in resampler.resample(None))
     channels = 1 if resampler_layout == "mono" else max(1, stream.codec_context.channels)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from ..config import Settings
 from ..errors import ServiceUnavailable, Unprocessable
+from ..identity import app_credential
 from .knowledge import Chunk, Hit
 
 _PROFILE, _ALGORITHM = "exact-cosine", "exhaustive-knn"
@@ -54,7 +56,8 @@ class AzureSearchIndex:
         self.settings = settings
         self.endpoint = settings.azure_search_endpoint.rstrip("/")
         self.index_name = settings.azure_search_index
-        self._credentials: dict[int, Any] = {}  # aio credentials must not cross event loops
+        # one documents client per event loop, its connections kept open; a loop's own go with it
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def _credential(self) -> Any:
         key = self.settings.azure_search_api_key.get_secret_value()
@@ -62,18 +65,15 @@ class AzureSearchIndex:
             from azure.core.credentials import AzureKeyCredential
 
             return AzureKeyCredential(key)
-        loop = id(asyncio.get_running_loop())
-        if loop not in self._credentials:
-            from azure.identity.aio import DefaultAzureCredential
-
-            self._credentials[loop] = DefaultAzureCredential(
-                managed_identity_client_id=self.settings.azure_client_id or None)
-        return self._credentials[loop]
+        return app_credential(self.settings.azure_client_id)
 
     def _documents(self) -> Any:
         from azure.search.documents.aio import SearchClient
 
-        return SearchClient(self.endpoint, self.index_name, self._credential())
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            self._clients[loop] = SearchClient(self.endpoint, self.index_name, self._credential())
+        return self._clients[loop]
 
     async def ensure(self, dim: int) -> None:
         """Creates the index on the first upload. Its vector width is fixed: vectors of another width (the embedding
@@ -141,18 +141,18 @@ class AzureSearchIndex:
             await self.ensure(len(vectors[0]))
         documents = [{"id": chunk_key(doc_id, c.index), "doc_id": doc_id, "chunk": json.dumps(c.model_dump()),
                       "vector": [float(x) for x in v]} for c, v in zip(chunks, vectors)]
+        client = self._documents()
         with _service_errors():
-            async with self._documents() as client:
-                await self._apply(client, documents)
-                stale = await self._keys(client, doc_id) - {d["id"] for d in documents}
-                await self._apply(client, [{"id": key} for key in sorted(stale)], delete=True)
+            await self._apply(client, documents)
+            stale = await self._keys(client, doc_id) - {d["id"] for d in documents}
+            await self._apply(client, [{"id": key} for key in sorted(stale)], delete=True)
 
     async def remove(self, doc_id: str) -> int:
         """Deletes every search document of `doc_id`; how many there were."""
+        client = self._documents()
         with _service_errors():
-            async with self._documents() as client:
-                keys = await self._keys(client, doc_id)
-                await self._apply(client, [{"id": key} for key in sorted(keys)], delete=True)
+            keys = await self._keys(client, doc_id)
+            await self._apply(client, [{"id": key} for key in sorted(keys)], delete=True)
         return len(keys)
 
     async def search(self, vector: Sequence[float], k: int) -> list[Hit]:
@@ -160,12 +160,12 @@ class AzureSearchIndex:
         from azure.search.documents.models import VectorizedQuery
 
         query = VectorizedQuery(vector=[float(x) for x in vector], k_nearest_neighbors=k, fields="vector")
+        client = self._documents()
         with _service_errors():
-            async with self._documents() as client:
-                try:
-                    results = await client.search(search_text=None, vector_queries=[query], top=k,
-                                                  select=["doc_id", "chunk"])
-                    return [Hit(doc_id=r["doc_id"], chunk=Chunk(**json.loads(r["chunk"])),
-                                score=cosine_of(r["@search.score"])) async for r in results]
-                except ResourceNotFoundError:  # no document uploaded yet: no index either
-                    return []
+            try:
+                results = await client.search(search_text=None, vector_queries=[query], top=k,
+                                              select=["doc_id", "chunk"])
+                return [Hit(doc_id=r["doc_id"], chunk=Chunk(**json.loads(r["chunk"])),
+                            score=cosine_of(r["@search.score"])) async for r in results]
+            except ResourceNotFoundError:  # no document uploaded yet: no index either
+                return []

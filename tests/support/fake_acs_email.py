@@ -35,7 +35,6 @@ class FakeAcsEmail(LoopbackServer):
         fake = self
 
         class Handler(JsonHandler):
-
             def _signed(self, body: bytes) -> bool:
                 """The service's HMAC-SHA256 scheme: VERB, path and query, date;host;content hash."""
                 content_hash = base64.b64encode(hashlib.sha256(body).digest()).decode()

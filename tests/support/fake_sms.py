@@ -4,11 +4,9 @@ from __future__ import annotations
 import base64
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import parse_qs
 
-from tests.support.loopback import LoopbackServer
+from tests.support.loopback import JsonHandler, LoopbackServer
 
 
 class FakeSms(LoopbackServer):
@@ -21,10 +19,7 @@ class FakeSms(LoopbackServer):
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
                 form = {k: v[0] for k, v in parse_qs(raw).items()}
@@ -32,11 +27,6 @@ class FakeSms(LoopbackServer):
                 with fake._lock:
                     status = fake.script.popleft() if fake.script else 201
                     fake.messages.append({"path": self.path, "form": form, "auth": user, "status": status})
-                body = b'{"sid": "SM1", "status": "queued"}' if status == 201 else b'{"code": 21211}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self._send(status, {"sid": "SM1", "status": "queued"} if status == 201 else {"code": 21211})
 
         return Handler

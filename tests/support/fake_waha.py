@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
-from tests.support.loopback import LoopbackServer
+from tests.support.loopback import JsonHandler, LoopbackServer
 
 
 class FakeWaha(LoopbackServer):
@@ -32,10 +31,7 @@ class FakeWaha(LoopbackServer):
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # noqa: N802
                 data = fake.files.get(self.path.split("?")[0])
                 with fake._lock:
@@ -55,11 +51,6 @@ class FakeWaha(LoopbackServer):
                         else (201 if self.path == "/api/sendText" else 200)
                     fake.calls.append({"path": self.path, "body": body, "status": status,
                                        "api_key": self.headers.get("X-Api-Key")})
-                data = json.dumps({"result": status < 300} if status < 300 else {"error": "fake failure"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self._send(status, {"result": status < 300} if status < 300 else {"error": "fake failure"})
 
         return Handler
