@@ -1,5 +1,5 @@
 """Call analysis on devhost + Azurite: 60 min of audio with chunk parallelism 1 against 8 (each on a host warmed by
-one short call), cost, offline WER."""
+one short call) with the default models, cost, offline WER."""
 from __future__ import annotations
 
 import io
@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shared.calls.cost import transcription_estimate  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI  # noqa: E402
 from tests.support.http import Http, wait_until  # noqa: E402
 from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_port  # noqa: E402
@@ -20,10 +21,17 @@ from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "calls" / "sales_call_en"
 # The fake transcription service works at a fixed speed: REAL_TIME_FACTOR seconds of audio per second, after
 # REQUEST_SECONDS per request. Reports on whisper-1 give 2-10x real time ("a 10-minute clip might take 60+
-# seconds"); 30x is faster than that, which makes parallel chunks look less good, not better.
+# seconds"); 30x is faster than that, which makes parallel chunks look less good, not better. The default
+# gpt-4o-mini-transcribe answers text without times, so each chunk is sent as pieces of up to 30 s, one after
+# another. The fake reports no tokens for them: they are priced at the published estimate per minute.
 REAL_TIME_FACTOR = 30.0
 REQUEST_SECONDS = 0.5
 MODEL_SECONDS = 1.0  # each chat-model request (speaker labels, analysis)
+# chat-model tokens as a real model would bill them: the prompt at 4 characters a token; the answer a full analysis,
+# or a speaker turn (about 12 tokens) at every line, more than a two-party call has
+CHARS_PER_TOKEN = 4
+ANALYSIS_TOKENS = 2000
+TURN_TOKENS = 12
 CHUNK_SECONDS = 600  # the default CALL_CHUNK_SECONDS
 MINUTES = 60
 
@@ -65,10 +73,14 @@ def chunk_answer(form: dict) -> list[dict]:
 
 def analysis_answer(body: dict) -> dict:
     time.sleep(MODEL_SECONDS)
+    prompt = "".join(part["text"] if isinstance(part, dict) else str(part) for message in body["messages"]
+                     for part in (message["content"] if isinstance(message["content"], list) else [message["content"]]))
+    billed = {"prompt_tokens": len(prompt) // CHARS_PER_TOKEN}
     if body["response_format"]["json_schema"]["name"] == "SpeakerAssignment":
-        return {"json": {"turns": []}}
+        return {"json": {"turns": []}, **billed, "completion_tokens": TURN_TOKENS * prompt.count("\n[")}
     return {"json": {"summary": "A sales call.", "next_steps": [{
-        "text": "send proposal", "quote": "send the proposal for thirty agents", "timestamp": 1.0}]}}
+        "text": "send proposal", "quote": "send the proposal for thirty agents", "timestamp": 1.0}]},
+        **billed, "completion_tokens": ANALYSIS_TOKENS}
 
 
 class TimedList(list):
@@ -143,10 +155,12 @@ def main() -> None:
     finally:
         azurite.stop()
     cost = parallel["result"]["cost"]
+    transcribed = [u for u in cost["usage"]["calls"] if u["operation"] == "transcribe"]
     per_minute = cost["cost_per_audio_minute_usd"]
     transcribe_per_minute = cost["by_operation"].get("transcribe", 0) / MINUTES
     result = {
         "bench": "calls", "audio_minutes": MINUTES, "chunks": parallel["result"]["chunks"],
+        "transcription_model": transcribed[0]["model"], "transcription_requests": len(transcribed),
         "fake_transcription": {"real_time_factor": REAL_TIME_FACTOR, "request_s": REQUEST_SECONDS,
                                "model_request_s": MODEL_SECONDS},
         "chunks_parallelism_1": serial["result"]["chunks"],
@@ -160,7 +174,8 @@ def main() -> None:
         "cost": {"per_call_usd": cost["cost_usd"], "per_audio_minute_usd": per_minute,
                  "transcription_per_audio_minute_usd": round(transcribe_per_minute, 5),
                  "by_operation": cost["by_operation"],
-                 "estimated_30_min_call_usd": round(per_minute * 30, 4) if per_minute else None},
+                 "estimated_30_min_call_usd": round(per_minute * 30, 4) if per_minute else None,
+                 "whisper_1_30_min_transcription_usd": transcription_estimate(1800, "whisper-1")},
         "offline_pocketsphinx": offline_wer(),
         "aims": {"speedup_at_least_5x": serial_s / parallel_s >= 5,
                  "transcription_speedup_at_least_5x": serial_phase / parallel_phase >= 5,

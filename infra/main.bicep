@@ -458,7 +458,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'OPENAI_TRANSCRIPTION_MODEL'
-          value: 'whisper-1'
+          value: 'gpt-4o-mini-transcribe'
         }
         {
           name: 'AI_TIMEOUT_SECONDS'
@@ -623,6 +623,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'CALL_CHUNK_SECONDS'
           value: '600'
+        }
+        {
+          name: 'CALL_PIECE_SECONDS'
+          value: '30'
         }
         {
           name: 'CALL_CHUNK_PARALLELISM'

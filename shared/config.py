@@ -32,7 +32,7 @@ class Settings(BaseModel):
     openai_base_url: str = Field("", alias="OPENAI_BASE_URL")
     openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL")
     openai_embedding_model: str = Field("text-embedding-3-small", alias="OPENAI_EMBEDDING_MODEL")
-    openai_transcription_model: str = Field("whisper-1", alias="OPENAI_TRANSCRIPTION_MODEL")
+    openai_transcription_model: str = Field("gpt-4o-mini-transcribe", alias="OPENAI_TRANSCRIPTION_MODEL")
     ai_timeout_seconds: float = Field(30.0, alias="AI_TIMEOUT_SECONDS", gt=0, le=600)
     ai_sdk_max_retries: int = Field(1, alias="AI_SDK_MAX_RETRIES", ge=0, le=5)
     ai_max_attempts: int = Field(4, alias="AI_MAX_ATTEMPTS", ge=1, le=10)
@@ -61,6 +61,8 @@ class Settings(BaseModel):
     call_max_bytes: int = Field(100 * 1024 * 1024, alias="CALL_MAX_BYTES", gt=0)
     call_max_duration_seconds: float = Field(4 * 3600.0, alias="CALL_MAX_DURATION_SECONDS", gt=0)
     call_chunk_seconds: float = Field(600.0, alias="CALL_CHUNK_SECONDS", ge=30, le=1400)
+    # a model that answers text without times hears each chunk in pieces this long at most, cut at pauses
+    call_piece_seconds: float = Field(30.0, alias="CALL_PIECE_SECONDS", ge=5, le=600)
     call_chunk_parallelism: int = Field(8, alias="CALL_CHUNK_PARALLELISM", ge=1, le=64)
 
     # WhatsApp assistant (WAHA)

@@ -107,6 +107,7 @@ def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[
 
 class OfflineProvider:
     name = "offline"
+    timed_transcripts = True
 
     def extract(self, schema: type[M], *, instructions: str, text: str | None = None,
                 images: Sequence[Image] = (), hints: ExtractionHints | None = None) -> Result[M]:
@@ -120,7 +121,8 @@ class OfflineProvider:
     def read_image_text(self, image: Image) -> Result[str]:
         return Result(_Ocr.read(image.data), [_usage("ocr")])
 
-    def transcribe(self, audio: bytes, *, filename: str, language: str | None = None) -> Result[list[Segment]]:
+    def transcribe(self, audio: bytes, *, filename: str, language: str | None = None,
+                   seconds: float | None = None) -> Result[list[Segment]]:
         """pocketsphinx with the en-US model its wheel ships; English only, lower case, no punctuation."""
         from ..calls.audio import RATE, decode_mono_16k
         from ..calls.offline import transcribe_offline

@@ -135,21 +135,35 @@ class OpenAIProvider:
                               images=[image])
         return Result(result.value.text, result.usage)
 
-    def transcribe(self, audio: bytes, *, filename: str, language: str | None = None) -> Result[list[Segment]]:
+    @property
+    def timed_transcripts(self) -> bool:
+        """Only whisper answers `verbose_json` with timed segments; the gpt-4o transcription models answer text."""
+        return "whisper" in self.models["transcribe"].lower()
+
+    def transcribe(self, audio: bytes, *, filename: str, language: str | None = None,
+                   seconds: float | None = None) -> Result[list[Segment]]:
         model = self.models["transcribe"]
+        timed = self.timed_transcripts
         try:
             response = self.client.audio.transcriptions.create(
-                model=model, file=(filename, io.BytesIO(audio)), response_format="verbose_json",
+                model=model, file=(filename, io.BytesIO(audio)), response_format="verbose_json" if timed else "json",
                 **({"language": language} if language else {}))
         except Exception as exc:  # noqa: BLE001
             raise translate_error(exc) from None
+        text = (getattr(response, "text", "") or "").strip()
+        duration = float(getattr(response, "duration", 0) or seconds or 0)
         segments = [Segment(float(s.start), float(s.end), s.text.strip())
-                    for s in (getattr(response, "segments", None) or [])]
-        if not segments and getattr(response, "text", ""):
-            segments = [Segment(0.0, float(getattr(response, "duration", 0) or 0), response.text.strip())]
-        seconds = float(getattr(response, "duration", 0) or (segments[-1].end if segments else 0))
-        return Result(segments, [priced(Usage(model=model, operation="transcribe", audio_seconds=seconds),
-                                        self.prices)])
+                    for s in (getattr(response, "segments", None) or [])] if timed else []
+        if not segments and text:
+            segments = [Segment(0.0, duration, text)]
+        billed = getattr(response, "usage", None)  # tokens (gpt-4o models) or seconds (whisper), when reported
+        by_tokens = getattr(billed, "type", None) == "tokens"
+        if not duration and getattr(billed, "type", None) == "duration":
+            duration = float(billed.seconds or 0)
+        usage = Usage(model=model, operation="transcribe", input_tokens=billed.input_tokens if by_tokens else 0,
+                      output_tokens=billed.output_tokens if by_tokens else 0,
+                      audio_seconds=duration or (segments[-1].end if segments else 0.0))
+        return Result(segments, [priced(usage, self.prices)])
 
     def embed(self, texts: Sequence[str]) -> Result[list[list[float]]]:
         model = self.models["embed"]

@@ -46,13 +46,19 @@ class ExtractionHints:
 
 class AIProvider(Protocol):
     name: str
+    # whether `transcribe` returns segments timed by the model (whisper); otherwise it returns the audio's text as
+    # one segment, and callers that need times send the audio in short pieces
+    timed_transcripts: bool
 
     def extract(self, schema: type[M], *, instructions: str, text: str | None = None,
                 images: Sequence[Image] = (), hints: ExtractionHints | None = None) -> Result[M]: ...
 
     def read_image_text(self, image: Image) -> Result[str]: ...
 
-    def transcribe(self, audio: bytes, *, filename: str, language: str | None = None) -> Result[list[Segment]]: ...
+    def transcribe(self, audio: bytes, *, filename: str, language: str | None = None,
+                   seconds: float | None = None) -> Result[list[Segment]]:
+        """`seconds`: the audio's length when the caller knows it, for the usage and the untimed segment's end."""
+        ...
 
     def embed(self, texts: Sequence[str]) -> Result[list[list[float]]]: ...
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-# USD list prices; AI_PRICE_TABLE (JSON) overrides or extends them per model.
+# USD list prices; AI_PRICE_TABLE (JSON) overrides or extends them per model. The gpt-4o transcription models are
+# billed by tokens (audio in, text out) with a published estimate per minute: a call is priced by its tokens when
+# the service reported them, else by the estimate (prices unverified against OpenAI's own page, see the notes).
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "gpt-4o-mini": {"input_per_1m": 0.15, "output_per_1m": 0.60},
     "gpt-4o": {"input_per_1m": 2.50, "output_per_1m": 10.00},
@@ -14,8 +16,8 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "text-embedding-3-small": {"input_per_1m": 0.02},
     "text-embedding-3-large": {"input_per_1m": 0.13},
     "whisper-1": {"audio_per_minute": 0.006},
-    "gpt-4o-transcribe": {"audio_per_minute": 0.006},
-    "gpt-4o-mini-transcribe": {"audio_per_minute": 0.003},
+    "gpt-4o-transcribe": {"audio_per_minute": 0.006, "input_per_1m": 6.00, "output_per_1m": 10.00},
+    "gpt-4o-mini-transcribe": {"audio_per_minute": 0.003, "input_per_1m": 3.00, "output_per_1m": 5.00},
 }
 
 
@@ -36,10 +38,21 @@ def price_table(override: str = "") -> dict[str, dict[str, float]]:
     return table
 
 
+def _snapshot_prices(model: str, table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The prices of the longest listed name that `model` is a snapshot of (gpt-4o-mini-transcribe-2025-12-15 is
+    gpt-4o-mini-transcribe, not gpt-4o-mini)."""
+    names = [name for name in table if model.startswith(name + "-")]
+    return table[max(names, key=len)] if names else {}
+
+
 def priced(usage: Usage, table: dict[str, dict[str, float]]) -> Usage:
-    prices = table.get(usage.model) or next((p for m, p in table.items() if usage.model.startswith(m + "-")), {})
-    cost = (usage.input_tokens * prices.get("input_per_1m", 0) + usage.output_tokens * prices.get("output_per_1m", 0)
-            ) / 1_000_000 + usage.audio_seconds / 60 * prices.get("audio_per_minute", 0)
+    """`usage` with its cost: tokens at the model's token prices, audio at its price per minute, except that audio
+    billed by tokens (a model with both prices that reported tokens) is not counted again by the minute."""
+    prices = table.get(usage.model) or _snapshot_prices(usage.model, table)
+    tokens = (usage.input_tokens * prices.get("input_per_1m", 0) + usage.output_tokens * prices.get("output_per_1m", 0)
+              ) / 1_000_000
+    billed_by_tokens = tokens > 0 and "audio_per_minute" in prices
+    cost = tokens + (0.0 if billed_by_tokens else usage.audio_seconds / 60 * prices.get("audio_per_minute", 0))
     return usage.model_copy(update={"cost_usd": round(cost, 6)})
 
 

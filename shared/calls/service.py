@@ -9,7 +9,8 @@ from ..ai.usage import Usage
 from .audio import (RATE, chunk_count, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, probe,
                     split_at_silences)
 from .models import CallAnalysis
-from .transcript import SpeakerAssignment, apply_speakers, label_by_channel, numbered_lines, stitch
+from .transcript import (SpeakerAssignment, apply_speakers, label_by_channel, numbered_lines, sentences_over,
+                         stitch)
 from .validate import DroppedInsight, drop_unsupported
 
 ANALYSIS_INSTRUCTIONS = """You analyse a recorded sales call for a sales manager.
@@ -20,8 +21,9 @@ Return one JSON object in the given schema, from the transcript (each line: [ind
 - Entities: companies, people, products, prices (amount, ISO currency, unit), dates.
 - Sentiment overall and per speaker; pain points, objections, competitors, next steps (owner, due), and the
   questions asked. Never invent: leave lists empty when the call does not say."""
-SPEAKER_INSTRUCTIONS = """Assign a speaker label to every numbered transcript line of this two-party sales call:
-"agent" for the seller, "customer" for the buyer. Use the content and turn-taking."""
+SPEAKER_INSTRUCTIONS = """Find the speaker turns in the numbered transcript lines of this two-party sales call: for
+line 0 and for every line where the speaker changes, give its index and who speaks from there on, "agent" for the
+seller, "customer" for the buyer. Use the content and turn-taking."""
 
 
 def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float,
@@ -36,8 +38,26 @@ def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float,
     return info.model_dump(), chunks
 
 
-def transcribe_chunk(provider: AIProvider, audio: bytes, language: str | None) -> Result[list[Segment]]:
-    return provider.transcribe(audio, filename="chunk.wav", language=language)
+def transcribe_chunk(provider: AIProvider, audio: bytes, language: str | None, *,
+                     piece_s: float) -> Result[list[Segment]]:
+    """A chunk's segments, timed from its start.
+
+    A model that answers text without times (gpt-4o-mini-transcribe) hears the chunk in pieces of at most `piece_s`
+    cut at pauses, one after another; each piece's sentences share its span in proportion to their length.
+    """
+    if provider.timed_transcripts:
+        return provider.transcribe(audio, filename="chunk.wav", language=language)
+    samples = decode_mono_16k(audio)
+    duration = samples.shape[0] / RATE
+    pieces, usage = [], []
+    if not duration:
+        return Result([], [])
+    for start, end in split_at_silences(samples, RATE, chunk_count(duration, piece_s), max_chunk_s=piece_s):
+        heard = provider.transcribe(encode_chunk(chunk_samples(samples, RATE, start, end)), filename="piece.wav",
+                                    language=language, seconds=end - start)
+        usage += heard.usage
+        pieces.append(((start, end), sentences_over(" ".join(s.text for s in heard.value), 0.0, end - start)))
+    return Result(stitch(pieces), usage)
 
 
 def segments_of(items: Sequence[dict]) -> list[Segment]:

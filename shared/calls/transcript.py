@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..ai.port import Segment
 
 _LINE = re.compile(r"^\s*([A-Za-z][\w .'-]{0,40}?)\s*:\s*(.+)$")
+# a sentence ends at . ! ? … (or their CJK forms), perhaps followed by a closing quote or bracket, then a space
+_SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?…。！？])|(?<=[.!?…。！？][\"'”’)\]]))\s+")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 
 
@@ -55,13 +57,26 @@ def from_txt(text: str, *, duration: float | None = None) -> list[Segment]:
         match = _LINE.match(raw)
         speaker, words = (match.group(1).strip(), match.group(2).strip()) if match else (None, raw.strip())
         lines.append((speaker, " ".join(words.split())))
-    total = sum(len(words) for _, words in lines) or 1
-    segments, clock = [], 0.0
-    for speaker, words in lines:
-        length = duration * len(words) / total if duration else 0.0
-        segments.append(Segment(round(clock, 3), round(clock + length, 3), words, speaker))
-        clock += length
-    return segments
+    times = _spread([len(words) for _, words in lines], 0.0, duration or 0.0)
+    return [Segment(start, end, words, speaker) for (speaker, words), (start, end) in zip(lines, times)]
+
+
+def sentences_over(text: str, start: float, end: float) -> list[Segment]:
+    """The sentences of a text heard from `start` to `end`, each timed by a share of that span in proportion to its
+    length: the estimate for a model that returns words without times."""
+    sentences = [" ".join(part.split()) for part in _SENTENCE_BREAK.split(text) if part.strip()]
+    times = _spread([len(sentence) for sentence in sentences], start, end - start)
+    return [Segment(begin, finish, sentence) for sentence, (begin, finish) in zip(sentences, times)]
+
+
+def _spread(lengths: Sequence[int], start: float, duration: float) -> list[tuple[float, float]]:
+    """Consecutive (start, end) spans over `duration` from `start`, one per length, in proportion to it."""
+    total, clock, spans = sum(lengths) or 1, float(start), []
+    for length in lengths:
+        share = duration * length / total
+        spans.append((round(clock, 3), round(clock + share, 3)))
+        clock += share
+    return spans
 
 
 def plain_text(segments: Sequence[Segment]) -> str:
@@ -147,12 +162,13 @@ def label_by_channel(segments: Sequence[Segment], channels: np.ndarray, rate: in
 class SpeakerTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    index: int = Field(description="The number of the line in the transcript, as given in brackets")
-    speaker: str = Field(description="Who speaks the line, e.g. 'agent' or 'customer', or a name")
+    index: int = Field(description="The number, as given in brackets, of the line where this speaker's turn begins")
+    speaker: str = Field(description="Who speaks from that line on, e.g. 'agent' or 'customer', or a name")
 
 
 class SpeakerAssignment(BaseModel):
-    """What a model answers when asked who speaks each numbered line (see `numbered_lines`)."""
+    """What a model answers when asked where each speaker's turn begins among numbered lines (see `numbered_lines`):
+    one entry per change of speaker, so the answer stays short however long the call."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -166,7 +182,8 @@ def numbered_lines(segments: Sequence[Segment]) -> str:
 
 def apply_speakers(segments: Sequence[Segment],
                    assignment: SpeakerAssignment | Mapping[int | str, str]) -> list[Segment]:
-    """Segments with the speakers a model assigned by index; indexes it made up or left out change nothing."""
+    """Segments with the speakers a model assigned: a turn's speaker goes to its line and to the unlabelled lines
+    after it, up to the next turn; lines before the first turn, and indexes it made up, change nothing."""
     if isinstance(assignment, SpeakerAssignment):
         mapping = {turn.index: turn.speaker for turn in assignment.turns}
     else:
@@ -176,8 +193,16 @@ def apply_speakers(segments: Sequence[Segment],
                 mapping[int(key)] = speaker
             except (TypeError, ValueError):
                 continue
-    return [replace(s, speaker=str(mapping[i]).strip() or s.speaker) if mapping.get(i) else s
-            for i, s in enumerate(segments)]
+    labelled, current = [], None
+    for i, segment in enumerate(segments):
+        named = str(mapping.get(i) or "").strip()
+        if named:
+            current = named
+            segment = replace(segment, speaker=named)
+        elif segment.speaker is None and current:
+            segment = replace(segment, speaker=current)
+        labelled.append(segment)
+    return labelled
 
 
 def normalise_words(text: str) -> list[str]:

@@ -62,7 +62,8 @@ def api(azurite_module, fake):
     fake.default = model_answer
     host = DevhostProcess(azurite_module.connection_string, {
         "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
-        "OPENAI_API_KEY": "sk-fake", "AI_RETRY_BASE_SECONDS": "0.2", "CALL_MAX_DURATION_SECONDS": "600"}).start()
+        "OPENAI_API_KEY": "sk-fake", "AI_RETRY_BASE_SECONDS": "0.2", "CALL_MAX_DURATION_SECONDS": "600",
+        "OPENAI_TRANSCRIPTION_MODEL": "whisper-1"}).start()  # the fixture's segments, timed by the model
     yield Http(host.base_url, FUNCTION_KEY)
     host.stop()
 
@@ -238,7 +239,7 @@ def test_two_hour_recording_is_chunked_transcribed_in_parallel_and_stitched(azur
     fake.default = model_answer
     host = DevhostProcess(azurite_module.connection_string, {
         "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
-        "OPENAI_API_KEY": "sk-fake", "CALL_CHUNK_SECONDS": "600"}).start()
+        "OPENAI_API_KEY": "sk-fake", "CALL_CHUNK_SECONDS": "600", "OPENAI_TRANSCRIPTION_MODEL": "whisper-1"}).start()
     try:
         http = Http(host.base_url, FUNCTION_KEY)
         grant = http.request("POST", "/api/calls/upload-url?filename=long.wav")[2]
@@ -255,6 +256,39 @@ def test_two_hour_recording_is_chunked_transcribed_in_parallel_and_stitched(azur
     starts = [s["start"] for s in done["transcript"]]
     assert starts == sorted(starts) and len(starts) == 2 * done["result"]["chunks"]
     assert starts[-1] > 6600  # the last chunk's words sit near the end of the call, not at its start
+
+
+def test_the_default_model_hears_pieces_cut_at_pauses_and_is_priced_by_its_tokens(azurite_module, fake):
+    """gpt-4o-mini-transcribe answers text without times: the call is heard in pieces of at most 30 s, and each
+    piece's sentences are timed within it."""
+    fake.requests.clear()
+    fake.transcription = lambda form: [{"start": 0, "end": 0, "text": f"This piece has {form['audio_bytes']} "
+                                                                       "bytes. It ends here."}]
+    fake.transcription_usage = lambda form: (400, 15)
+    fake.default = model_answer
+    host = DevhostProcess(azurite_module.connection_string, {
+        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-fake"}).start()
+    try:
+        http = Http(host.base_url, FUNCTION_KEY)
+        _, _, job = http.request("POST", "/api/calls/upload?title=Pieces", raw=(FIXTURE / "call.wav").read_bytes(),
+                                 headers={"content-type": "audio/wav"})
+        done = finished(http, job["job_id"])
+    finally:
+        host.stop()
+        fake.transcription, fake.transcription_usage = SEGMENTS, None
+    assert done["status"] == "done", done["error"]
+    heard = [r["body"] for r in fake.requests if r["path"].endswith("/audio/transcriptions")]
+    assert len(heard) == 2 and {h["model"] for h in heard} == {"gpt-4o-mini-transcribe"}
+    assert {h["response_format"] for h in heard} == {"json"}
+    pieces = [(h["audio_bytes"], (h["audio_bytes"] - 44) / 32000) for h in heard]  # ~16 kHz 16-bit mono WAV
+    assert all(seconds <= 30.5 for _, seconds in pieces)
+    transcript = done["transcript"]
+    assert [s["text"] for s in transcript][1::2] == ["It ends here."] * 2
+    first_cut = transcript[2]["start"]
+    assert 0 < transcript[1]["end"] <= first_cut < transcript[3]["end"] <= done["result"]["audio"]["duration_s"]
+    cost = done["result"]["cost"]
+    assert cost["by_operation"]["transcribe"] == pytest.approx(2 * (400 * 3.0 + 15 * 5.0) / 1e6)
 
 
 def test_multipart_upload_carries_the_metadata(api):
@@ -300,7 +334,8 @@ def test_kill_9_mid_call_finishes_after_restart_without_retranscribing_finished_
     fake.transcription = lambda form: [{"start": 2.0, "end": 5.0, "text": "words of this chunk"}]
     fake.default, fake.latency = model_answer, 1.0
     env = {"DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
-           "OPENAI_API_KEY": "sk-fake", "CALL_CHUNK_SECONDS": "600", "CALL_CHUNK_PARALLELISM": "1"}
+           "OPENAI_API_KEY": "sk-fake", "CALL_CHUNK_SECONDS": "600", "CALL_CHUNK_PARALLELISM": "1",
+           "OPENAI_TRANSCRIPTION_MODEL": "whisper-1"}  # one request per chunk
     first = DevhostProcess(azurite.connection_string, env).start()
 
     def transcriptions() -> list[str]:

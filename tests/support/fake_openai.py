@@ -23,16 +23,20 @@ def completion(content: str | None, *, model: str, refusal: str | None = None, p
 
 
 class FakeOpenAI(LoopbackServer):
-    """Behaviours: {"json": obj}, {"content": text}, {"refusal": text}, {"status": 429, "headers": {...}},
-    {"hang": seconds}, or a callable(request_body) -> behaviour. Scripted ones are used first, in order."""
+    """Behaviours: {"json": obj}, {"content": text} (either with "prompt_tokens"/"completion_tokens" to report),
+    {"refusal": text}, {"status": 429, "headers": {...}}, {"hang": seconds}, or a callable(request_body) ->
+    behaviour. Scripted ones are used first, in order."""
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.script: deque[Behaviour | Callable[[dict], Behaviour]] = deque()
         self.default: Behaviour | Callable[[dict], Behaviour] = {"json": {}}
         self.latency = 0.0
-        # /audio/transcriptions answers: a list of {"start", "end", "text"}, or a callable(form) -> list / behaviour
+        # /audio/transcriptions answers: a list of {"start", "end", "text"}, or a callable(form) -> list / behaviour;
+        # `verbose_json` gets them as segments, `json` (the gpt-4o models) their text, with the usage in tokens
+        # that `transcription_usage(form)` -> (input, output) reports, if set
         self.transcription: Any = []
+        self.transcription_usage: Callable[[dict], tuple[int, int]] | None = None
         self._lock = threading.Lock()
         super().__init__(self._handler())
 
@@ -76,6 +80,14 @@ class FakeOpenAI(LoopbackServer):
                     return self._send(answer["status"], {"error": {"message": "fake failure"}}, answer.get("headers"))
                 segments = [{"id": i, "start": s["start"], "end": s["end"], "text": s["text"]}
                             for i, s in enumerate(answer)]
+                if form.get("response_format") == "json":
+                    text = {"text": " ".join(s["text"] for s in segments)}
+                    if fake.transcription_usage:
+                        tokens_in, tokens_out = fake.transcription_usage(form)
+                        text["usage"] = {"type": "tokens", "input_tokens": tokens_in, "output_tokens": tokens_out,
+                                         "total_tokens": tokens_in + tokens_out,
+                                         "input_token_details": {"audio_tokens": tokens_in, "text_tokens": 0}}
+                    return self._send(200, text)
                 return self._send(200, {"task": "transcribe", "language": "english",
                                         "duration": segments[-1]["end"] if segments else 0.0,
                                         "text": " ".join(s["text"] for s in segments), "segments": segments})
@@ -115,6 +127,7 @@ class FakeOpenAI(LoopbackServer):
                 if "refusal" in behaviour:
                     return self._send(200, completion(None, model=model, refusal=behaviour["refusal"]))
                 content = behaviour["content"] if "content" in behaviour else json.dumps(behaviour["json"])
-                return self._send(200, completion(content, model=model))
+                tokens = {k: behaviour[k] for k in ("prompt_tokens", "completion_tokens") if k in behaviour}
+                return self._send(200, completion(content, model=model, **tokens))
 
         return Handler

@@ -75,6 +75,15 @@ def test_cost_from_the_price_table_and_dated_model_names():
     assert total["cost_usd"] == pytest.approx(0.81) and total["input_tokens"] == 1_000_000
 
 
+def test_token_billed_transcription_is_priced_by_tokens_else_by_the_minute_estimate():
+    table = price_table()
+    by_tokens = Usage(model="gpt-4o-mini-transcribe-2025-12-15", operation="transcribe", input_tokens=1_000_000,
+                      output_tokens=100_000, audio_seconds=600)
+    assert priced(by_tokens, table).cost_usd == pytest.approx(3.0 + 0.5)  # a snapshot is not gpt-4o-mini
+    unreported = Usage(model="gpt-4o-mini-transcribe", operation="transcribe", audio_seconds=600)
+    assert priced(unreported, table).cost_usd == pytest.approx(0.03)
+
+
 def test_offline_embeddings_are_normalised_and_similar_for_similar_text():
     a, b, c = (hashed_embedding(t) for t in ("monthly rent is 950 euros", "the rent per month: 950 EUR",
                                               "pallets of copy paper"))

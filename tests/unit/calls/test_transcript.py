@@ -1,6 +1,7 @@
 """Stitching chunk transcripts, the text/SRT/VTT/JSON forms, speaker labels and word error rate."""
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -91,6 +92,14 @@ def test_model_speaker_answer_applies_by_index_and_ignores_made_up_indexes():
     assert [s.speaker for s in apply_speakers(segments, answer)] == ["agent", "customer", "agent"]
     assert [s.speaker for s in apply_speakers(segments, {"1": "customer", "x": "bad", 2: ""})] == \
         [None, "customer", "agent"]
+
+
+def test_a_turn_runs_over_the_unlabelled_lines_up_to_the_next_one():
+    segments = [Segment(i, i + 1, f"line {i}") for i in range(6)]
+    segments[4] = replace(segments[4], speaker="agent")  # e.g. from its stereo channel
+    answer = SpeakerAssignment(turns=[SpeakerTurn(index=1, speaker="agent"), SpeakerTurn(index=3, speaker="customer")])
+    assert [s.speaker for s in apply_speakers(segments, answer)] == \
+        [None, "agent", "agent", "customer", "agent", "customer"]
 
 
 def test_wer_counts_word_edits_over_reference_length_after_normalising():
