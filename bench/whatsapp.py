@@ -112,7 +112,8 @@ def _bench_off(signum, frame):
     global _profiler
     if _profiler is not None:
         _profiler.disable()
-        _profiler.dump_stats(os.environ["BENCH_PROFILE_OUT"])
+        _profiler.dump_stats(os.environ["BENCH_PROFILE_OUT"] + ".part")
+        os.replace(os.environ["BENCH_PROFILE_OUT"] + ".part", os.environ["BENCH_PROFILE_OUT"])  # whole or absent
         _profiler = None
 signal.signal(signal.SIGUSR1, _bench_on)
 signal.signal(signal.SIGUSR2, _bench_off)
