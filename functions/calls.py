@@ -277,7 +277,7 @@ async def transcribe_call_chunk(task: dict) -> dict:
     audio = await blobs.get(task["blob"])
 
     def work():
-        result = service.transcribe_chunk(get_provider(), audio, task.get("language"),
+        result = service.transcribe_audio(get_provider(), audio, filename="chunk.wav", language=task.get("language"),
                                           piece_s=settings.call_piece_seconds)
         return [{"start": s.start, "end": s.end, "text": s.text, "speaker": s.speaker} for s in result.value], \
             result.usage

@@ -55,7 +55,8 @@ def _deps() -> assistant.Deps:
     settings = get_settings()
     return assistant.Deps(Tables(settings), BlobStore(settings),
                           Waha(settings.waha_base_url, settings.waha_api_key.get_secret_value()), get_provider(),
-                          rate_limit=settings.whatsapp_rate_limit, search=_search_index())
+                          rate_limit=settings.whatsapp_rate_limit, piece_s=settings.call_piece_seconds,
+                          search=_search_index())
 
 
 @bp.route(route="webhook", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -461,6 +461,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: 'gpt-4o-mini-transcribe'
         }
         {
+          name: 'TRANSCRIPTION_TIMES'
+          value: 'auto'
+        }
+        {
           name: 'AI_TIMEOUT_SECONDS'
           value: '30'
         }

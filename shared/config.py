@@ -33,6 +33,9 @@ class Settings(BaseModel):
     openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL")
     openai_embedding_model: str = Field("text-embedding-3-small", alias="OPENAI_EMBEDDING_MODEL")
     openai_transcription_model: str = Field("gpt-4o-mini-transcribe", alias="OPENAI_TRANSCRIPTION_MODEL")
+    # who times a transcript: the model (whisper: verbose_json segments) or pieces cut at pauses (models that answer
+    # text alone); auto: the model when the model or deployment name says whisper
+    transcription_times: Literal["auto", "model", "pieces"] = Field("auto", alias="TRANSCRIPTION_TIMES")
     ai_timeout_seconds: float = Field(30.0, alias="AI_TIMEOUT_SECONDS", gt=0, le=600)
     ai_sdk_max_retries: int = Field(1, alias="AI_SDK_MAX_RETRIES", ge=0, le=5)
     ai_max_attempts: int = Field(4, alias="AI_MAX_ATTEMPTS", ge=1, le=10)
@@ -62,7 +65,7 @@ class Settings(BaseModel):
     call_max_duration_seconds: float = Field(4 * 3600.0, alias="CALL_MAX_DURATION_SECONDS", gt=0)
     call_chunk_seconds: float = Field(600.0, alias="CALL_CHUNK_SECONDS", ge=30, le=1400)
     # a model that answers text without times hears each chunk in pieces this long at most, cut at pauses
-    call_piece_seconds: float = Field(30.0, alias="CALL_PIECE_SECONDS", ge=5, le=600)
+    call_piece_seconds: float = Field(30.0, alias="CALL_PIECE_SECONDS", ge=5, le=300)
     call_chunk_parallelism: int = Field(8, alias="CALL_CHUNK_PARALLELISM", ge=1, le=64)
 
     # WhatsApp assistant (WAHA)

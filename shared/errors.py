@@ -11,7 +11,8 @@ class SettingsError(Exception):
 class AppError(Exception):
     """An error a caller can act on; `status` is its HTTP code, `code` a stable snake_case name.
 
-    `transient` marks failures of something we call (a model, a receiver) that are worth retrying later.
+    `transient` marks failures of something we call (a model, a receiver) that are worth retrying later;
+    `usage` holds the model calls paid for before the failure, so that a job's cost still counts them.
     """
 
     status = 400
@@ -25,6 +26,7 @@ class AppError(Exception):
         self.details = details or []
         self.transient = transient
         self.retry_after = retry_after
+        self.usage: list[Any] = []
 
     def to_body(self) -> dict:
         error: dict[str, Any] = {"code": self.code, "message": self.message}

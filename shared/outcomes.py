@@ -32,5 +32,5 @@ def run(work: Callable[[], tuple[Any, list[Usage]]], *, attempt: int, max_attemp
     try:
         value, usage = work()
     except AppError as error:
-        return failed(error, attempt=attempt, max_attempts=max_attempts, base_delay=base_delay)
+        return failed(error, attempt=attempt, max_attempts=max_attempts, base_delay=base_delay, usage=error.usage)
     return succeeded(value, usage)

@@ -17,6 +17,7 @@ def build_provider(settings: Settings) -> AIProvider:
     if provider == "offline":
         return OfflineProvider()
     prices = price_table(settings.ai_price_table)
+    timed = {"auto": None, "model": True, "pieces": False}[settings.transcription_times]
     common = {"timeout": settings.ai_timeout_seconds, "max_retries": settings.ai_sdk_max_retries}
     if provider == "azure_openai":
         from openai import AzureOpenAI
@@ -35,14 +36,14 @@ def build_provider(settings: Settings) -> AIProvider:
         models = {"extract": settings.azure_openai_chat_deployment, "chat": settings.azure_openai_chat_deployment,
                   "embed": settings.azure_openai_embedding_deployment,
                   "transcribe": settings.azure_openai_transcription_deployment}
-        return OpenAIProvider(client, models, prices, name="azure_openai")
+        return OpenAIProvider(client, models, prices, name="azure_openai", timed_transcripts=timed)
     from openai import OpenAI
 
     client = OpenAI(api_key=settings.openai_api_key.get_secret_value() or "not-needed",
                     base_url=settings.openai_base_url or None, **common)
     models = {"extract": settings.openai_model, "chat": settings.openai_model,
               "embed": settings.openai_embedding_model, "transcribe": settings.openai_transcription_model}
-    return OpenAIProvider(client, models, prices, name="openai")
+    return OpenAIProvider(client, models, prices, name="openai", timed_transcripts=timed)
 
 
 _building = threading.Lock()

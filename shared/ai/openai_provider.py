@@ -81,11 +81,15 @@ class OpenAIProvider:
     """`models` maps operation to model (or Azure deployment) name: extract, embed, transcribe, chat."""
 
     def __init__(self, client: Any, models: dict[str, str], prices: dict[str, dict[str, float]],
-                 name: str = "openai") -> None:
+                 name: str = "openai", timed_transcripts: bool | None = None) -> None:
+        """`timed_transcripts`: whether the transcription model answers `verbose_json` with timed segments; by
+        default, when its name says whisper (the gpt-4o transcription models answer text alone)."""
         self.client = client
         self.models = models
         self.prices = prices
         self.name = name
+        self.timed_transcripts = ("whisper" in models.get("transcribe", "").lower() if timed_transcripts is None
+                                  else timed_transcripts)
 
     def _usage(self, operation: str, model: str, response_usage: Any, audio_seconds: float = 0.0) -> Usage:
         usage = Usage(model=model, operation=operation,
@@ -134,11 +138,6 @@ class OpenAIProvider:
         result = self.extract(PageText, instructions="Transcribe all text in the image, in reading order.",
                               images=[image])
         return Result(result.value.text, result.usage)
-
-    @property
-    def timed_transcripts(self) -> bool:
-        """Only whisper answers `verbose_json` with timed segments; the gpt-4o transcription models answer text."""
-        return "whisper" in self.models["transcribe"].lower()
 
     def transcribe(self, audio: bytes, *, filename: str, language: str | None = None,
                    seconds: float | None = None) -> Result[list[Segment]]:

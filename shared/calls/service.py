@@ -4,8 +4,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..ai.port import AIProvider, Result, Segment
 from ..ai.usage import Usage
+from ..errors import AIError
 from .audio import (RATE, chunk_count, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, probe,
                     split_at_silences)
 from .models import CallAnalysis
@@ -31,30 +34,36 @@ def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float,
     """Probe, decode and cut at silences into chunks for `lanes` parallel transcriptions, each encoded as 16 kHz
     mono WAV under the API's size limit."""
     info = probe(data, max_duration_s=max_duration_s)
-    samples = decode_mono_16k(data)
-    bounds = split_at_silences(samples, RATE, chunk_count(samples.shape[0] / RATE, max_chunk_s, lanes),
-                               max_chunk_s=max_chunk_s)
-    chunks = [(start, end, encode_chunk(chunk_samples(samples, RATE, start, end))) for start, end in bounds]
-    return info.model_dump(), chunks
+    return info.model_dump(), _cut(decode_mono_16k(data), max_chunk_s, lanes)
 
 
-def transcribe_chunk(provider: AIProvider, audio: bytes, language: str | None, *,
+def _cut(samples: np.ndarray, max_s: float, lanes: int = 1) -> list[tuple[float, float, bytes]]:
+    """(start, end, WAV) of `samples` cut at silences into parts of at most `max_s`, in whole rounds of `lanes`."""
+    duration = samples.shape[0] / RATE
+    if not duration:
+        return []
+    bounds = split_at_silences(samples, RATE, chunk_count(duration, max_s, lanes), max_chunk_s=max_s)
+    return [(start, end, encode_chunk(chunk_samples(samples, RATE, start, end))) for start, end in bounds]
+
+
+def transcribe_audio(provider: AIProvider, audio: bytes, *, filename: str, language: str | None,
                      piece_s: float) -> Result[list[Segment]]:
-    """A chunk's segments, timed from its start.
+    """A recording's segments, timed from its start.
 
-    A model that answers text without times (gpt-4o-mini-transcribe) hears the chunk in pieces of at most `piece_s`
-    cut at pauses, one after another; each piece's sentences share its span in proportion to their length.
+    A model that times its segments (whisper) hears the file as it is. One that answers text alone
+    (gpt-4o-mini-transcribe) hears it in pieces of at most `piece_s` cut at pauses, one after another, and each
+    piece's sentences share its span in proportion to their length. A failure carries the usage of the pieces
+    already paid for, so that the job's cost counts them.
     """
     if provider.timed_transcripts:
-        return provider.transcribe(audio, filename="chunk.wav", language=language)
-    samples = decode_mono_16k(audio)
-    duration = samples.shape[0] / RATE
+        return provider.transcribe(audio, filename=filename, language=language)
     pieces, usage = [], []
-    if not duration:
-        return Result([], [])
-    for start, end in split_at_silences(samples, RATE, chunk_count(duration, piece_s), max_chunk_s=piece_s):
-        heard = provider.transcribe(encode_chunk(chunk_samples(samples, RATE, start, end)), filename="piece.wav",
-                                    language=language, seconds=end - start)
+    for start, end, wav in _cut(decode_mono_16k(audio), piece_s):
+        try:
+            heard = provider.transcribe(wav, filename="piece.wav", language=language, seconds=end - start)
+        except AIError as error:
+            error.usage = usage + error.usage
+            raise
         usage += heard.usage
         pieces.append(((start, end), sentences_over(" ".join(s.text for s in heard.value), 0.0, end - start)))
     return Result(stitch(pieces), usage)

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..ai.port import Segment
 
 _LINE = re.compile(r"^\s*([A-Za-z][\w .'-]{0,40}?)\s*:\s*(.+)$")
-# a sentence ends at . ! ? … (or their CJK forms), perhaps followed by a closing quote or bracket, then a space
-_SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?…。！？])|(?<=[.!?…。！？][\"'”’)\]]))\s+")
+# a sentence ends at . ! ? … perhaps followed by a closing quote or bracket, then a space; at 。！？ (and a closing
+# quote) with or without one
+_SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)\]]))\s+"
+                             r"|(?:(?<=[。！？])(?![」』）”’\"')\]])|(?<=[。！？][」』）”’\"')\]]))\s*")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 
 
@@ -183,7 +185,8 @@ def numbered_lines(segments: Sequence[Segment]) -> str:
 def apply_speakers(segments: Sequence[Segment],
                    assignment: SpeakerAssignment | Mapping[int | str, str]) -> list[Segment]:
     """Segments with the speakers a model assigned: a turn's speaker goes to its line and to the unlabelled lines
-    after it, up to the next turn; lines before the first turn, and indexes it made up, change nothing."""
+    after it, up to the next turn or labelled line, whose speaker carries on; lines before the first turn, and
+    indexes it made up, change nothing."""
     if isinstance(assignment, SpeakerAssignment):
         mapping = {turn.index: turn.speaker for turn in assignment.turns}
     else:
@@ -201,6 +204,8 @@ def apply_speakers(segments: Sequence[Segment],
             segment = replace(segment, speaker=named)
         elif segment.speaker is None and current:
             segment = replace(segment, speaker=current)
+        else:
+            current = segment.speaker or current  # a line labelled before (by its channel) carries on, too
         labelled.append(segment)
     return labelled
 

@@ -41,6 +41,7 @@ class Deps:
     waha: Waha
     provider: AIProvider
     rate_limit: int = 10
+    piece_s: float = 30.0  # voice notes are heard as calls are: see `shared.calls.service.transcribe_audio`
     search: "AzureSearchIndex | None" = None  # the knowledge base in Azure AI Search; None: in memory
 
 
@@ -309,7 +310,10 @@ async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
     await deps.blobs.put("whatsapp-media", f"{row['chat_id']}/{row['message_id']}.{extension}", data,
                          (row.get("media_mimetype") or "application/octet-stream").split(";")[0])
     if row["kind"] == "audio":
-        result = await in_thread(deps.provider.transcribe, data, filename="voice-note.ogg")
+        from ..calls.service import transcribe_audio
+
+        result = await in_thread(transcribe_audio, deps.provider, data, filename="voice-note.ogg", language=None,
+                                 piece_s=deps.piece_s)
         return " ".join(s.text for s in result.value).strip() or row.get("text", ""), result.usage
     if row["kind"] == "image":
         pages = [("", data, row.get("media_mimetype") or "image/jpeg", None)]

@@ -36,12 +36,21 @@ def test_once_the_app_loads_the_sdk_replays_with_it_to_the_same_times(monkeypatc
     get_settings.cache_clear()
     from azure.durable_functions.models.DurableOrchestrationContext import DurableOrchestrationContext
 
-    assert importlib.import_module("azure.durable_functions.models.history.HistoryEvent").dt_parse is parse_iso
+    history_module = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
+    assert history_module.dt_parse is parse_iso
     assert importlib.import_module("azure.durable_functions.models.DurableOrchestrationStatus").dt_parse is parse_iso
+    parsed: list[str] = []
+
+    def counting(text: str):
+        parsed.append(text)
+        return parse_iso(text)
+
+    monkeypatch.setattr(history_module, "dt_parse", counting)  # the SDK really reads its history through it
     started = "2026-11-23T18:59:59.1234567Z"
     context = DurableOrchestrationContext.from_json(json.dumps({
         "history": [{"EventType": 12, "EventId": -1, "IsPlayed": False, "Timestamp": started},
                     {"EventType": 0, "EventId": -1, "IsPlayed": False, "Timestamp": started, "Name": "x",
                      "Version": "", "Input": None}],
         "input": None, "instanceId": "i", "isReplaying": False, "parentInstanceId": None}))
+    assert parsed == [started, started]
     assert context.current_utc_datetime == dateutil_parse(started)

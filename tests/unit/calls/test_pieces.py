@@ -11,8 +11,10 @@ from shared.ai.openai_provider import OpenAIProvider
 from shared.ai.port import Result, Segment
 from shared.ai.usage import Usage, price_table
 from shared.calls.audio import RATE, decode_mono_16k, encode_chunk
-from shared.calls.service import transcribe_chunk
+from shared.calls.service import transcribe_audio
 from shared.calls.transcript import sentences_over
+from shared.errors import AIError
+from shared.outcomes import run
 from tests.support.fake_openai import FakeOpenAI
 
 CALL = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "calls" / "sales_call_en"
@@ -43,7 +45,7 @@ def two_minutes() -> np.ndarray:
 
 def test_an_untimed_model_hears_pieces_cut_at_pauses_and_the_sentences_get_absolute_times(two_minutes):
     model = Listener(timed=False)
-    result = transcribe_chunk(model, encode_chunk(two_minutes), "en", piece_s=30)
+    result = transcribe_audio(model, encode_chunk(two_minutes), filename="chunk.wav", language="en", piece_s=30)
     lengths = [piece.shape[0] / RATE for piece in model.heard]
     assert len(lengths) == 5 and max(lengths) <= 30 and sum(lengths) == pytest.approx(120, abs=0.01)
     # each cut lies in a pause: the 0.2 s around it are far quieter than the recording on average
@@ -60,7 +62,7 @@ def test_an_untimed_model_hears_pieces_cut_at_pauses_and_the_sentences_get_absol
 
 def test_a_timed_model_hears_the_chunk_whole(two_minutes):
     model = Listener(timed=True)
-    transcribe_chunk(model, encode_chunk(two_minutes), None, piece_s=30)
+    transcribe_audio(model, encode_chunk(two_minutes), filename="chunk.wav", language=None, piece_s=30)
     assert len(model.heard) == 1 and model.heard[0].shape[0] == 120 * RATE
 
 
@@ -71,6 +73,7 @@ def test_sentences_share_their_span_by_length():
     lengths = [s.end - s.start for s in segments]
     assert lengths[0] == pytest.approx(10 * 12 / 38, abs=0.002) and lengths[3] == pytest.approx(10 * 2 / 38, abs=0.002)
     assert sentences_over("   ", 0.0, 5.0) == []
+    assert [s.text for s in sentences_over("你好。再见！「好吧。」他说", 0.0, 4.0)] == ["你好。", "再见！", "「好吧。」", "他说"]
 
 
 @pytest.fixture
@@ -104,3 +107,27 @@ def test_whisper_asks_for_timed_segments(fake):
     assert provider.timed_transcripts and fake.requests[-1]["body"]["response_format"] == "verbose_json"
     assert [(s.start, s.end, s.text) for s in result.value] == [(0.0, 2.0, "Hello."), (2.0, 4.5, "Hi.")]
     assert result.usage[0].cost_usd == pytest.approx(4.5 / 60 * 0.006)
+
+
+class FailingOnThird(Listener):
+    def transcribe(self, audio: bytes, **kwargs) -> Result[list[Segment]]:
+        if len(self.heard) == 2:
+            raise AIError("The model service is rate limiting us.", code="ai_rate_limited", transient=True)
+        return super().transcribe(audio, **kwargs)
+
+
+def test_a_failed_piece_keeps_the_usage_of_the_pieces_already_paid_for(two_minutes):
+    outcome = run(lambda: (None, transcribe_audio(FailingOnThird(timed=False), encode_chunk(two_minutes),
+                                                  filename="chunk.wav", language=None, piece_s=30).usage),
+                  attempt=1, max_attempts=3, base_delay=2)
+    assert not outcome["ok"] and outcome["retry_in"] == 2 and outcome["error"]["code"] == "ai_rate_limited"
+    assert len(outcome["usage"]) == 2 and sum(u["audio_seconds"] for u in outcome["usage"]) > 40
+
+
+def test_a_voice_note_in_ogg_is_decoded_and_heard_in_pieces_with_its_length():
+    model = Listener(timed=False)
+    result = transcribe_audio(model, (CALL / "voice-note.ogg").read_bytes(), filename="voice-note.ogg",
+                              language=None, piece_s=30)
+    seconds = sum(u.audio_seconds for u in result.usage)
+    assert len(model.heard) >= 1 and seconds == pytest.approx(sum(p.shape[0] for p in model.heard) / RATE)
+    assert seconds > 1 and result.value[-1].end == pytest.approx(seconds, abs=0.01)

@@ -99,7 +99,7 @@ def test_a_turn_runs_over_the_unlabelled_lines_up_to_the_next_one():
     segments[4] = replace(segments[4], speaker="agent")  # e.g. from its stereo channel
     answer = SpeakerAssignment(turns=[SpeakerTurn(index=1, speaker="agent"), SpeakerTurn(index=3, speaker="customer")])
     assert [s.speaker for s in apply_speakers(segments, answer)] == \
-        [None, "agent", "agent", "customer", "agent", "customer"]
+        [None, "agent", "agent", "customer", "agent", "agent"]
 
 
 def test_wer_counts_word_edits_over_reference_length_after_normalising():
