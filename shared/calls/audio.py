@@ -284,6 +284,15 @@ def _window_energy(samples: np.ndarray, window: int) -> np.ndarray:
     return energy
 
 
+def is_silent(samples: np.ndarray, rate: int = RATE, *, window_s: float = 0.5, threshold_dbfs: float = -50.0) -> bool:
+    """Whether no stretch of `window_s` is louder than `threshold_dbfs` (RMS; speech is about -30 to -15): nothing
+    to transcribe, and a model sent silence tends to invent words."""
+    if not samples.shape[-1]:
+        return True
+    loudest = float(_window_energy(samples, max(1, round(window_s * rate))).max())
+    return loudest < 10 ** (threshold_dbfs / 10)  # mean square against the square of the RMS threshold
+
+
 def chunk_count(duration_s: float, max_chunk_s: float, lanes: int = 1, min_chunk_s: float = 60.0) -> int:
     """How many chunks to cut a recording into for `lanes` transcriptions running at once.
 

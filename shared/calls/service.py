@@ -9,8 +9,8 @@ import numpy as np
 from ..ai.port import AIProvider, Result, Segment
 from ..ai.usage import Usage
 from ..errors import AIError
-from .audio import (RATE, chunk_count, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, probe,
-                    split_at_silences)
+from .audio import (RATE, chunk_count, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, is_silent,
+                    probe, split_at_silences)
 from .models import CallAnalysis
 from .transcript import (SpeakerAssignment, apply_speakers, label_by_channel, numbered_lines, sentences_over,
                          stitch)
@@ -34,16 +34,17 @@ def chunk_audio(data: bytes, *, max_duration_s: float, max_chunk_s: float,
     """Probe, decode and cut at silences into chunks for `lanes` parallel transcriptions, each encoded as 16 kHz
     mono WAV under the API's size limit."""
     info = probe(data, max_duration_s=max_duration_s)
-    return info.model_dump(), _cut(decode_mono_16k(data), max_chunk_s, lanes)
+    return info.model_dump(), [(start, end, encode_chunk(part))
+                               for start, end, part in _cut(decode_mono_16k(data), max_chunk_s, lanes)]
 
 
-def _cut(samples: np.ndarray, max_s: float, lanes: int = 1) -> list[tuple[float, float, bytes]]:
-    """(start, end, WAV) of `samples` cut at silences into parts of at most `max_s`, in whole rounds of `lanes`."""
+def _cut(samples: np.ndarray, max_s: float, lanes: int = 1) -> list[tuple[float, float, np.ndarray]]:
+    """(start, end, samples) of parts of at most `max_s` cut at silences, in whole rounds of `lanes`."""
     duration = samples.shape[0] / RATE
     if not duration:
         return []
     bounds = split_at_silences(samples, RATE, chunk_count(duration, max_s, lanes), max_chunk_s=max_s)
-    return [(start, end, encode_chunk(chunk_samples(samples, RATE, start, end))) for start, end in bounds]
+    return [(start, end, chunk_samples(samples, RATE, start, end)) for start, end in bounds]
 
 
 def transcribe_audio(provider: AIProvider, audio: bytes, *, filename: str, language: str | None,
@@ -51,16 +52,19 @@ def transcribe_audio(provider: AIProvider, audio: bytes, *, filename: str, langu
     """A recording's segments, timed from its start.
 
     A model that times its segments (whisper) hears the file as it is. One that answers text alone
-    (gpt-4o-mini-transcribe) hears it in pieces of at most `piece_s` cut at pauses, one after another, and each
-    piece's sentences share its span in proportion to their length. A failure carries the usage of the pieces
-    already paid for, so that the job's cost counts them.
+    (gpt-4o-mini-transcribe) hears it in pieces of at most `piece_s` cut at pauses, one after another, silent
+    ones skipped, and each piece's sentences share its span in proportion to their length. A failure carries the
+    usage of the pieces already paid for, so that the job's cost counts them.
     """
     if provider.timed_transcripts:
         return provider.transcribe(audio, filename=filename, language=language)
     pieces, usage = [], []
-    for start, end, wav in _cut(decode_mono_16k(audio), piece_s):
+    for start, end, part in _cut(decode_mono_16k(audio), piece_s):
+        if is_silent(part):
+            continue
         try:
-            heard = provider.transcribe(wav, filename="piece.wav", language=language, seconds=end - start)
+            heard = provider.transcribe(encode_chunk(part), filename="piece.wav", language=language,
+                                        seconds=end - start)
         except AIError as error:
             error.usage = usage + error.usage
             raise

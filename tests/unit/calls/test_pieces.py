@@ -10,7 +10,7 @@ from openai import OpenAI
 from shared.ai.openai_provider import OpenAIProvider
 from shared.ai.port import Result, Segment
 from shared.ai.usage import Usage, price_table
-from shared.calls.audio import RATE, decode_mono_16k, encode_chunk
+from shared.calls.audio import RATE, decode_mono_16k, encode_chunk, is_silent
 from shared.calls.service import transcribe_audio
 from shared.calls.transcript import sentences_over
 from shared.errors import AIError
@@ -131,3 +131,22 @@ def test_a_voice_note_in_ogg_is_decoded_and_heard_in_pieces_with_its_length():
     seconds = sum(u.audio_seconds for u in result.usage)
     assert len(model.heard) >= 1 and seconds == pytest.approx(sum(p.shape[0] for p in model.heard) / RATE)
     assert seconds > 1 and result.value[-1].end == pytest.approx(seconds, abs=0.01)
+
+
+def test_silent_pieces_are_not_sent(two_minutes):
+    quiet = np.concatenate([two_minutes[:20 * RATE], np.zeros(50 * RATE, np.float32), two_minutes[20 * RATE:40 * RATE]])
+    model = Listener(timed=False)
+    result = transcribe_audio(model, encode_chunk(quiet), filename="chunk.wav", language=None, piece_s=30)
+    assert len(model.heard) == 2 and sum(u.audio_seconds for u in result.usage) < 50
+    assert not any(20.5 < s.start and s.end < 69.5 for s in result.value)  # no words in the silence
+    assert result.value[-1].end == pytest.approx(90, abs=0.01)
+
+
+def test_silence_means_no_half_second_louder_than_minus_50_dbfs():
+    rng = np.random.default_rng(7)
+    hiss = (rng.standard_normal(30 * RATE) * 10 ** (-70 / 20)).astype(np.float32)  # a quiet line's noise
+    assert is_silent(hiss) and is_silent(np.zeros(0, np.float32))
+    word = hiss.copy()
+    word[RATE:RATE + RATE // 2] += (np.sin(np.arange(RATE // 2) * 0.2) * 10 ** (-40 / 20) * np.sqrt(2)).astype(
+        np.float32)  # half a second at -40 dBFS, quieter than most speech
+    assert not is_silent(word)
