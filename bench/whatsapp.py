@@ -5,7 +5,7 @@
    table and in the questions the model was asked).
 2. Top-5 retrieval over 100,000 random L2-normalised 1,536-dim chunks: `VectorIndex.search` against the
    floor (`matrix @ query` + `argpartition` on the very same matrix) and qdrant-client in local mode.
-1b. The same events paced, open loop: 400 from 40 chats at 20 a second, each ack timed from when it was due.
+1b. The same events paced, open loop: 400 from 40 chats at 10 a second, each ack timed from when it was due.
 3. Reply latency with a fake model of 1 s per request (embeddings and chat alike), from the webhook POST to
    the fake WAHA receiving sendText, on fresh chats; overhead = end to end - model time - burst window.
 
@@ -628,7 +628,8 @@ def main() -> int:
     parser.add_argument("--chats", type=int, default=100)
     parser.add_argument("--per-chat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--paced-rate", type=float, default=20.0, help="events per second of the paced phase")
+    parser.add_argument("--paced-rate", type=float, default=10.0,
+                        help="events per second of the paced phase (each its own turn: 20 nearly fill devhost)")
     parser.add_argument("--paced-chats", type=int, default=40)
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=1536)
