@@ -253,8 +253,8 @@ async def prepare_call_audio(task: dict) -> dict:
 
     def work():
         return service.chunk_audio(audio, max_duration_s=settings.call_max_duration_seconds,
-                                   max_chunk_s=settings.call_chunk_seconds,
-                                   lanes=settings.call_chunk_parallelism), []
+                                   max_chunk_s=settings.call_chunk_seconds, lanes=settings.call_chunk_parallelism,
+                                   keep_channels=not get_provider().timed_transcripts), []
 
     outcome = await in_thread(run, work, attempt=1, max_attempts=1, base_delay=1)
     if not outcome["ok"]:
@@ -297,7 +297,7 @@ async def analyse_call(task: dict) -> dict:
 
     settings = get_settings()
     blobs = BlobStore(settings)
-    audio = await blobs.get(task["blob"]) if task["channels"] >= 2 else b""  # stereo: a speaker per channel
+    audio = await blobs.get(task["blob"]) if task["channels"] == 2 else b""  # stereo: a speaker per channel
     segments = await asyncio.gather(*(blobs.get(c["segments_blob"]) for c in task["chunks"]))
     chunks = [{**c, "segments": json.loads(data)} for c, data in zip(task["chunks"], segments)]
 

@@ -291,6 +291,47 @@ def test_the_default_model_hears_pieces_cut_at_pauses_and_is_priced_by_its_token
     assert cost["by_operation"]["transcribe"] == pytest.approx(2 * (400 * 3.0 + 15 * 5.0) / 1e6)
 
 
+def test_a_stereo_call_with_the_default_model_gets_its_speakers_from_the_channels(azurite_module, fake):
+    """One party a channel: the pieces are cut where the other party takes the turn, and no model labels them."""
+    import io
+    import wave
+
+    import numpy as np
+
+    from shared.calls.audio import decode_mono_16k, to_pcm16
+
+    call = decode_mono_16k((FIXTURE / "call.wav").read_bytes())[:40 * 16000]
+    left, right = call.copy(), call.copy()
+    left[20 * 16000:], right[:20 * 16000] = 0, 0  # the agent speaks first, the customer after 20 s
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(to_pcm16(np.stack([left, right]).T.reshape(-1)))
+    fake.requests.clear()
+    fake.transcription = lambda form: [{"start": 0, "end": 0, "text": "Words of this turn. More of them."}]
+    fake.default = model_answer
+    host = DevhostProcess(azurite_module.connection_string, {
+        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-fake"}).start()
+    try:
+        http = Http(host.base_url, FUNCTION_KEY)
+        _, _, job = http.request("POST", "/api/calls/upload?title=Stereo", raw=buffer.getvalue(),
+                                 headers={"content-type": "audio/wav"})
+        done = finished(http, job["job_id"])
+    finally:
+        host.stop()
+        fake.transcription = SEGMENTS
+    assert done["status"] == "done", done["error"]
+    assert done["result"]["audio"]["channels"] == 2 and done["result"]["speakers"] == ["agent", "customer"]
+    speakers = [(s["speaker"], s["start"] < 19.5, s["end"] > 20.5) for s in done["transcript"]]
+    assert {who for who, early, _ in speakers if early} == {"agent"}
+    assert {who for who, _, late in speakers if late} == {"customer"}
+    asked = [r["body"]["response_format"]["json_schema"]["name"] for r in fake.chat_requests()]
+    assert "SpeakerAssignment" not in asked and "CallAnalysis" in asked
+
+
 def test_multipart_upload_carries_the_metadata(api):
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nQuarterly review\r\n"

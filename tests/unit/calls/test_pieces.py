@@ -10,8 +10,8 @@ from openai import OpenAI
 from shared.ai.openai_provider import OpenAIProvider
 from shared.ai.port import Result, Segment
 from shared.ai.usage import Usage, price_table
-from shared.calls.audio import RATE, decode_mono_16k, encode_chunk, is_silent
-from shared.calls.service import transcribe_audio
+from shared.calls.audio import RATE, channel_turns, decode_mono_16k, encode_chunk, is_silent, probe
+from shared.calls.service import chunk_audio, transcribe_audio
 from shared.calls.transcript import sentences_over
 from shared.errors import AIError
 from shared.outcomes import run
@@ -150,3 +150,37 @@ def test_silence_means_no_half_second_louder_than_minus_50_dbfs():
     word[RATE:RATE + RATE // 2] += (np.sin(np.arange(RATE // 2) * 0.2) * 10 ** (-40 / 20) * np.sqrt(2)).astype(
         np.float32)  # half a second at -40 dBFS, quieter than most speech
     assert not is_silent(word)
+
+
+def _two_party(call: np.ndarray) -> np.ndarray:
+    """30 s, one party a channel: the agent (left) 0-10 s, the customer (right) 10-20 s, the agent again 20-30 s,
+    and a customer's half-second "yes" at 24 s."""
+    left, right = np.zeros(30 * RATE, np.float32), np.zeros(30 * RATE, np.float32)
+    left[:10 * RATE], right[10 * RATE:20 * RATE], left[20 * RATE:] = call[:10 * RATE], call[10 * RATE:20 * RATE], \
+        call[20 * RATE:30 * RATE]
+    right[24 * RATE:int(24.5 * RATE)] = call[3 * RATE:int(3.5 * RATE)]
+    return np.stack([left, right])
+
+
+def test_channel_turns_follow_the_louder_channel_and_cut_in_the_pauses(two_minutes):
+    turns = channel_turns(_two_party(two_minutes))
+    assert [who for _, _, who in turns] == [0, 1, 0]  # the short "yes" is no turn of its own
+    assert turns[0][0] == 0 and turns[-1][1] == 30 and all(a[1] == b[0] for a, b in zip(turns, turns[1:]))
+    assert 9 <= turns[1][0] <= 10.5 and 19 <= turns[2][0] <= 20.5
+    assert channel_turns(np.zeros((2, 3 * RATE), np.float32)) == [(0.0, 3.0, None)]
+
+
+def test_a_two_channel_recording_is_heard_turn_by_turn_with_each_channels_speaker(two_minutes):
+    model = Listener(timed=False)
+    stereo = encode_chunk(_two_party(two_minutes))
+    result = transcribe_audio(model, stereo, filename="chunk.wav", language=None, piece_s=30)
+    assert len(model.heard) == 3 and all(piece.ndim == 1 for piece in model.heard)  # mixed down to mono
+    assert [s.speaker for s in result.value] == ["agent", "agent", "customer", "customer", "agent", "agent"]
+    assert 9 <= result.value[2].start <= 10.5 and result.value[-1].end == pytest.approx(30, abs=0.01)
+
+
+def test_a_stereo_call_keeps_its_channels_in_the_chunks_only_when_asked(two_minutes):
+    stereo = encode_chunk(_two_party(two_minutes))
+    _, kept = chunk_audio(stereo, max_duration_s=600, max_chunk_s=600, keep_channels=True)
+    _, mixed = chunk_audio(stereo, max_duration_s=600, max_chunk_s=600)
+    assert [probe(c).channels for _, _, c in kept] == [2] and [probe(c).channels for _, _, c in mixed] == [1]
