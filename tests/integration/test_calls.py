@@ -258,6 +258,24 @@ def test_two_hour_recording_is_chunked_transcribed_in_parallel_and_stitched(azur
     assert starts[-1] > 6600  # the last chunk's words sit near the end of the call, not at its start
 
 
+def _analysed_with_default_models(azurite, fake, audio: bytes) -> dict:
+    """The finished job of `audio` uploaded to a devhost with the default models (the fake's transcription as set)."""
+    fake.default = model_answer
+    host = DevhostProcess(azurite.connection_string, {
+        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-fake"}).start()
+    try:
+        http = Http(host.base_url, FUNCTION_KEY)
+        _, _, job = http.request("POST", "/api/calls/upload?title=Default", raw=audio,
+                                 headers={"content-type": "audio/wav"})
+        done = finished(http, job["job_id"])
+    finally:
+        host.stop()
+        fake.transcription, fake.transcription_usage = SEGMENTS, None
+    assert done["status"] == "done", done["error"]
+    return done
+
+
 def test_the_default_model_hears_pieces_cut_at_pauses_and_is_priced_by_its_tokens(azurite_module, fake):
     """gpt-4o-mini-transcribe answers text without times: the call is heard in pieces of at most 30 s, and each
     piece's sentences are timed within it."""
@@ -265,19 +283,7 @@ def test_the_default_model_hears_pieces_cut_at_pauses_and_is_priced_by_its_token
     fake.transcription = lambda form: [{"start": 0, "end": 0, "text": f"This piece has {form['audio_bytes']} "
                                                                        "bytes. It ends here."}]
     fake.transcription_usage = lambda form: (400, 15)
-    fake.default = model_answer
-    host = DevhostProcess(azurite_module.connection_string, {
-        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
-        "OPENAI_API_KEY": "sk-fake"}).start()
-    try:
-        http = Http(host.base_url, FUNCTION_KEY)
-        _, _, job = http.request("POST", "/api/calls/upload?title=Pieces", raw=(FIXTURE / "call.wav").read_bytes(),
-                                 headers={"content-type": "audio/wav"})
-        done = finished(http, job["job_id"])
-    finally:
-        host.stop()
-        fake.transcription, fake.transcription_usage = SEGMENTS, None
-    assert done["status"] == "done", done["error"]
+    done = _analysed_with_default_models(azurite_module, fake, (FIXTURE / "call.wav").read_bytes())
     heard = [r["body"] for r in fake.requests if r["path"].endswith("/audio/transcriptions")]
     assert len(heard) == 2 and {h["model"] for h in heard} == {"gpt-4o-mini-transcribe"}
     assert {h["response_format"] for h in heard} == {"json"}
@@ -311,19 +317,7 @@ def test_a_stereo_call_with_the_default_model_gets_its_speakers_from_the_channel
         out.writeframes(to_pcm16(np.stack([left, right]).T.reshape(-1)))
     fake.requests.clear()
     fake.transcription = lambda form: [{"start": 0, "end": 0, "text": "Words of this turn. More of them."}]
-    fake.default = model_answer
-    host = DevhostProcess(azurite_module.connection_string, {
-        "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
-        "OPENAI_API_KEY": "sk-fake"}).start()
-    try:
-        http = Http(host.base_url, FUNCTION_KEY)
-        _, _, job = http.request("POST", "/api/calls/upload?title=Stereo", raw=buffer.getvalue(),
-                                 headers={"content-type": "audio/wav"})
-        done = finished(http, job["job_id"])
-    finally:
-        host.stop()
-        fake.transcription = SEGMENTS
-    assert done["status"] == "done", done["error"]
+    done = _analysed_with_default_models(azurite_module, fake, buffer.getvalue())
     assert done["result"]["audio"]["channels"] == 2 and done["result"]["speakers"] == ["agent", "customer"]
     speakers = [(s["speaker"], s["start"] < 19.5, s["end"] > 20.5) for s in done["transcript"]]
     assert {who for who, early, _ in speakers if early} == {"agent"}
