@@ -74,7 +74,7 @@ class AcsEmailSender:
                                         code="email_pending", transient=True) from None
                 except HttpResponseError as exc:
                     if exc.status_code in (None, 200):  # the operation itself ended Failed: the message is refused
-                        raise DeliveryError(f"Azure Communication Services did not send it: {exc.message}"[:300],
+                        raise DeliveryError(f"Azure Communication Services did not send it: {_reason(exc)}"[:300],
                                             code="email_failed") from None
                     raise
         except ServiceRequestError as exc:
@@ -83,6 +83,14 @@ class AcsEmailSender:
         except HttpResponseError as exc:
             status = exc.status_code or 0
             transient = status in (408, 429) or status >= 500 or status == 0
-            raise DeliveryError(f"Azure Communication Services answered {status}: {exc.message}"[:300],
+            raise DeliveryError(f"Azure Communication Services answered {status}: {_reason(exc)}"[:300],
                                 code="email_unavailable" if transient else "email_rejected",
                                 transient=transient) from None
+
+
+def _reason(exc: Any) -> str:
+    """The service's own code and message (azure-core's text repeats them on extra lines)."""
+    error = getattr(exc, "error", None)
+    if error is not None and getattr(error, "message", None):
+        return f"{error.message} ({error.code})" if getattr(error, "code", None) else error.message
+    return " ".join(str(exc.message or exc).split())

@@ -60,4 +60,6 @@ def test_an_operation_that_ends_failed_is_a_final_error_with_the_services_reason
         with pytest.raises(DeliveryError) as caught:
             asyncio.run(sender(fake).send("gone@example.com", CONTENT, key="n-3"))
     assert caught.value.code == "email_failed" and not caught.value.transient
+    assert caught.value.message == ("Azure Communication Services did not send it: The recipient is suppressed. "
+                                    "(EmailDroppedAllRecipientsSuppressed)")
 
