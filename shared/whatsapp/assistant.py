@@ -182,10 +182,20 @@ class KnowledgeBase:
         return True
 
     async def search(self, vector: Sequence[float], k: int = 5) -> list["Hit"]:
-        """The `k` passages nearest the question: Azure AI Search when configured, else the worker's index."""
+        """The `k` passages nearest the question: Azure AI Search when configured, else the worker's index. A base
+        embedded by another model than the question has nothing near it: no passages (the bot says it does not
+        know and asks for a person) and a warning to upload the documents again, not a failed turn."""
         if self.deps.search is not None:
-            return await self.deps.search.search(vector, k)
-        return (await self.index()).search(vector, k=k)
+            width = await self.deps.search.width()
+            hits = await self.deps.search.search(vector, k) if width == len(vector) else []
+        else:
+            index = await self.index()
+            width = index.dim
+            hits = index.search(vector, k=k) if width == len(vector) else []
+        if width is not None and width != len(vector):
+            log_event("kb.search.other_model", logging.WARNING, index_dimensions=width, question_dimensions=len(vector),
+                      action="The documents were embedded by another model: upload them again.")
+        return hits
 
     async def documents(self) -> list[dict]:
         return [row async for _, row in self.deps.tables.partition(DOCUMENTS, "kb")]

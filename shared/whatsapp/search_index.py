@@ -58,6 +58,7 @@ class AzureSearchIndex:
         self.index_name = settings.azure_search_index
         # one documents client per event loop, its connections kept open; a loop's own go with it
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._width: int | None = None  # the index's vector width, once seen (it never changes)
 
     def _credential(self) -> Any:
         key = self.settings.azure_search_api_key.get_secret_value()
@@ -75,30 +76,40 @@ class AzureSearchIndex:
             self._clients[loop] = SearchClient(self.endpoint, self.index_name, self._credential())
         return self._clients[loop]
 
+    async def width(self) -> int | None:
+        """The width of the index's vectors; None while there is no index."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.search.documents.indexes.aio import SearchIndexClient
+
+        if self._width is None:
+            with _service_errors():
+                async with SearchIndexClient(self.endpoint, self._credential()) as client:
+                    try:
+                        existing = await client.get_index(self.index_name)
+                    except ResourceNotFoundError:
+                        return None
+            self._width = next((f.vector_search_dimensions for f in existing.fields if f.name == "vector"), None)
+        return self._width
+
     async def ensure(self, dim: int) -> None:
         """Creates the index on the first upload. Its vector width is fixed: vectors of another width (the embedding
         model changed) are refused with what to do, rather than failing every question later."""
-        from azure.core.exceptions import ResourceNotFoundError
         from azure.search.documents.indexes.aio import SearchIndexClient
         from azure.search.documents.indexes.models import (ExhaustiveKnnAlgorithmConfiguration,
                                                            ExhaustiveKnnParameters, SearchField, SearchFieldDataType,
                                                            SearchIndex, SimpleField, VectorSearch,
                                                            VectorSearchAlgorithmMetric, VectorSearchProfile)
 
+        width = await self.width()
+        if width is not None and width != dim:
+            raise Unprocessable(
+                f"The search index '{self.index_name}' holds {width}-dimensional vectors; the embedding model makes "
+                f"{dim}. Set AZURE_SEARCH_INDEX to a new index and upload the documents again.",
+                code="search_index_width")
+        if width is not None:
+            return
         with _service_errors():
             async with SearchIndexClient(self.endpoint, self._credential()) as client:
-                try:
-                    existing = await client.get_index(self.index_name)
-                except ResourceNotFoundError:
-                    existing = None
-                if existing is not None:
-                    width = next((f.vector_search_dimensions for f in existing.fields if f.name == "vector"), None)
-                    if width != dim:
-                        raise Unprocessable(
-                            f"The search index '{self.index_name}' holds {width}-dimensional vectors; the embedding "
-                            f"model makes {dim}. Set AZURE_SEARCH_INDEX to a new index and upload the documents "
-                            "again.", code="search_index_width")
-                    return
                 await client.create_or_update_index(SearchIndex(name=self.index_name, fields=[
                     SimpleField(name="id", type=SearchFieldDataType.String, key=True),
                     SimpleField(name="doc_id", type=SearchFieldDataType.String, filterable=True),
@@ -110,6 +121,7 @@ class AzureSearchIndex:
                             name=_ALGORITHM, parameters=ExhaustiveKnnParameters(
                                 metric=VectorSearchAlgorithmMetric.COSINE))],
                         profiles=[VectorSearchProfile(name=_PROFILE, algorithm_configuration_name=_ALGORITHM)])))
+        self._width = dim
 
     async def _keys(self, client: Any, doc_id: str) -> set[str]:
         """Every search document of `doc_id`, whatever earlier uploads or failures left behind."""

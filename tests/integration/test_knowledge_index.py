@@ -82,6 +82,10 @@ def test_a_document_embedded_by_another_model_is_skipped_not_fatal(azurite):
     # uploaded after the embedding model changed: the index starts afresh with the new width
     index = asyncio.run(three_wide("new", [0.0, 1.0, 0.0], 4102444800.0))
     assert sorted(index.doc_ids) == ["new", "old"] and index.dim == 3
+    # a question embedded by the model of the day finds nothing in a base of another width, and fails no turn
+    question = provider.embed(["rent"]).value[0]
+    assert len(question) != 3 and asyncio.run(kb.search(question)) == []
+    assert [h.doc_id for h in asyncio.run(kb.search([0.0, 1.0, 0.0], k=1))] == ["new"]
 
 
 def test_after_every_document_is_deleted_the_next_one_sets_the_width(azurite):

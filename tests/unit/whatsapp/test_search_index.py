@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 import pytest
 
 from shared.config import Settings
 from shared.errors import ServiceUnavailable, Unprocessable
+from shared.whatsapp.assistant import Deps, KnowledgeBase
 from shared.whatsapp.knowledge import Chunk, VectorIndex
 from shared.whatsapp.search_index import AzureSearchIndex, chunk_key, cosine_of
 from tests.support.fake_search import FakeSearch
@@ -80,6 +82,23 @@ def test_vectors_of_another_width_are_refused_with_what_to_do_and_a_missing_inde
         with pytest.raises(Unprocessable) as caught:
             asyncio.run(search.replace("other", chunk, [[1.0, 0.0, 0.0, 0.0]]))
     assert caught.value.code == "search_index_width" and "AZURE_SEARCH_INDEX" in caught.value.message
+
+
+def test_a_question_embedded_by_another_model_finds_nothing_and_says_what_to_do(caplog):
+    chunk = [Chunk(index=0, text="passage", tokens=1)]
+    with FakeSearch() as fake:
+        search = _index(fake)
+        kb = KnowledgeBase(Deps(None, None, None, None, search=search))  # the search backend alone is used
+
+        async def run() -> tuple[list, list, list]:
+            before = await kb.search([1.0, 0.0, 0.0])  # no index yet
+            await search.replace("doc", chunk, [[1.0, 0.0, 0.0]])
+            return before, await kb.search([1.0, 0.0, 0.0, 0.0]), await kb.search([1.0, 0.0, 0.0])
+
+        with caplog.at_level(logging.WARNING):
+            before, other, same = asyncio.run(run())
+    assert before == [] and other == [] and [h.doc_id for h in same] == ["doc"]
+    assert [r.event for r in caplog.records if hasattr(r, "event")] == ["kb.search.other_model"]
 
 
 def test_a_refused_key_is_final():
