@@ -253,8 +253,8 @@ async def prepare_call_audio(task: dict) -> dict:
 
     def work():
         return service.chunk_audio(audio, max_duration_s=settings.call_max_duration_seconds,
-                                   max_chunk_s=settings.call_chunk_seconds, lanes=settings.call_chunk_parallelism,
-                                   keep_channels=not get_provider().timed_transcripts), []
+                                   max_chunk_s=settings.call_chunk_seconds,
+                                   lanes=settings.call_chunk_parallelism), []
 
     outcome = await in_thread(run, work, attempt=1, max_attempts=1, base_delay=1)
     if not outcome["ok"]:

@@ -293,42 +293,6 @@ def is_silent(samples: np.ndarray, rate: int = RATE, *, window_s: float = 0.5, t
     return loudest < 10 ** (threshold_dbfs / 10)  # mean square against the square of the RMS threshold
 
 
-def channel_turns(channels: np.ndarray, rate: int = RATE, *, window_s: float = 0.1, margin_db: float = 3.0,
-                  min_turn_s: float = 1.0, threshold_dbfs: float = -50.0) -> list[tuple[float, float, int | None]]:
-    """Who speaks when, in a recording with one party per channel (`channels` shaped (channels, n)): (start, end,
-    channel) turns that tile it, each cut in the middle of the pause before it. A window belongs to the channel
-    louder by `margin_db`; pauses and cross-talk carry the turn on; a turn shorter than `min_turn_s` (a "yes")
-    joins the one before. Channel None when no one is heard at all."""
-    window = max(1, round(window_s * rate))
-    total = channels.shape[-1]
-    if channels.ndim != 2 or total == 0:
-        return [(0.0, total / rate, None)] if total else []
-    energy = np.stack([_window_energy(channel, window) for channel in channels])
-    order = np.sort(energy, axis=0)
-    loudest, second = order[-1], order[-2] if energy.shape[0] > 1 else np.zeros_like(order[-1])
-    heard = (loudest >= 10 ** (threshold_dbfs / 10)) & (loudest >= second * 10 ** (margin_db / 10))
-    owner = np.where(heard, energy.argmax(axis=0), -1)
-    turns: list[list] = []  # [start window, channel]
-    last_heard = -1
-    for i in np.flatnonzero(owner >= 0):
-        who = int(owner[i])
-        if not turns:
-            turns.append([0, who])
-        elif who != turns[-1][1]:
-            turns.append([(last_heard + 1 + i) // 2, who])  # the middle of the pause between the two
-        last_heard = i
-    if not turns:
-        return [(0.0, total / rate, None)]
-    min_windows = min_turn_s / window_s
-    merged = [turns[0]]
-    for (start, who), following in zip(turns[1:], turns[2:] + [[len(owner), None]]):
-        if following[0] - start < min_windows or who == merged[-1][1]:
-            continue  # too short to be a turn of its own: the speaker before carries on
-        merged.append([start, who])
-    bounds = [min(total, int(start) * window) for start, _ in merged] + [total]
-    return [(bounds[k] / rate, bounds[k + 1] / rate, merged[k][1]) for k in range(len(merged))]
-
-
 def chunk_count(duration_s: float, max_chunk_s: float, lanes: int = 1, min_chunk_s: float = 60.0) -> int:
     """How many chunks to cut a recording into for `lanes` transcriptions running at once.
 
@@ -402,18 +366,15 @@ def to_pcm16(samples: np.ndarray) -> bytes:
 
 def encode_chunk(samples: np.ndarray, rate: int = RATE, fmt: ChunkFormat = "wav") -> bytes:
     """Mono samples as a file the transcription API accepts: WAV (~1.9 MB a minute at 16 kHz), FLAC (about half),
-    MP3 or OGG/Opus (small, lossy); WAV also takes channels shaped (channels, n)."""
+    MP3 or OGG/Opus (small, lossy)."""
     samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 2 and fmt == "wav":  # (channels, n): a chunk kept in stereo, for speakers by channel
-        pcm, channels = to_pcm16(samples.T.reshape(-1)), samples.shape[0]
-    elif samples.ndim != 1:
-        raise ValueError("encode_chunk takes mono samples shaped (n,), or (channels, n) for WAV")
-    else:
-        pcm, channels = to_pcm16(samples), 1
+    if samples.ndim != 1:
+        raise ValueError("encode_chunk takes mono samples shaped (n,)")
     if fmt == "wav":
+        pcm = to_pcm16(samples)
         buffer = io.BytesIO()
         with wave.open(buffer, "wb") as out:
-            out.setnchannels(channels)
+            out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(rate)
             out.writeframes(pcm)

@@ -298,7 +298,7 @@ def test_the_default_model_hears_pieces_cut_at_pauses_and_is_priced_by_its_token
 
 
 def test_a_stereo_call_with_the_default_model_gets_its_speakers_from_the_channels(azurite_module, fake):
-    """One party a channel: the pieces are cut where the other party takes the turn, and no model labels them."""
+    """One party a channel: each sentence goes to the louder channel over its (estimated) time; no model labels."""
     import io
     import wave
 
@@ -319,9 +319,8 @@ def test_a_stereo_call_with_the_default_model_gets_its_speakers_from_the_channel
     fake.transcription = lambda form: [{"start": 0, "end": 0, "text": "Words of this turn. More of them."}]
     done = _analysed_with_default_models(azurite_module, fake, buffer.getvalue())
     assert done["result"]["audio"]["channels"] == 2 and done["result"]["speakers"] == ["agent", "customer"]
-    speakers = [(s["speaker"], s["start"] < 19.5, s["end"] > 20.5) for s in done["transcript"]]
-    assert {who for who, early, _ in speakers if early} == {"agent"}
-    assert {who for who, _, late in speakers if late} == {"customer"}
+    transcript = done["transcript"]
+    assert transcript[0]["speaker"] == "agent" and transcript[-1]["speaker"] == "customer"
     asked = [r["body"]["response_format"]["json_schema"]["name"] for r in fake.chat_requests()]
     assert "SpeakerAssignment" not in asked and "CallAnalysis" in asked
 

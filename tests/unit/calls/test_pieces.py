@@ -1,6 +1,9 @@
 """A transcription model without timestamps: each chunk heard in pieces cut at pauses, sentences timed within."""
 from __future__ import annotations
 
+import io
+import wave
+
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +13,9 @@ from openai import OpenAI
 from shared.ai.openai_provider import OpenAIProvider
 from shared.ai.port import Result, Segment
 from shared.ai.usage import Usage, price_table
-from shared.calls.audio import RATE, channel_turns, decode_mono_16k, encode_chunk, is_silent, probe
-from shared.calls.service import chunk_audio, transcribe_audio
-from shared.calls.transcript import sentences_over
+from shared.calls.audio import RATE, decode_mono_16k, encode_chunk, is_silent, to_pcm16
+from shared.calls.service import analyse, transcribe_audio
+from shared.calls.transcript import SpeakerAssignment, SpeakerTurn, sentences_over
 from shared.errors import AIError
 from shared.outcomes import run
 from tests.support.fake_openai import FakeOpenAI
@@ -152,35 +155,28 @@ def test_silence_means_no_half_second_louder_than_minus_50_dbfs():
     assert not is_silent(word)
 
 
-def _two_party(call: np.ndarray) -> np.ndarray:
-    """30 s, one party a channel: the agent (left) 0-10 s, the customer (right) 10-20 s, the agent again 20-30 s,
-    and a customer's half-second "yes" at 24 s."""
-    left, right = np.zeros(30 * RATE, np.float32), np.zeros(30 * RATE, np.float32)
-    left[:10 * RATE], right[10 * RATE:20 * RATE], left[20 * RATE:] = call[:10 * RATE], call[10 * RATE:20 * RATE], \
-        call[20 * RATE:30 * RATE]
-    right[24 * RATE:int(24.5 * RATE)] = call[3 * RATE:int(3.5 * RATE)]
-    return np.stack([left, right])
+class Analyst(Listener):
+    """Answers the speaker pass with two turns and the analysis with a summary; embeds into one dimension."""
+
+    def extract(self, schema, *, instructions, text=None, images=(), hints=None):
+        if schema is SpeakerAssignment:
+            return Result(SpeakerAssignment(turns=[SpeakerTurn(index=0, speaker="agent"),
+                                                   SpeakerTurn(index=1, speaker="customer")]), [])
+        return Result(schema(summary="A call."), [])
+
+    def embed(self, texts):
+        return Result([[1.0] for _ in texts], [])
 
 
-def test_channel_turns_follow_the_louder_channel_and_cut_in_the_pauses(two_minutes):
-    turns = channel_turns(_two_party(two_minutes))
-    assert [who for _, _, who in turns] == [0, 1, 0]  # the short "yes" is no turn of its own
-    assert turns[0][0] == 0 and turns[-1][1] == 30 and all(a[1] == b[0] for a, b in zip(turns, turns[1:]))
-    assert 9 <= turns[1][0] <= 10.5 and 19 <= turns[2][0] <= 20.5
-    assert channel_turns(np.zeros((2, 3 * RATE), np.float32)) == [(0.0, 3.0, None)]
-
-
-def test_a_two_channel_recording_is_heard_turn_by_turn_with_each_channels_speaker(two_minutes):
-    model = Listener(timed=False)
-    stereo = encode_chunk(_two_party(two_minutes))
-    result = transcribe_audio(model, stereo, filename="chunk.wav", language=None, piece_s=30)
-    assert len(model.heard) == 3 and all(piece.ndim == 1 for piece in model.heard)  # mixed down to mono
-    assert [s.speaker for s in result.value] == ["agent", "agent", "customer", "customer", "agent", "agent"]
-    assert 9 <= result.value[2].start <= 10.5 and result.value[-1].end == pytest.approx(30, abs=0.01)
-
-
-def test_a_stereo_call_keeps_its_channels_in_the_chunks_only_when_asked(two_minutes):
-    stereo = encode_chunk(_two_party(two_minutes))
-    _, kept = chunk_audio(stereo, max_duration_s=600, max_chunk_s=600, keep_channels=True)
-    _, mixed = chunk_audio(stereo, max_duration_s=600, max_chunk_s=600)
-    assert [probe(c).channels for _, _, c in kept] == [2] and [probe(c).channels for _, _, c in mixed] == [1]
+def test_a_recording_of_three_channels_gets_its_speakers_from_the_model_pass(two_minutes):
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(3)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(to_pcm16(np.stack([two_minutes[:10 * RATE]] * 3).T.reshape(-1)))
+    three = buffer.getvalue()
+    chunks = [{"start": 0.0, "end": 10.0, "segments": [{"start": 0.0, "end": 5.0, "text": "Hello."},
+                                                       {"start": 5.0, "end": 10.0, "text": "Hi."}]}]
+    analysed, _ = analyse(Analyst(timed=False), three, chunks, channels=3)
+    assert [s["speaker"] for s in analysed["segments"]] == ["agent", "customer"]
