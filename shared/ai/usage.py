@@ -56,6 +56,19 @@ def priced(usage: Usage, table: dict[str, dict[str, float]]) -> Usage:
     return usage.model_copy(update={"cost_usd": round(cost, 6)})
 
 
+def combined(usages: list[Usage]) -> list[Usage]:
+    """One record per model and operation, its tokens, seconds and cost added up: a chunk heard in pieces is one
+    line of a job's usage, not one per piece."""
+    totals: dict[tuple[str, str], Usage] = {}
+    for u in usages:
+        seen = totals.get((u.model, u.operation))
+        totals[(u.model, u.operation)] = u if seen is None else seen.model_copy(update={
+            "input_tokens": seen.input_tokens + u.input_tokens, "output_tokens": seen.output_tokens + u.output_tokens,
+            "audio_seconds": round(seen.audio_seconds + u.audio_seconds, 3),
+            "cost_usd": round(seen.cost_usd + u.cost_usd, 6)})
+    return list(totals.values())
+
+
 def summarize(usages: list[dict[str, Any]]) -> dict[str, Any]:
     """The job's usage: totals plus one line per call."""
     return {"calls": usages,

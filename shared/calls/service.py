@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..ai.port import AIProvider, Result, Segment
-from ..ai.usage import Usage
+from ..ai.usage import Usage, combined
 from ..errors import AIError
 from .audio import (RATE, chunk_count, chunk_samples, decode_channels_16k, decode_mono_16k, encode_chunk, is_silent,
                     probe, split_at_silences)
@@ -66,11 +66,11 @@ def transcribe_audio(provider: AIProvider, audio: bytes, *, filename: str, langu
             heard = provider.transcribe(encode_chunk(part), filename="piece.wav", language=language,
                                         seconds=end - start)
         except AIError as error:
-            error.usage = usage + error.usage
+            error.usage = combined(usage + error.usage)
             raise
         usage += heard.usage
         pieces.append(((start, end), sentences_over(" ".join(s.text for s in heard.value), 0.0, end - start)))
-    return Result(stitch(pieces), usage)
+    return Result(stitch(pieces), combined(usage))
 
 
 def segments_of(items: Sequence[dict]) -> list[Segment]:
