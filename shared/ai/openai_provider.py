@@ -156,8 +156,9 @@ class OpenAIProvider:
         if not segments and text:
             segments = [Segment(0.0, duration, text)]
         billed = getattr(response, "usage", None)  # tokens (gpt-4o models) or seconds (whisper), when reported
-        by_tokens = getattr(billed, "type", None) == "tokens"
-        if not duration and getattr(billed, "type", None) == "duration":
+        kind = getattr(billed, "type", None)
+        by_tokens = kind == "tokens"
+        if not duration and kind == "duration":
             duration = float(billed.seconds or 0)
         usage = Usage(model=model, operation="transcribe", input_tokens=billed.input_tokens if by_tokens else 0,
                       output_tokens=billed.output_tokens if by_tokens else 0,

@@ -139,8 +139,14 @@ async def stats(tables: Tables) -> dict:
 
 async def set_paused(tables: Tables, chat_id: str, paused: bool) -> dict:
     """Human takeover; a turn running meanwhile keeps its own fields and cannot undo it."""
-    return await tables.change(CONVERSATIONS, "chat", chat_id,
-                               lambda row: {**row, "chat_id": chat_id, "paused": paused}, create=True)
+    return await _set_conversation(tables, chat_id, {"paused": paused})
+
+
+async def _set_conversation(tables: Tables, chat_id: str, fields: dict[str, Any]) -> dict:
+    """The chat's conversation row with `fields` set and every other field as stored now: the operator's pause and
+    a turn's memory are written by different hands, neither undoes the other."""
+    return await tables.change(CONVERSATIONS, "chat", chat_id, lambda row: {**row, "chat_id": chat_id, **fields},
+                               create=True)
 
 
 class KnowledgeBase:
@@ -301,10 +307,8 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                                             {"role": "assistant", "content": answer}])[-MEMORY:]
     if notify:
         await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], RATE_NOTICE, [], quote=False)
-    turn_state = {"memory": conversation.get("memory", []), "rate": state.model_dump()}
     # only the turn's own fields: an operator may have paused the chat while the model was answering
-    await tables.change(CONVERSATIONS, "chat", chat_id, lambda row: {**row, "chat_id": chat_id, **turn_state},
-                        create=True)
+    await _set_conversation(tables, chat_id, {"memory": conversation.get("memory", []), "rate": state.model_dump()})
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
             "rate_limited": len(pending) - len(allowed), "notice": notify, "messages": received,
             "handoff": handoff, "usage": [u.model_dump() for u in usage]}
