@@ -28,3 +28,23 @@ def test_missing_storage_setting_fails_start_naming_it(tmp_path):
     with pytest.raises(RuntimeError):
         host.start(timeout=30)
     assert "AzureWebJobsStorage" in host.log().splitlines()[-1]
+
+
+def test_azurite_moves_to_other_ports_when_one_picked_free_was_taken_meanwhile():
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from tests.support.processes import Azurite
+
+    azurite = Azurite()
+    taken, first = socket.socket(), azurite.blob_port
+    taken.bind(("127.0.0.1", first))  # bound by someone else, not listening: Azurite cannot have it
+    try:
+        azurite.start()
+        assert azurite.blob_port != first and azurite.process.poll() is None
+        with pytest.raises(urllib.error.HTTPError):  # Azurite answers (400: no account in the path)
+            urllib.request.urlopen(f"http://127.0.0.1:{azurite.blob_port}/", timeout=10)
+    finally:
+        azurite.stop()
+        taken.close()

@@ -26,12 +26,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
+def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    """Until something listens on `port`; with `process`, an exit of it ends the wait at once (ProcessLookupError)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        if process is not None and process.poll() is not None:
+            raise ProcessLookupError(f"the process meant to listen on port {port} exited ({process.returncode})")
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
@@ -51,14 +54,23 @@ class Azurite:
         self.blob_port, self.queue_port, self.table_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Azurite":
-        self.process = subprocess.Popen(
-            [azurite_binary(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--location", self.folder,
-             "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
-             "--tablePort", str(self.table_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        for port in (self.blob_port, self.queue_port, self.table_port):
-            wait_for_port(port)
+    def start(self, attempts: int = 3) -> "Azurite":
+        """A port picked free may be taken (by another test's outgoing connection) before Azurite binds it: Azurite
+        then exits, and starts again on other free ports."""
+        for attempt in range(attempts):
+            self.process = subprocess.Popen(
+                [azurite_binary(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--location",
+                 self.folder, "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
+                 "--tablePort", str(self.table_port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                for port in (self.blob_port, self.queue_port, self.table_port):
+                    wait_for_port(port, process=self.process)
+                return self
+            except ProcessLookupError:
+                if attempt == attempts - 1:
+                    raise
+                self.blob_port, self.queue_port, self.table_port = free_port(), free_port(), free_port()
         return self
 
     @property
