@@ -73,6 +73,9 @@ class Instance:
     inbox: dict[str, dict] = field(default_factory=dict)
     work: dict[str, dict] = field(default_factory=dict)
     outbox: dict[str, dict] = field(default_factory=dict)
+    # Activity results held in memory (inbox row key -> the finished work row's key): the next write of the
+    # partition stores or consumes them and drops the work rows; until then a restart simply reruns the work.
+    unsaved: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_rows(cls, pk: str, rows: dict[str, dict]) -> "Instance | None":
@@ -107,6 +110,11 @@ class Episode:
     deletes: list[str] = field(default_factory=list)
     new_work: list[str] = field(default_factory=list)
     new_outbox: list[str] = field(default_factory=list)
+    create: bool = False  # the instance's first write: insert it, and fail with IdTaken when the id exists
+
+
+class IdTaken(Exception):
+    """An instance with this id is already in storage."""
 
 
 class Engine:
@@ -309,21 +317,47 @@ class Engine:
             meta = self._new_meta(instance_id, name, input_text, version, parent=None)
             message = self._start_message(meta)
             rk = _row_key("m")
-            # A new id (the usual case) costs one round trip: insert, and only read when it already exists.
-            if instance_id in self._instances or not await self.store.create(instance_id, {STATUS: meta, rk: message}):
-                inst = await self._load(instance_id)
-                if inst is not None and inst.status in ACTIVE:
-                    raise HubError(409, f"An instance with ID '{instance_id}' already exists.")
-                stale = [] if inst is None else self._all_row_keys(inst)
-                await self.store.write(instance_id, {STATUS: meta, rk: message}, stale)
+            # A new id (the usual case) costs one round trip: the first episode runs now and its outcome is
+            # inserted; only when the id exists is the instance read.
+            if instance_id not in self._instances and await self._start_at_once(
+                    Instance(instance_id, meta, inbox={rk: message})):
+                return instance_id
+            meta = self._new_meta(instance_id, name, input_text, version, parent=None)
+            message = self._start_message(meta)
+            inst = await self._load(instance_id)
+            if inst is not None and inst.status in ACTIVE:
+                raise HubError(409, f"An instance with ID '{instance_id}' already exists.")
+            stale = [] if inst is None else self._all_row_keys(inst)
+            await self.store.write(instance_id, {STATUS: meta, rk: message}, stale)
             self._instances[instance_id] = Instance(instance_id, meta, inbox={rk: message})
         self.schedule(instance_id)
         return instance_id
 
+    async def _start_at_once(self, inst: Instance) -> bool:
+        """Runs a new instance's first episode and inserts the result; False (nothing kept) when the id exists."""
+        self._instances[inst.pk] = inst
+        try:
+            await self._orchestration_episode(inst, create=True)
+        except IdTaken:
+            self._instances.pop(inst.pk, None)
+            return False
+        except BaseException:  # e.g. storage down: the client learns that starting failed
+            self._instances.pop(inst.pk, None)
+            raise
+        return True
+
     @staticmethod
     def _all_row_keys(inst: Instance) -> list[str]:
         return ([f"h{i:07d}" for i in range(inst.meta.get("history_len", 0))]
-                + list(inst.inbox) + list(inst.work) + list(inst.outbox))
+                + list(inst.inbox) + list(inst.work) + list(inst.outbox) + list(inst.unsaved.values()))
+
+    @staticmethod
+    def _settle(inst: Instance, upserts: dict[str, dict], deletes: list[str]) -> None:
+        """Adds the in-memory activity results to a write of the partition: kept ones stored, their work rows gone."""
+        for msg_rk, work_rk in inst.unsaved.items():
+            deletes.append(work_rk)
+            if msg_rk in inst.inbox and msg_rk not in deletes:
+                upserts[msg_rk] = inst.inbox[msg_rk]
 
     @staticmethod
     def _new_meta(instance_id: str, name: str, input_text: str | None, version: str | None,
@@ -487,7 +521,7 @@ class Engine:
 
     # ---------------------------------------------------------------- orchestrator episodes
 
-    async def _orchestration_episode(self, inst: Instance) -> None:
+    async def _orchestration_episode(self, inst: Instance, *, create: bool = False) -> None:
         now = utcnow()
         visible = inst.visible(now)
         if not visible:
@@ -499,7 +533,7 @@ class Engine:
             return
         if meta["status"] == "Suspended":
             return
-        episode = Episode()
+        episode = Episode(create=create)
         consumed: list[str] = []
         batch: list[dict] = []
         retry_events: list[dict] = []
@@ -813,7 +847,13 @@ class Engine:
             episode.new_work.clear()
         episode.upserts[STATUS] = meta
         deletes = [rk for rk in dict.fromkeys(consumed + episode.deletes) if rk not in episode.upserts]
-        await self.store.write(inst.pk, episode.upserts, deletes)
+        self._settle(inst, episode.upserts, deletes)
+        if episode.create:
+            if not await self.store.create(inst.pk, episode.upserts):
+                raise IdTaken(inst.pk)
+        else:
+            await self.store.write(inst.pk, episode.upserts, [rk for rk in deletes if rk not in inst.unsaved])
+        inst.unsaved.clear()
         for rk in consumed:
             inst.inbox.pop(rk, None)
         self._after_commit(inst, episode)
@@ -830,7 +870,11 @@ class Engine:
 
     async def _drop_messages(self, inst: Instance, keys: list[str]) -> None:
         if keys:
-            await self.store.write(inst.pk, {}, keys)
+            upserts: dict[str, dict] = {}
+            deletes = list(keys)
+            self._settle(inst, upserts, deletes)
+            await self.store.write(inst.pk, upserts, [rk for rk in deletes if rk not in inst.unsaved])
+            inst.unsaved.clear()
             for rk in keys:
                 inst.inbox.pop(rk, None)
 
@@ -913,10 +957,9 @@ class Engine:
             if inst.status in TERMINAL or inst.meta.get("execution_id") != work["execution_id"]:
                 await self.store.write(pk, {}, [rk])
                 return
-            message = {"kind": "event", "event": ev, "execution_id": work["execution_id"]}
             msg_rk = _row_key("m")
-            await self.store.write(pk, {msg_rk: message}, [rk])
-            inst.inbox[msg_rk] = message
+            inst.inbox[msg_rk] = {"kind": "event", "event": ev, "execution_id": work["execution_id"]}
+            inst.unsaved[msg_rk] = rk  # stored with the episode that reads it: one write per activity, not two
         self.schedule(pk)
 
     # ---------------------------------------------------------------- entities

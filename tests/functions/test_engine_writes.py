@@ -1,0 +1,100 @@
+"""What the engine writes to its store: one write per orchestration step, and nothing lost by a crash between."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import sample_app
+
+from devhost.app_index import AppIndex
+from devhost.engine import Engine
+from devhost.store import STATUS, MemoryStore
+
+
+class CountingStore(MemoryStore):
+    """Counts round trips a table store would make: a create is one (MemoryStore's create writes inside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self._creating = False
+
+    async def write(self, pk, upserts, deletes=()) -> None:
+        if not self._creating:
+            self.writes.append(pk)
+        await super().write(pk, upserts, deletes)
+
+    async def create(self, pk, rows) -> bool:
+        self.writes.append(pk)
+        self._creating = True
+        try:
+            return await super().create(pk, rows)
+        finally:
+            self._creating = False
+
+
+def _engine(store: MemoryStore, episodes: int = 4) -> Engine:
+    return Engine(AppIndex.build(sample_app.app, "api"), store, max_episodes=episodes, hub_wait=0)
+
+
+async def _status_when(store: MemoryStore, instance_id: str, wanted: str, timeout: float = 10.0) -> dict:
+    async def poll() -> dict:
+        while True:
+            row = await store.read_row(instance_id, STATUS)
+            if row and row["status"] == wanted:
+                return row
+            await asyncio.sleep(0.01)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+def test_a_chain_of_activities_costs_one_write_to_start_and_one_per_activity():
+    store = CountingStore()
+
+    async def run() -> dict:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            await engine.start_new("chain", "c1", json.dumps(5))
+            return await _status_when(store, "c1", "Completed")
+        finally:
+            await engine.stop()
+
+    done = asyncio.run(run())
+    assert done["output"] == 5
+    # The insert carries the first episode (activity 1 scheduled); each result is stored by the episode reading it.
+    assert store.writes.count("c1") == 1 + 5
+
+
+def test_an_activity_result_not_yet_stored_is_recomputed_after_a_crash():
+    store = MemoryStore()
+    sample_app.calls.clear()
+
+    async def crash_before_the_result_is_stored() -> None:
+        engine = _engine(store, episodes=0)  # no episode ever runs: results stay in memory only
+        await engine.start()
+        await engine.start_new("retrying", "r1", json.dumps({"activity": "fails_twice", "attempts": 1,
+                                                               "key": "crash"}))
+
+        async def ran_once() -> None:
+            while sample_app.calls.get("crash", 0) < 1:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(ran_once(), 10)
+        await asyncio.sleep(0.05)
+        await engine.stop()  # the process is gone; what it held in memory with it
+
+    async def restart() -> dict:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            return await _status_when(store, "r1", "Failed")
+        finally:
+            await engine.stop()
+
+    asyncio.run(crash_before_the_result_is_stored())
+    rows = asyncio.run(store.read_partition("r1"))
+    assert [rk for rk in rows if rk.startswith("w")], "the work row stays until its result is stored"
+    assert not [rk for rk in rows if rk.startswith("m")], "the result was not stored"
+    asyncio.run(restart())
+    assert sample_app.calls["crash"] == 2  # run again after the restart (at-least-once, as in Azure)
