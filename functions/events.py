@@ -57,8 +57,10 @@ async def publish(client: df.DurableOrchestrationClient, event: Event) -> dict:
         delivery = Delivery(id=delivery_id(event.id, subscription.id), subscription_id=subscription.id,
                             event=event, created_at=now)
         task = {"subscription_id": subscription.id, "delivery_id": delivery.id}
-        if await webhooks.create_delivery(delivery):
-            await client.start_new("webhook_delivery", delivery.id, task)
+        etag = await webhooks.create_delivery(delivery)
+        if etag is not None:  # the first attempt need not read back what was just written
+            await client.start_new("webhook_delivery", delivery.id,
+                                   {**task, "first": {"delivery": delivery.model_dump(), "etag": etag}})
         else:  # routed before (a retry, or the same event again): start only what a crash left unstarted
             await start_once(client, "webhook_delivery", delivery.id, task)
         deliveries.append(delivery.id)

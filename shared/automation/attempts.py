@@ -16,7 +16,7 @@ from .deliveries import AttemptRecord, Delivery, recorded
 
 class DeliveryStore(Protocol):
     async def delivery(self, subscription_id: str, delivery_id: str) -> Delivery | None: ...
-    async def save_delivery(self, delivery: Delivery) -> None: ...
+    async def save_delivery(self, delivery: Delivery, etag: str | None = None) -> bool: ...
     async def subscription(self, subscription_id: str, *, fresh: bool = False) -> subs.Subscription | None: ...
     async def change_subscription(self, subscription_id: str, change: Callable[[subs.Subscription], subs.Subscription]
                                   ) -> subs.Subscription | None: ...
@@ -56,14 +56,19 @@ async def note_health(store: DeliveryStore, subscription: subs.Subscription, ok:
 
 
 async def attempt(store: DeliveryStore, task: dict, settings: Settings, now: datetime) -> dict:
-    """`task`: subscription_id, delivery_id, attempt (1, 2...), trigger (schedule or replay).
+    """`task`: subscription_id, delivery_id, attempt (1, 2...), trigger (schedule or replay), and for the first
+    scheduled attempt `first`: the delivery as created and its ETag, so that it is not read back.
 
     The outcome `call_with_retries` understands: ok, or an error with `retry_in` seconds (None: give up).
     """
-    delivery = await store.delivery(task["subscription_id"], task["delivery_id"])
+    trigger = task.get("trigger", "schedule")
+    first = task.get("first") if trigger == "schedule" and task.get("attempt") == 1 else None
+    if first is not None:
+        delivery, etag = Delivery.model_validate(first["delivery"]), first["etag"]
+    else:
+        delivery, etag = await store.delivery(task["subscription_id"], task["delivery_id"]), None
     if delivery is None:
         return _final("delivery_not_found", "The delivery record is gone.")
-    trigger = task.get("trigger", "schedule")
     if trigger == "schedule" and delivery.status in ("delivered", "cancelled"):  # a replay got there first
         if delivery.status == "delivered":
             return {"ok": True, "value": {"status_code": None}, "usage": []}
@@ -80,15 +85,21 @@ async def attempt(store: DeliveryStore, task: dict, settings: Settings, now: dat
     refused = sent.status_code is None and sent.permanent  # e.g. the name resolves to a private address
     retry_in = None if sent.ok or refused or trigger == "replay" or not health.enabled else \
         subs.wait_before(task["attempt"], subs.parse_schedule(settings.webhook_retry_schedule))
-    record = AttemptRecord(number=len(delivery.attempts) + 1, at=iso_utc(now), status_code=sent.status_code,
-                           error=sent.error, duration_ms=round(sent.duration_ms, 1), trigger=trigger)
-    if trigger == "replay" and not sent.ok and delivery.status in ("pending", "retrying"):
-        # a failed replay leaves the scheduled attempts as they were
-        updated = delivery.model_copy(update={"attempts": [*delivery.attempts, record]})
-    else:
+    def with_this_attempt(current: Delivery) -> tuple[Delivery, AttemptRecord]:
+        record = AttemptRecord(number=len(current.attempts) + 1, at=iso_utc(now), status_code=sent.status_code,
+                               error=sent.error, duration_ms=round(sent.duration_ms, 1), trigger=trigger)
+        if trigger == "replay" and not sent.ok and current.status in ("pending", "retrying"):
+            # a failed replay leaves the scheduled attempts as they were
+            return current.model_copy(update={"attempts": [*current.attempts, record]}), record
         next_at = iso_utc(now + timedelta(seconds=retry_in)) if retry_in is not None else None
-        updated = recorded(delivery, record, ok=sent.ok, final=retry_in is None, next_attempt_at=next_at)
-    await store.save_delivery(updated)
+        return recorded(current, record, ok=sent.ok, final=retry_in is None, next_attempt_at=next_at), record
+
+    updated, record = with_this_attempt(delivery)
+    if not await store.save_delivery(updated, etag):  # changed since it was created (a replay): add to that
+        current = await store.delivery(task["subscription_id"], task["delivery_id"])
+        if current is not None:
+            updated, record = with_this_attempt(current)
+            await store.save_delivery(updated)
     log_event("webhook.attempt", delivery_id=delivery.id, subscription_id=subscription.id,
               event_type=delivery.event.type, attempt=record.number, status_code=sent.status_code, ok=sent.ok,
               duration_ms=record.duration_ms)

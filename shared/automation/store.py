@@ -67,14 +67,19 @@ class WebhookStore:
     def _columns(delivery: Delivery) -> dict:
         return {"Status": delivery.status, "DeliveryId": delivery.id, "CreatedAt": delivery.created_at}
 
-    async def create_delivery(self, delivery: Delivery) -> bool:
-        """False when this event was already routed to this subscription."""
-        return await self.tables.insert(DELIVERIES, delivery.subscription_id, delivery.id, delivery.model_dump(),
-                                        self._columns(delivery))
+    async def create_delivery(self, delivery: Delivery) -> str | None:
+        """The stored delivery's ETag; None when this event was already routed to this subscription."""
+        return await self.tables.insert_tagged(DELIVERIES, delivery.subscription_id, delivery.id,
+                                               delivery.model_dump(), self._columns(delivery))
 
-    async def save_delivery(self, delivery: Delivery) -> None:
+    async def save_delivery(self, delivery: Delivery, etag: str | None = None) -> bool:
+        """With `etag`, only if nobody changed the delivery since (False otherwise)."""
+        if etag is not None:
+            return await self.tables.replace_unchanged(DELIVERIES, delivery.subscription_id, delivery.id,
+                                                       delivery.model_dump(), self._columns(delivery), etag)
         await self.tables.upsert(DELIVERIES, delivery.subscription_id, delivery.id, delivery.model_dump(),
                                  self._columns(delivery))
+        return True
 
     async def delivery(self, subscription_id: str, delivery_id: str) -> Delivery | None:
         row = await self.tables.get(DELIVERIES, subscription_id, delivery_id)

@@ -80,12 +80,31 @@ class Tables:
 
     async def insert(self, table: str, pk: str, rk: str, row: dict, columns: dict | None = None) -> bool:
         """False when the row already exists: how duplicate deliveries are recognised, atomically."""
+        return await self.insert_tagged(table, pk, rk, row, columns) is not None
+
+    async def insert_tagged(self, table: str, pk: str, rk: str, row: dict, columns: dict | None = None) -> str | None:
+        """`insert` that answers the new row's ETag (for `replace_unchanged`), or None when the row exists."""
         from azure.core.exceptions import ResourceExistsError
 
         client = await self._table(table)
         try:
-            await client.create_entity(self._entity(pk, rk, row, columns))
+            written = await client.create_entity(self._entity(pk, rk, row, columns))
         except ResourceExistsError:
+            return None
+        return written["etag"]
+
+    async def replace_unchanged(self, table: str, pk: str, rk: str, row: dict, columns: dict | None,
+                                etag: str) -> bool:
+        """Writes the row only if it is still as it was at `etag`; False when it was changed or deleted meanwhile."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        client = await self._table(table)
+        try:
+            await client.update_entity(self._entity(pk, rk, row, columns), mode=UpdateMode.REPLACE, etag=etag,
+                                       match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
             return False
         return True
 

@@ -22,16 +22,25 @@ SETTINGS = Settings.model_validate({"AzureWebJobsStorage": "UseDevelopmentStorag
 
 
 class MemoryStore:
+    """Deliveries carry an ETag: the number of times they were written."""
+
     def __init__(self) -> None:
         self.deliveries: dict[str, Delivery] = {}
+        self.etags: dict[str, str] = {}
         self.subscriptions: dict[str, subs.Subscription] = {}
         self.subscription_writes = 0
+        self.delivery_reads = 0
 
     async def delivery(self, subscription_id: str, delivery_id_: str) -> Delivery | None:
+        self.delivery_reads += 1
         return self.deliveries.get(delivery_id_)
 
-    async def save_delivery(self, delivery: Delivery) -> None:
+    async def save_delivery(self, delivery: Delivery, etag: str | None = None) -> bool:
+        if etag is not None and self.etags.get(delivery.id) != etag:
+            return False
         self.deliveries[delivery.id] = delivery
+        self.etags[delivery.id] = str(int(self.etags.get(delivery.id, "0")) + 1)
+        return True
 
     async def subscription(self, subscription_id: str, *, fresh: bool = False) -> subs.Subscription | None:
         return self.subscriptions.get(subscription_id)
@@ -55,8 +64,15 @@ def setup(receiver: Receiver) -> tuple[MemoryStore, dict]:
     event = new_event("custom.order", "o-1", {"n": 1})
     delivery = Delivery(id=delivery_id(event.id, subscription.id), subscription_id=subscription.id, event=event,
                         created_at="2026-11-23T12:00:00Z")
-    store.deliveries[delivery.id] = delivery
+    asyncio.run(store.save_delivery(delivery))
     return store, {"subscription_id": subscription.id, "delivery_id": delivery.id}
+
+
+def first_attempt(store: MemoryStore, task: dict) -> dict:
+    """The first scheduled attempt as `publish` starts it: with the delivery as created and its ETag."""
+    delivery_id_ = task["delivery_id"]
+    return {**task, "attempt": 1, "first": {"delivery": store.deliveries[delivery_id_].model_dump(),
+                                            "etag": store.etags[delivery_id_]}}
 
 
 def run(store: MemoryStore, task: dict, now: datetime = NOW) -> dict:
@@ -164,3 +180,25 @@ def test_steady_successes_do_not_rewrite_the_subscription():
         writes = store.subscription_writes
         run(store, {**task, "attempt": 1, "trigger": "replay"}, NOW + timedelta(seconds=10))
         assert store.subscription_writes == writes
+
+
+def test_the_first_attempt_does_not_read_back_the_delivery_it_was_given():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        assert run(store, first_attempt(store, task))["ok"] is True
+        assert store.delivery_reads == 0
+        delivery = store.deliveries[task["delivery_id"]]
+        assert delivery.status == "delivered" and [a.number for a in delivery.attempts] == [1]
+
+
+def test_a_replay_recorded_before_the_first_attempt_is_kept_beside_it():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        first = first_attempt(store, task)  # started, but waiting for a free slot...
+        receiver.script.append(500)
+        run(store, {**task, "attempt": 1, "trigger": "replay"})  # ...while an operator replays the delivery
+        assert run(store, first)["ok"] is True
+        delivery = store.deliveries[task["delivery_id"]]
+        assert [(a.number, a.trigger, a.status_code) for a in delivery.attempts] == [
+            (1, "replay", 500), (2, "schedule", 200)]
+        assert delivery.status == "delivered"
