@@ -38,6 +38,8 @@ class Receiver(LoopbackServer):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as web servers answer: senders may reuse connections
+
             def log_message(self, *args: Any) -> None:
                 return None
 
