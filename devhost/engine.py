@@ -19,7 +19,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .app_index import AppIndex
 from .events import COMPLETION_KEYS, EventType, event, iso, parse_iso, utcnow
@@ -136,6 +136,7 @@ class Engine:
         self.client_binding: Callable[[], str] | None = None  # set by the host once its management API exists
         self._background: set[asyncio.Task] = set()
         self._running: set[tuple[str, str]] = set()
+        self._stale: set[str] = set()  # instances dropped from memory after a failed write: reload and resume
         self._idle = asyncio.Event()
         self._busy = 0
 
@@ -205,7 +206,25 @@ class Engine:
             inst = Instance.from_rows(pk, await self.store.read_partition(pk))
             if inst is not None:
                 self._instances[pk] = inst
+                if pk in self._stale:
+                    self._resume(inst)
+            self._stale.discard(pk)
         return inst
+
+    async def _write(self, pk: str, upserts: dict[str, dict], deletes: Iterable[str] = ()) -> None:
+        """Writes an instance's partition. When the write fails, what this process holds of the instance may be
+        ahead of storage: it is dropped, and reloaded from storage with its work and messages resumed."""
+        try:
+            await self.store.write(pk, upserts, deletes)
+        except Exception:
+            self._forget(pk)
+            raise
+
+    def _forget(self, pk: str) -> None:
+        self._instances.pop(pk, None)
+        self._stale.add(pk)
+        heapq.heappush(self._timers, (time.time() + 1, next(_counter), pk))  # reloaded by its next episode
+        self._timer_wakeup.set()
 
     def _resume(self, inst: Instance) -> None:
         """After a restart: rerun unfinished activities, resend the outbox, wake the inbox."""
@@ -259,9 +278,8 @@ class Engine:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - one broken instance must not stop the hub
-                log.exception("episode for %s failed; retrying in 1 s", pk)
-                heapq.heappush(self._timers, (time.time() + 1, next(_counter), pk))
-                self._timer_wakeup.set()
+                log.exception("episode for %s failed; retrying in 1 s from its stored state", pk)
+                self._forget(pk)
 
     # ---------------------------------------------------------------- deliveries
 
@@ -278,7 +296,7 @@ class Engine:
             if meta is not None:  # a (re)started sub-orchestration replaces whatever had its id
                 upserts[STATUS] = meta
                 stale = self._all_row_keys(inst) if inst.meta else []
-            await self.store.write(pk, upserts, stale)
+            await self._write(pk, upserts, stale)
             if meta is not None:
                 inst = self._instances[pk] = Instance(pk, meta)
             inst.inbox[rk] = message
@@ -294,11 +312,21 @@ class Engine:
         return any(m.get("dedup") == dedup for m in inst.inbox.values()) or dedup in inst.meta.get("seen", [])
 
     async def _flush_outbox(self, inst: Instance, keys: list[str]) -> None:
-        for rk in keys:
-            item = inst.outbox.get(rk)
-            if item is not None:
-                await self.deliver(item["to"], item["message"], item.get("meta"))
-        await self.store.write(inst.pk, {}, [rk for rk in keys if rk in inst.outbox])
+        """Delivers outbox items until storage takes them (receivers drop what they already have)."""
+        delay = 0.5
+        while True:
+            try:
+                for rk in keys:
+                    item = inst.outbox.get(rk)
+                    if item is not None:
+                        await self.deliver(item["to"], item["message"], item.get("meta"))
+                await self._write(inst.pk, {}, [rk for rk in keys if rk in inst.outbox])
+                break
+            except Exception:  # noqa: BLE001 - storage unreachable: the items stay in the outbox; try again
+                log.warning("devhost could not deliver the outbox of %s; retrying in %.1f s", inst.pk, delay,
+                            exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
         for rk in keys:
             inst.outbox.pop(rk, None)
 
@@ -328,7 +356,7 @@ class Engine:
             if inst is not None and inst.status in ACTIVE:
                 raise HubError(409, f"An instance with ID '{instance_id}' already exists.")
             stale = [] if inst is None else self._all_row_keys(inst)
-            await self.store.write(instance_id, {STATUS: meta, rk: message}, stale)
+            await self._write(instance_id, {STATUS: meta, rk: message}, stale)
             self._instances[instance_id] = Instance(instance_id, meta, inbox={rk: message})
         self.schedule(instance_id)
         return instance_id
@@ -412,7 +440,7 @@ class Engine:
             elif not suspended and inst.status == "Suspended":
                 inst.meta["status"] = inst.meta.pop("resume_status", "Running")
             inst.meta["updated"] = iso(utcnow())
-            await self.store.write(instance_id, {STATUS: inst.meta})
+            await self._write(instance_id, {STATUS: inst.meta})
         if not suspended:
             self._wake(inst)
 
@@ -456,7 +484,7 @@ class Engine:
             inst.meta.update(status="Running", output=None, history_len=len(kept), updated=iso(utcnow()))
             episode.deletes += [f"h{i:07d}" for i in range(len(kept), old_len)]
             episode.upserts[STATUS] = inst.meta
-            await self.store.write(instance_id, episode.upserts, episode.deletes)
+            await self._write(instance_id, episode.upserts, episode.deletes)
             self._after_commit(inst, episode)
         self.schedule(instance_id)
 
@@ -849,10 +877,15 @@ class Engine:
         deletes = [rk for rk in dict.fromkeys(consumed + episode.deletes) if rk not in episode.upserts]
         self._settle(inst, episode.upserts, deletes)
         if episode.create:
-            if not await self.store.create(inst.pk, episode.upserts):
+            try:
+                created = await self.store.create(inst.pk, episode.upserts)
+            except Exception:
+                self._forget(inst.pk)  # perhaps stored after all: if so, reloaded and resumed
+                raise
+            if not created:
                 raise IdTaken(inst.pk)
         else:
-            await self.store.write(inst.pk, episode.upserts, [rk for rk in deletes if rk not in inst.unsaved])
+            await self._write(inst.pk, episode.upserts, [rk for rk in deletes if rk not in inst.unsaved])
         inst.unsaved.clear()
         for rk in consumed:
             inst.inbox.pop(rk, None)
@@ -873,7 +906,7 @@ class Engine:
             upserts: dict[str, dict] = {}
             deletes = list(keys)
             self._settle(inst, upserts, deletes)
-            await self.store.write(inst.pk, upserts, [rk for rk in deletes if rk not in inst.unsaved])
+            await self._write(inst.pk, upserts, [rk for rk in deletes if rk not in inst.unsaved])
             inst.unsaved.clear()
             for rk in keys:
                 inst.inbox.pop(rk, None)
@@ -955,7 +988,7 @@ class Engine:
                 return
             inst.work.pop(rk)
             if inst.status in TERMINAL or inst.meta.get("execution_id") != work["execution_id"]:
-                await self.store.write(pk, {}, [rk])
+                await self._write(pk, {}, [rk])
                 return
             msg_rk = _row_key("m")
             inst.inbox[msg_rk] = {"kind": "event", "event": ev, "execution_id": work["execution_id"]}
@@ -1009,7 +1042,7 @@ class Engine:
         meta["updated"] = iso(utcnow())
         inst.meta = meta
         episode.upserts[STATUS] = meta
-        await self.store.write(inst.pk, episode.upserts, consumed)
+        await self._write(inst.pk, episode.upserts, consumed)
         for rk in consumed:
             inst.inbox.pop(rk, None)
         self._after_commit(inst, episode)

@@ -98,3 +98,45 @@ def test_an_activity_result_not_yet_stored_is_recomputed_after_a_crash():
     assert not [rk for rk in rows if rk.startswith("m")], "the result was not stored"
     asyncio.run(restart())
     assert sample_app.calls["crash"] == 2  # run again after the restart (at-least-once, as in Azure)
+
+
+class FlakyStore(MemoryStore):
+    """Storage that refuses the first write of every step of one instance, as during a storage outage."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__()
+        self.instance_id = instance_id
+        self.refused = 0
+        self._fail_next = True
+
+    async def write(self, pk, upserts, deletes=()) -> None:
+        if pk == self.instance_id and self._fail_next:
+            self._fail_next = False
+            self.refused += 1
+            raise ConnectionError("storage unreachable")
+        self._fail_next = True
+        await super().write(pk, upserts, deletes)
+
+
+def test_an_episode_whose_write_failed_runs_again_from_what_is_stored():
+    store = FlakyStore("f1")
+
+    async def run() -> dict:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            try:
+                await engine.start_new("chain", "f1", json.dumps(3))
+            except ConnectionError:  # the client learns that starting failed, and tries again
+                await engine.start_new("chain", "f1", json.dumps(3))
+            await _status_when(store, "f1", "Completed", timeout=30)
+            meta, history = await engine.get_status("f1", with_history=True)
+            return {"meta": meta, "history": history}
+        finally:
+            await engine.stop()
+
+    done = asyncio.run(run())
+    assert store.refused >= 3  # every step's commit failed once
+    assert done["meta"]["output"] == 3
+    kinds = [e["EventType"] for e in done["history"]]
+    assert kinds.count(4) == 3 and kinds.count(5) == 3  # three activities scheduled and completed, once each

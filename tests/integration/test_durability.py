@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -43,6 +44,24 @@ def test_selftest_jobs_finish_after_kill_9_and_restart(azurite, devhost_factory)
             assert job["result"]["checks"] == {"chain": True, "fan_out": True, "timer": True}
     finally:
         second.stop()
+
+
+def test_selftest_jobs_finish_when_storage_goes_away_mid_run_and_comes_back(azurite, api):
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: api.request("POST", "/api/selftest"), range(10)))
+    ids = [job["job_id"] for status, _, job in answers if status == 202]
+    assert len(ids) == 10, answers
+    azurite.stop(keep_data=True)
+    time.sleep(3)  # writes and reads fail meanwhile
+    azurite.start(attempts=1)  # the same ports and data
+    def all_done():
+        statuses = _statuses(api, ids)
+        return statuses if set(statuses.values()) == {"done"} else None
+
+    wait_until(all_done, timeout=120, interval=0.5)
+    for job_id in ids:
+        job = api.request("GET", f"/api/jobs/{job_id}")[2]
+        assert job["result"]["checks"] == {"chain": True, "fan_out": True, "timer": True}, job
 
 
 def test_job_read_through_jobs_api_matches_durable_client_status(api):

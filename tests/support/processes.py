@@ -78,7 +78,8 @@ class Azurite:
         return azurite_connection_string(blob_port=self.blob_port, queue_port=self.queue_port,
                                          table_port=self.table_port)
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
+        """Stops Azurite; `keep_data` keeps its folder, so that `start()` brings the same storage back."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -86,7 +87,8 @@ class Azurite:
             except subprocess.TimeoutExpired:  # a busy Azurite can take long to close; do not leave it behind
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class DevhostProcess:
