@@ -64,6 +64,8 @@ def _safe(key: str) -> str:
 
 def log_event(event: str, level: int = logging.INFO, **dims: Any) -> None:
     """One record per event; dimensions become record attributes, which App Insights keeps as custom dimensions."""
+    if not log.isEnabledFor(level):  # a busy host logging at WARNING builds no INFO records
+        return
     extra = {_safe(k): (v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v, default=str))
              for k, v in dims.items()}
     extra["event"] = event
