@@ -48,3 +48,19 @@ def test_azurite_moves_to_other_ports_when_one_picked_free_was_taken_meanwhile()
     finally:
         azurite.stop()
         taken.close()
+
+
+def test_azurite_keeps_an_idle_connection_longer_than_the_sdk_pool_may_reuse_it(azurite):
+    """The SDK's aiohttp pool reuses a connection idle for up to 15 s; storage must not have closed it by then,
+    or the request fails with "Server disconnected" (and inserts are not retried)."""
+    import http.client
+    import time
+
+    conn = http.client.HTTPConnection("127.0.0.1", azurite.table_port, timeout=10)
+    conn.request("GET", "/devstoreaccount1/Tables")
+    conn.getresponse().read()
+    sock = conn.sock
+    time.sleep(16)
+    conn.request("GET", "/devstoreaccount1/Tables")
+    conn.getresponse().read()
+    assert conn.sock is sock  # answered on the same connection, which Azurite kept open

@@ -39,6 +39,11 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | 
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
+# Azurite closes a connection idle for 5 s; aiohttp (under the Azure SDK) reuses one idle for up to 15 s, and a
+# request sent as Azurite closes it fails with "Server disconnected" (not retried for inserts). Keep them longer.
+AZURITE_KEEP_ALIVE = ("--blobKeepAliveTimeout", "60", "--queueKeepAliveTimeout", "60", "--tableKeepAliveTimeout", "60")
+
+
 def azurite_binary() -> str:
     found = os.environ.get("AZURITE_BIN") or str(ROOT / ".tools/node_modules/.bin/azurite")
     if not Path(found).exists() and not shutil.which(found):
@@ -59,8 +64,8 @@ class Azurite:
         then exits, and starts again on other free ports."""
         for attempt in range(attempts):
             self.process = subprocess.Popen(
-                [azurite_binary(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--location",
-                 self.folder, "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
+                [azurite_binary(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
+                 *AZURITE_KEEP_ALIVE, "--location", self.folder, "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
                  "--tablePort", str(self.table_port)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             try:
