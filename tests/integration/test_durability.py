@@ -17,6 +17,18 @@ def _statuses(http: Http, ids: list[str]) -> dict[str, str]:
     return {job_id: http.request("GET", f"/api/jobs/{job_id}")[2]["status"] for job_id in ids}
 
 
+def _all_selftests_pass(http: Http, ids: list[str], timeout: float) -> None:
+    def all_done():
+        statuses = _statuses(http, ids)
+        return statuses if set(statuses.values()) == {"done"} else None
+
+    wait_until(all_done, timeout=timeout, interval=0.2)
+    for job_id in ids:
+        job = http.request("GET", f"/api/jobs/{job_id}")[2]
+        assert job["result"]["ok"] is True, job
+        assert job["result"]["checks"] == {"chain": True, "fan_out": True, "timer": True}, job
+
+
 def test_selftest_jobs_finish_after_kill_9_and_restart(azurite, devhost_factory):
     first = devhost_factory()
     http = Http(first.base_url, FUNCTION_KEY)
@@ -32,16 +44,7 @@ def test_selftest_jobs_finish_after_kill_9_and_restart(azurite, devhost_factory)
 
     second = first.again(DEVHOST_HUB_WAIT_SECONDS="0").start()  # a dead holder frees the hub at once
     try:
-        http = Http(second.base_url, FUNCTION_KEY)
-        def all_done():
-            statuses = _statuses(http, ids)
-            return statuses if set(statuses.values()) == {"done"} else None
-
-        wait_until(all_done, timeout=90, interval=0.2)
-        for job_id in ids:
-            job = http.request("GET", f"/api/jobs/{job_id}")[2]
-            assert job["result"]["ok"] is True, job
-            assert job["result"]["checks"] == {"chain": True, "fan_out": True, "timer": True}
+        _all_selftests_pass(Http(second.base_url, FUNCTION_KEY), ids, timeout=90)
     finally:
         second.stop()
 
@@ -54,14 +57,7 @@ def test_selftest_jobs_finish_when_storage_goes_away_mid_run_and_comes_back(azur
     azurite.stop(keep_data=True)
     time.sleep(3)  # writes and reads fail meanwhile
     azurite.start(attempts=1)  # the same ports and data
-    def all_done():
-        statuses = _statuses(api, ids)
-        return statuses if set(statuses.values()) == {"done"} else None
-
-    wait_until(all_done, timeout=120, interval=0.5)
-    for job_id in ids:
-        job = api.request("GET", f"/api/jobs/{job_id}")[2]
-        assert job["result"]["checks"] == {"chain": True, "fan_out": True, "timer": True}, job
+    _all_selftests_pass(api, ids, timeout=120)
 
 
 def test_job_read_through_jobs_api_matches_durable_client_status(api):
