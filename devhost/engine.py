@@ -320,7 +320,11 @@ class Engine:
                     item = inst.outbox.get(rk)
                     if item is not None:
                         await self.deliver(item["to"], item["message"], item.get("meta"))
-                await self._write(inst.pk, {}, [rk for rk in keys if rk in inst.outbox])
+                async with self._lock(inst.pk):  # not beside an episode's commit of the same partition
+                    held = self._instances.get(inst.pk, inst)  # reloaded meanwhile after a failed write?
+                    await self._write(inst.pk, {}, [rk for rk in keys if rk in held.outbox])
+                    for rk in keys:
+                        held.outbox.pop(rk, None)
                 break
             except Exception:  # noqa: BLE001 - storage unreachable: the items stay in the outbox; try again
                 log.warning("devhost could not deliver the outbox of %s; retrying in %.1f s", inst.pk, delay,

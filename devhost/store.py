@@ -12,6 +12,7 @@ import re
 import socket
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from typing import Iterable, Protocol
 
@@ -158,6 +159,9 @@ class TableStore:
         self._table_name = re.sub(r"[^A-Za-z0-9]", "", hub) + "Instances"
         self._table = self._service.get_table_client(self._table_name)
         self._cache: OrderedDict[str, tuple[dict[str, dict], int]] = OrderedDict()  # pk -> (rows, spills)
+        # A write merges into the cached partition and replaces the stored one: two at once on one partition
+        # would each replace it without the other's rows, so they take turns.
+        self._partition_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._owner = uuid.uuid4().hex
         self._lease_etag: str | None = None
 
@@ -244,6 +248,12 @@ class TableStore:
             pass
         self._lease_etag = None
 
+    def _partition_lock(self, pk: str) -> asyncio.Lock:
+        lock = self._partition_locks.get(pk)
+        if lock is None:
+            lock = self._partition_locks[pk] = asyncio.Lock()
+        return lock
+
     def _remember(self, pk: str, rows: dict[str, dict], spills: int) -> None:
         self._cache[pk] = (rows, spills)
         self._cache.move_to_end(pk)
@@ -305,12 +315,13 @@ class TableStore:
         return rows.get(rk)
 
     async def write(self, pk: str, upserts: dict[str, dict], deletes: Iterable[str] = ()) -> None:
-        current, old_spills = await self._rows(pk)
-        rows = dict(current)
-        rows.update(json.loads(json.dumps(upserts)))
-        for rk in deletes:
-            rows.pop(rk, None)
-        await self._save(pk, rows, old_spills)
+        async with self._partition_lock(pk):
+            current, old_spills = await self._rows(pk)
+            rows = dict(current)
+            rows.update(json.loads(json.dumps(upserts)))
+            for rk in deletes:
+                rows.pop(rk, None)
+            await self._save(pk, rows, old_spills)
 
     async def _save(self, pk: str, rows: dict[str, dict], old_spills: int) -> None:
         from azure.data.tables import UpdateMode
@@ -334,6 +345,10 @@ class TableStore:
             pass
 
     async def create(self, pk: str, rows: dict[str, dict]) -> bool:
+        async with self._partition_lock(pk):
+            return await self._create(pk, rows)
+
+    async def _create(self, pk: str, rows: dict[str, dict]) -> bool:
         from azure.core.exceptions import ResourceExistsError
 
         if pk in self._cache and self._cache[pk][0]:
@@ -365,11 +380,12 @@ class TableStore:
         return {_unescape_key(e["PartitionKey"]) async for e in query}
 
     async def delete_partition(self, pk: str) -> None:
-        _, spills = await self._rows(pk)
-        for n in range(spills, 0, -1):
-            await self._delete_quietly(pk, f"x{n}")
-        await self._delete_quietly(pk, _MAIN)
-        self._cache.pop(pk, None)
+        async with self._partition_lock(pk):
+            _, spills = await self._rows(pk)
+            for n in range(spills, 0, -1):
+                await self._delete_quietly(pk, f"x{n}")
+            await self._delete_quietly(pk, _MAIN)
+            self._cache.pop(pk, None)
 
 
 def open_store(kind: str, connection_string: str | None, hub: str) -> Store:

@@ -301,6 +301,16 @@ def uses_entity(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def signals_while_working(context: df.DurableOrchestrationContext):
+    """Each step signals an entity and calls a quick activity: its outbox flush and its next commit overlap."""
+    value = 0
+    for _ in range(6):
+        context.signal_entity(df.EntityId("Counter", context.get_input()), "add", 1)
+        value = yield context.call_activity("add_one", value)
+    return value
+
+
+@app.orchestration_trigger(context_name="context")
 def signal_and_finish(context: df.DurableOrchestrationContext):
     context.signal_entity(df.EntityId("Counter", context.get_input()), "add", 7)  # sent by the last episode
     return "signalled"

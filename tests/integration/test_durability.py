@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from devhost.store import HubBusy, HubLost, TableStore
+from devhost.store import STATUS, HubBusy, HubLost, TableStore
 from tests.support.http import Http, wait_until
-from tests.support.processes import FUNCTION_KEY, free_port
+from tests.support.processes import FUNCTION_KEY, ROOT, free_port
 
 
 def _statuses(http: Http, ids: list[str]) -> dict[str, str]:
@@ -140,3 +140,45 @@ def test_a_host_whose_lease_was_taken_learns_it_at_the_next_renewal(azurite):
             await rival.close()
 
     asyncio.run(scenario())
+
+
+def test_outbox_flushes_and_commits_of_one_instance_never_undo_each_other(azurite):
+    """A partition write replaces the stored entity: two at once (an outbox flush, the next step's commit) must
+    take turns, or one loses the other's rows (history, work, outbox)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "functions"))
+    import sample_app
+
+    from devhost.app_index import AppIndex
+    from devhost.engine import Engine
+
+    ids = [f"busy{i}" for i in range(60)]
+
+    async def run() -> None:
+        store = TableStore(azurite.connection_string, "OverlapHub")
+        engine = Engine(AppIndex.build(sample_app.app, "api"), store, max_episodes=8, hub_wait=0)
+        await engine.start()
+        try:
+            await asyncio.gather(*(engine.start_new("signals_while_working", i, json.dumps("shared")) for i in ids))
+            for _ in range(240):
+                counted = (await engine.read_entity("Counter", "shared"))[1]
+                statuses = {(await store.read_row(i, STATUS))["status"] for i in ids}
+                if statuses == {"Completed"} and counted == 6 * len(ids):
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            await engine.stop()
+        restarted = TableStore(azurite.connection_string, "OverlapHub")  # no cache: what a restart reads
+        try:
+            for instance_id in ids:
+                rows = await restarted.read_partition(instance_id)
+                status = rows[STATUS]
+                assert status["status"] == "Completed" and status["output"] == 6, status
+                assert all(f"h{n:07d}" in rows for n in range(status["history_len"])), instance_id
+                assert not [rk for rk in rows if rk[0] in "mwo"], (instance_id, sorted(rows))
+            assert json.loads((await restarted.read_row("@counter@shared", STATUS))["state"]) == 6 * len(ids)
+        finally:
+            await restarted.close()
+
+    asyncio.run(run())
