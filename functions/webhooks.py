@@ -12,7 +12,7 @@ from shared.automation import subscriptions as subs
 from shared.automation.deliveries import STATUSES
 from shared.automation.store import WebhookStore, subscription_not_found
 from shared.config import get_settings
-from shared.errors import BadRequest, parse_json_body
+from shared.errors import BadRequest, NotFound, parse_json_body
 from shared.jobs import parse_limit
 from shared.observability import log_event
 from shared.storage.tables import Tables
@@ -124,8 +124,10 @@ async def replay_delivery(req: func.HttpRequest, client: df.DurableOrchestration
     store = _store()
     delivery = await store.find_delivery(req.route_params["delivery_id"])
     await store.require_subscription(delivery.subscription_id)
-    replay = delivery.model_copy(update={"replays": delivery.replays + 1})
-    await store.save_delivery(replay)
+    replay = await store.change_delivery(delivery.subscription_id, delivery.id,
+                                         lambda current: current.model_copy(update={"replays": current.replays + 1}))
+    if replay is None:
+        raise NotFound(f"No webhook delivery '{delivery.id}'.", code="delivery_not_found")
     await start_once(client, "webhook_delivery", f"{delivery.id}:replay-{replay.replays}",
                      {"subscription_id": delivery.subscription_id, "delivery_id": delivery.id, "trigger": "replay"})
     return json_response(replay.summary(), 202)

@@ -72,18 +72,24 @@ class WebhookStore:
         return await self.tables.insert_tagged(DELIVERIES, delivery.subscription_id, delivery.id,
                                                delivery.model_dump(), self._columns(delivery))
 
-    async def save_delivery(self, delivery: Delivery, etag: str | None = None) -> bool:
-        """With `etag`, only if nobody changed the delivery since (False otherwise)."""
-        if etag is not None:
-            return await self.tables.replace_unchanged(DELIVERIES, delivery.subscription_id, delivery.id,
-                                                       delivery.model_dump(), self._columns(delivery), etag)
-        await self.tables.upsert(DELIVERIES, delivery.subscription_id, delivery.id, delivery.model_dump(),
-                                 self._columns(delivery))
-        return True
+    async def save_delivery(self, delivery: Delivery, etag: str) -> bool:
+        """Only if nobody changed the delivery since `etag` (False otherwise)."""
+        return await self.tables.replace_unchanged(DELIVERIES, delivery.subscription_id, delivery.id,
+                                                   delivery.model_dump(), self._columns(delivery), etag)
 
-    async def delivery(self, subscription_id: str, delivery_id: str) -> Delivery | None:
-        row = await self.tables.get(DELIVERIES, subscription_id, delivery_id)
+    async def change_delivery(self, subscription_id: str, delivery_id: str,
+                              change: Callable[[Delivery], Delivery]) -> Delivery | None:
+        """`change` applied to the stored delivery, safe against concurrent attempts and replays; None when gone."""
+        row = await self.tables.change(
+            DELIVERIES, subscription_id, delivery_id,
+            lambda row: change(Delivery.model_validate(row)).model_dump(),
+            columns=lambda row: self._columns(Delivery.model_validate(row)))
         return None if row is None else Delivery.model_validate(row)
+
+    async def delivery(self, subscription_id: str, delivery_id: str) -> tuple[Delivery, str] | None:
+        """The delivery and its ETag."""
+        found = await self.tables.get_tagged(DELIVERIES, subscription_id, delivery_id)
+        return None if found is None else (Delivery.model_validate(found[0]), found[1])
 
     async def find_delivery(self, delivery_id: str) -> Delivery:
         async for _, _, row in self.tables.query(DELIVERIES, "DeliveryId eq @id", {"id": delivery_id}):

@@ -115,10 +115,11 @@ class Tables:
         await client.upsert_entity(self._entity(pk, rk, row, columns), mode=UpdateMode.REPLACE)
 
     async def change(self, table: str, pk: str, rk: str, change: Callable[[dict], dict], *, create: bool = False,
-                     attempts: int = 10) -> dict | None:
+                     attempts: int = 10, columns: Callable[[dict], dict] | None = None) -> dict | None:
         """Read, `change(row)`, write back only if nobody wrote in between (ETag), else read and change again:
         concurrent writers never undo each other. The row as stored (unchanged rows are not written). A missing
-        row is None, not brought back, unless `create`: then `change({})` is inserted."""
+        row is None, not brought back, unless `create`: then `change({})` is inserted. `columns(row)`: the
+        queryable copies of fields, as for `insert`."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
@@ -138,10 +139,11 @@ class Tables:
             if entity is not None and changed == current:
                 return current
             try:
+                written = self._entity(pk, rk, changed, columns(changed) if columns else None)
                 if entity is None:
-                    await client.create_entity(self._entity(pk, rk, changed))
+                    await client.create_entity(written)
                 else:
-                    await client.update_entity(self._entity(pk, rk, changed), mode=UpdateMode.REPLACE,
+                    await client.update_entity(written, mode=UpdateMode.REPLACE,
                                                etag=entity.metadata["etag"],
                                                match_condition=MatchConditions.IfNotModified)
             except (ResourceModifiedError, ResourceExistsError):
@@ -162,6 +164,11 @@ class Tables:
             yield entity["PartitionKey"], entity["RowKey"], _row(entity)
 
     async def get(self, table: str, pk: str, rk: str) -> dict | None:
+        found = await self.get_tagged(table, pk, rk)
+        return None if found is None else found[0]
+
+    async def get_tagged(self, table: str, pk: str, rk: str) -> tuple[dict, str] | None:
+        """The row and its ETag (for `replace_unchanged`), or None."""
         from azure.core.exceptions import ResourceNotFoundError
 
         client = await self._table(table)
@@ -169,7 +176,7 @@ class Tables:
             entity = await client.get_entity(_key(pk), _key(rk))
         except ResourceNotFoundError:
             return None
-        return _row(entity)
+        return _row(entity), entity.metadata["etag"]
 
     async def partition(self, table: str, pk: str) -> AsyncIterator[tuple[str, dict]]:
         client = await self._table(table)

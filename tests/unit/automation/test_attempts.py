@@ -31,16 +31,27 @@ class MemoryStore:
         self.subscription_writes = 0
         self.delivery_reads = 0
 
-    async def delivery(self, subscription_id: str, delivery_id_: str) -> Delivery | None:
+    async def delivery(self, subscription_id: str, delivery_id_: str) -> tuple[Delivery, str] | None:
         self.delivery_reads += 1
-        return self.deliveries.get(delivery_id_)
+        found = self.deliveries.get(delivery_id_)
+        return None if found is None else (found, self.etags[delivery_id_])
 
-    async def save_delivery(self, delivery: Delivery, etag: str | None = None) -> bool:
-        if etag is not None and self.etags.get(delivery.id) != etag:
-            return False
+    def put(self, delivery: Delivery) -> None:
         self.deliveries[delivery.id] = delivery
         self.etags[delivery.id] = str(int(self.etags.get(delivery.id, "0")) + 1)
+
+    async def save_delivery(self, delivery: Delivery, etag: str) -> bool:
+        if self.etags.get(delivery.id) != etag:
+            return False
+        self.put(delivery)
         return True
+
+    async def change_delivery(self, subscription_id: str, delivery_id_: str, change) -> Delivery | None:
+        current = self.deliveries.get(delivery_id_)
+        if current is None:
+            return None
+        self.put(change(current))
+        return self.deliveries[delivery_id_]
 
     async def subscription(self, subscription_id: str, *, fresh: bool = False) -> subs.Subscription | None:
         return self.subscriptions.get(subscription_id)
@@ -64,7 +75,7 @@ def setup(receiver: Receiver) -> tuple[MemoryStore, dict]:
     event = new_event("custom.order", "o-1", {"n": 1})
     delivery = Delivery(id=delivery_id(event.id, subscription.id), subscription_id=subscription.id, event=event,
                         created_at="2026-11-23T12:00:00Z")
-    asyncio.run(store.save_delivery(delivery))
+    store.put(delivery)
     return store, {"subscription_id": subscription.id, "delivery_id": delivery.id}
 
 
@@ -123,7 +134,8 @@ def test_a_health_change_that_cannot_be_written_does_not_fail_the_delivery_made(
     with Receiver() as receiver:
         store, task = setup(receiver)
         contended = Contended()
-        contended.deliveries, contended.subscriptions = store.deliveries, store.subscriptions
+        contended.deliveries, contended.etags, contended.subscriptions = store.deliveries, store.etags, \
+            store.subscriptions
         receiver.script.append(410)
         outcome = run(contended, {**task, "attempt": 1})
         assert outcome["retry_in"] is None and len(receiver.attempts) == 1  # answered, not crashed into a resend
@@ -202,3 +214,28 @@ def test_a_replay_recorded_before_the_first_attempt_is_kept_beside_it():
         assert [(a.number, a.trigger, a.status_code) for a in delivery.attempts] == [
             (1, "replay", 500), (2, "schedule", 200)]
         assert delivery.status == "delivered"
+
+
+def test_a_first_attempt_run_again_after_it_delivered_keeps_the_delivery_delivered():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        first = first_attempt(store, task)
+        assert run(store, first)["ok"] is True  # delivered and recorded; the host dies before the result is stored
+        receiver.script.append(503)
+        again = run(store, first)  # at-least-once: the same input, with its snapshot and ETag now stale
+        assert again["ok"] is True and again.get("retry_in") is None  # no further attempts are scheduled
+        delivery = store.deliveries[task["delivery_id"]]
+        assert delivery.status == "delivered"
+        assert [(a.number, a.status_code) for a in delivery.attempts] == [(1, 200), (2, 503)]
+
+
+def test_a_first_attempt_run_again_for_a_disabled_subscription_keeps_the_record_of_the_delivery():
+    with Receiver() as receiver:
+        store, task = setup(receiver)
+        first = first_attempt(store, task)
+        assert run(store, first)["ok"] is True
+        sub = store.subscriptions[task["subscription_id"]]
+        store.subscriptions[sub.id] = sub.model_copy(update={"enabled": False})
+        assert run(store, first)["error"]["code"] == "subscription_inactive"
+        delivery = store.deliveries[task["delivery_id"]]
+        assert delivery.status == "delivered" and [a.status_code for a in delivery.attempts] == [200]
