@@ -136,7 +136,10 @@ class Engine:
         self.client_binding: Callable[[], str] | None = None  # set by the host once its management API exists
         self._background: set[asyncio.Task] = set()
         self._running: set[tuple[str, str]] = set()
-        self._stale: set[str] = set()  # instances dropped from memory after a failed write: reload and resume
+        # Instances dropped from memory after a failed write: reloaded from storage and resumed, keeping the
+        # results of activities that had finished (work row key -> result message), and retried ever later.
+        self._stale: dict[str, dict[str, dict]] = {}
+        self._failures: dict[str, int] = {}
         self._idle = asyncio.Event()
         self._busy = 0
 
@@ -206,9 +209,9 @@ class Engine:
             inst = Instance.from_rows(pk, await self.store.read_partition(pk))
             if inst is not None:
                 self._instances[pk] = inst
-                if pk in self._stale:
-                    self._resume(inst)
-            self._stale.discard(pk)
+                if pk in self._stale:  # its retry is due: the caller runs it, or the timer set by _forget does
+                    self._resume(inst, finished=self._stale[pk], wake=False)
+            self._stale.pop(pk, None)
         return inst
 
     async def _write(self, pk: str, upserts: dict[str, dict], deletes: Iterable[str] = ()) -> None:
@@ -219,20 +222,41 @@ class Engine:
         except Exception:
             self._forget(pk)
             raise
+        self._failures.pop(pk, None)
 
     def _forget(self, pk: str) -> None:
-        self._instances.pop(pk, None)
-        self._stale.add(pk)
-        heapq.heappush(self._timers, (time.time() + 1, next(_counter), pk))  # reloaded by its next episode
+        inst = self._instances.pop(pk, None)
+        finished = self._stale.setdefault(pk, {})
+        if inst is not None:
+            finished.update({work_rk: inst.inbox[msg_rk] for msg_rk, work_rk in inst.unsaved.items()
+                             if work_rk and msg_rk in inst.inbox})
+        failures = self._failures[pk] = self._failures.get(pk, 0) + 1
+        delay = min(2.0 ** (failures - 1), 60.0)  # a write that keeps failing is not retried in a tight loop
+        heapq.heappush(self._timers, (time.time() + delay, next(_counter), pk))  # reloaded by its next episode
         self._timer_wakeup.set()
 
-    def _resume(self, inst: Instance) -> None:
-        """After a restart: rerun unfinished activities, resend the outbox, wake the inbox."""
+    def _placed(self, inst: Instance) -> None:
+        """A new instance replaces whatever this process knew of the id."""
+        self._instances[inst.pk] = inst
+        self._stale.pop(inst.pk, None)
+
+    def _resume(self, inst: Instance, finished: dict[str, dict] | None = None, wake: bool = True) -> None:
+        """After a restart (or a reload): rerun unfinished activities, resend the outbox, wake the inbox.
+
+        `finished`: results this process already has for some of the work (work row key -> result message)."""
+        for rk, message in (finished or {}).items():
+            if inst.work.pop(rk, None) is not None:
+                msg_rk = _row_key("m")
+                inst.inbox[msg_rk] = message
+                inst.unsaved[msg_rk] = rk
         for rk, work in inst.work.items():
             self._start_work(inst.pk, rk, work)
         if inst.outbox:
             self._spawn(self._flush_outbox(inst, list(inst.outbox)))
-        self._wake(inst)
+        if wake:
+            self._wake(inst)
+        else:
+            self._wake_later(inst)
 
     def _wake(self, inst: Instance) -> None:
         if inst.inbox:
@@ -278,8 +302,9 @@ class Engine:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - one broken instance must not stop the hub
-                log.exception("episode for %s failed; retrying in 1 s from its stored state", pk)
-                self._forget(pk)
+                log.exception("episode for %s failed; retrying soon from its stored state", pk)
+                if pk not in self._stale:  # a failed write has already dropped it and set its retry
+                    self._forget(pk)
 
     # ---------------------------------------------------------------- deliveries
 
@@ -298,7 +323,8 @@ class Engine:
                 stale = self._all_row_keys(inst) if inst.meta else []
             await self._write(pk, upserts, stale)
             if meta is not None:
-                inst = self._instances[pk] = Instance(pk, meta)
+                inst = Instance(pk, meta)
+                self._placed(inst)
             inst.inbox[rk] = message
             self._wake(inst)
 
@@ -361,13 +387,13 @@ class Engine:
                 raise HubError(409, f"An instance with ID '{instance_id}' already exists.")
             stale = [] if inst is None else self._all_row_keys(inst)
             await self._write(instance_id, {STATUS: meta, rk: message}, stale)
-            self._instances[instance_id] = Instance(instance_id, meta, inbox={rk: message})
+            self._placed(Instance(instance_id, meta, inbox={rk: message}))
         self.schedule(instance_id)
         return instance_id
 
     async def _start_at_once(self, inst: Instance) -> bool:
         """Runs a new instance's first episode and inserts the result; False (nothing kept) when the id exists."""
-        self._instances[inst.pk] = inst
+        self._placed(inst)
         try:
             await self._orchestration_episode(inst, create=True)
         except IdTaken:
@@ -833,7 +859,8 @@ class Engine:
                 inst.inbox.pop(rk, None)
         inst.history = []
         for rk in [rk for rk in inst.work if rk not in episode.upserts]:
-            inst.work.pop(rk)  # the old execution's activities: their rows are dropped with their results
+            inst.work.pop(rk)  # the old execution's activities: their rows go, and their results are dropped
+            episode.deletes.append(rk)
         rk = _row_key("m")
         start = self._start_message(meta)
         inst.inbox[rk] = start
@@ -888,6 +915,7 @@ class Engine:
                 raise
             if not created:
                 raise IdTaken(inst.pk)
+            self._failures.pop(inst.pk, None)
         else:
             await self._write(inst.pk, episode.upserts, [rk for rk in deletes if rk not in inst.unsaved])
         inst.unsaved.clear()

@@ -11,11 +11,13 @@ import azure.durable_functions as df
 CRASH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
 
 
-def call_with_retries(context: df.DurableOrchestrationContext, activity: str,
-                      payload: dict) -> Generator[Any, Any, dict]:
+def call_with_retries(context: df.DurableOrchestrationContext, activity: str, payload: dict,
+                      first_only: dict | None = None) -> Generator[Any, Any, dict]:
+    """`first_only`: more input for the first attempt alone (not repeated in every retry's history)."""
     attempt, usage = 1, []
     while True:
-        outcome = yield context.call_activity_with_retry(activity, CRASH_RETRY, {**payload, "attempt": attempt})
+        extra = first_only if attempt == 1 and first_only else {}
+        outcome = yield context.call_activity_with_retry(activity, CRASH_RETRY, {**payload, **extra, "attempt": attempt})
         usage += outcome.get("usage", [])
         if outcome["ok"] or outcome.get("retry_in") is None:
             return {**outcome, "usage": usage, "attempts": attempt}

@@ -136,7 +136,9 @@ async def replay_delivery(req: func.HttpRequest, client: df.DurableOrchestration
 @bp.orchestration_trigger(context_name="context")
 def webhook_delivery(context: df.DurableOrchestrationContext):
     """One event to one subscriber: attempts on durable timers until delivered, refused for good, or out of tries."""
-    outcome = yield from call_with_retries(context, "attempt_webhook", context.get_input())
+    task = dict(context.get_input())
+    first = task.pop("first", None)  # the delivery as created: for the first attempt only
+    outcome = yield from call_with_retries(context, "attempt_webhook", task, {"first": first} if first else None)
     return {"delivered": outcome["ok"], "attempts": outcome["attempts"], "error": outcome.get("error")}
 
 

@@ -140,3 +140,43 @@ def test_an_episode_whose_write_failed_runs_again_from_what_is_stored():
     assert done["meta"]["output"] == 3
     kinds = [e["EventType"] for e in done["history"]]
     assert kinds.count(4) == 3 and kinds.count(5) == 3  # three activities scheduled and completed, once each
+
+
+class DownStore(MemoryStore):
+    """Storage that refuses every write of one instance until it is told to come back."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__()
+        self.instance_id = instance_id
+        self.down = True
+        self.refused = 0
+
+    async def write(self, pk, upserts, deletes=()) -> None:
+        if pk == self.instance_id and self.down:
+            self.refused += 1
+            raise ConnectionError("storage unreachable")
+        await super().write(pk, upserts, deletes)
+
+
+def test_while_writes_fail_finished_activities_are_not_run_again_and_retries_slow_down():
+    store = DownStore("t1")
+    sample_app.calls.clear()
+
+    async def run() -> dict:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            store.down = False
+            await engine.start_new("ticker", "t1", json.dumps({"n": 2, "key": "down"}))
+            store.down = True  # the first activity's result cannot be stored
+            await asyncio.sleep(4)
+            refused_while_down = store.refused
+            store.down = False
+            return {"done": await _status_when(store, "t1", "Completed"), "refused": refused_while_down}
+        finally:
+            await engine.stop()
+
+    outcome = asyncio.run(run())
+    assert outcome["done"]["output"] == 2
+    assert sample_app.calls["down"] == 2  # the first activity's result was kept in memory, not recomputed
+    assert 2 <= outcome["refused"] <= 4  # retried after 1 s, 2 s... not every second
