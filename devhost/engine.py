@@ -206,8 +206,16 @@ class Engine:
     async def _load(self, pk: str) -> Instance | None:
         inst = self._instances.get(pk)
         if inst is None:
-            inst = Instance.from_rows(pk, await self.store.read_partition(pk))
-            if inst is not None:
+            try:
+                rows = await self.store.read_partition(pk)
+            except Exception:
+                if pk in self._stale:  # still unreachable: try again later
+                    self._forget(pk)
+                raise
+            inst = Instance.from_rows(pk, rows)
+            if inst is None:
+                self._failures.pop(pk, None)
+            else:
                 self._instances[pk] = inst
                 if pk in self._stale:  # its retry is due: the caller runs it, or the timer set by _forget does
                     self._resume(inst, finished=self._stale[pk], wake=False)
@@ -348,7 +356,9 @@ class Engine:
                         await self.deliver(item["to"], item["message"], item.get("meta"))
                 async with self._lock(inst.pk):  # not beside an episode's commit of the same partition
                     held = self._instances.get(inst.pk, inst)  # reloaded meanwhile after a failed write?
-                    await self._write(inst.pk, {}, [rk for rk in keys if rk in held.outbox])
+                    sent = [rk for rk in keys if rk in held.outbox]
+                    if sent:
+                        await self._write(inst.pk, {}, sent)
                     for rk in keys:
                         held.outbox.pop(rk, None)
                 break
@@ -393,9 +403,10 @@ class Engine:
 
     async def _start_at_once(self, inst: Instance) -> bool:
         """Runs a new instance's first episode and inserts the result; False (nothing kept) when the id exists."""
-        self._placed(inst)
+        self._instances[inst.pk] = inst  # known as new only once inserted: until then, what is kept of the id stays
         try:
             await self._orchestration_episode(inst, create=True)
+            self._stale.pop(inst.pk, None)
         except IdTaken:
             self._instances.pop(inst.pk, None)
             return False
@@ -1015,7 +1026,14 @@ class Engine:
 
     async def _complete_work(self, pk: str, rk: str, work: dict, ev: dict) -> None:
         async with self._lock(pk):
-            inst = await self._load(pk)
+            try:
+                inst = await self._load(pk)
+            except Exception:  # storage unreachable: keep the result for when the instance is reloaded
+                if pk not in self._stale:
+                    self._forget(pk)
+                self._stale[pk][rk] = {"kind": "event", "event": ev, "execution_id": work["execution_id"]}
+                log.warning("devhost could not load %s to hand it an activity result; kept for later", pk)
+                return
             if inst is None or rk not in inst.work:
                 return
             inst.work.pop(rk)

@@ -180,3 +180,61 @@ def test_while_writes_fail_finished_activities_are_not_run_again_and_retries_slo
     assert outcome["done"]["output"] == 2
     assert sample_app.calls["down"] == 2  # the first activity's result was kept in memory, not recomputed
     assert 2 <= outcome["refused"] <= 4  # retried after 1 s, 2 s... not every second
+
+
+def test_starting_an_id_held_back_after_a_failed_write_answers_409_and_the_instance_still_finishes():
+    from devhost.engine import HubError
+
+    store = DownStore("s1")
+    sample_app.calls.clear()
+
+    async def run() -> tuple[int, dict]:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            store.down = False
+            await engine.start_new("ticker", "s1", json.dumps({"n": 2, "key": "again"}))
+            store.down = True
+            while "s1" not in engine._stale:  # a write failed: the instance waits to be reloaded
+                await asyncio.sleep(0.01)
+            store.down = False
+            try:
+                await engine.start_new("ticker", "s1", json.dumps({"n": 2, "key": "again"}))
+                refused = 0
+            except HubError as exc:
+                refused = exc.status
+            return refused, await _status_when(store, "s1", "Completed", timeout=10)
+        finally:
+            await engine.stop()
+
+    refused, done = asyncio.run(run())
+    assert refused == 409 and done["output"] == 2
+
+
+class DownReadStore(DownStore):
+    """Refuses reads of the instance too."""
+
+    async def read_partition(self, pk):
+        if pk == self.instance_id and self.down:
+            raise ConnectionError("storage unreachable")
+        return await super().read_partition(pk)
+
+
+def test_an_instance_whose_reload_fails_is_tried_again_until_storage_answers():
+    store = DownReadStore("r2")
+    sample_app.calls.clear()
+
+    async def run() -> dict:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            store.down = False
+            await engine.start_new("ticker", "r2", json.dumps({"n": 2, "key": "reload"}))
+            store.down = True
+            await asyncio.sleep(3)
+            store.down = False
+            return await _status_when(store, "r2", "Completed", timeout=15)
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(run())["output"] == 2
