@@ -158,28 +158,32 @@ class DownStore(MemoryStore):
         await super().write(pk, upserts, deletes)
 
 
-def test_while_writes_fail_finished_activities_are_not_run_again_and_retries_slow_down():
-    store = DownStore("t1")
-    sample_app.calls.clear()
-
-    async def run() -> dict:
+def _through_an_outage(store: DownStore, key: str, seconds: float) -> tuple[dict, int]:
+    """A two-step ticker started with storage up, which then refuses the instance for `seconds`: its final status,
+    and how many writes were refused meanwhile."""
+    async def run() -> tuple[dict, int]:
         engine = _engine(store)
         await engine.start()
         try:
             store.down = False
-            await engine.start_new("ticker", "t1", json.dumps({"n": 2, "key": "down"}))
+            await engine.start_new("ticker", store.instance_id, json.dumps({"n": 2, "key": key}))
             store.down = True  # the first activity's result cannot be stored
-            await asyncio.sleep(4)
+            await asyncio.sleep(seconds)
             refused_while_down = store.refused
             store.down = False
-            return {"done": await _status_when(store, "t1", "Completed"), "refused": refused_while_down}
+            return await _status_when(store, store.instance_id, "Completed", timeout=15), refused_while_down
         finally:
             await engine.stop()
 
-    outcome = asyncio.run(run())
-    assert outcome["done"]["output"] == 2
+    return asyncio.run(run())
+
+
+def test_while_writes_fail_finished_activities_are_not_run_again_and_retries_slow_down():
+    sample_app.calls.clear()
+    done, refused = _through_an_outage(DownStore("t1"), "down", 4)
+    assert done["output"] == 2
     assert sample_app.calls["down"] == 2  # the first activity's result was kept in memory, not recomputed
-    assert 2 <= outcome["refused"] <= 4  # retried after 1 s, 2 s... not every second
+    assert 2 <= refused <= 4  # retried after 1 s, 2 s... not every second
 
 
 def test_starting_an_id_held_back_after_a_failed_write_answers_409_and_the_instance_still_finishes():
@@ -221,20 +225,6 @@ class DownReadStore(DownStore):
 
 
 def test_an_instance_whose_reload_fails_is_tried_again_until_storage_answers():
-    store = DownReadStore("r2")
     sample_app.calls.clear()
-
-    async def run() -> dict:
-        engine = _engine(store)
-        await engine.start()
-        try:
-            store.down = False
-            await engine.start_new("ticker", "r2", json.dumps({"n": 2, "key": "reload"}))
-            store.down = True
-            await asyncio.sleep(3)
-            store.down = False
-            return await _status_when(store, "r2", "Completed", timeout=15)
-        finally:
-            await engine.stop()
-
-    assert asyncio.run(run())["output"] == 2
+    done, _ = _through_an_outage(DownReadStore("r2"), "reload", 3)
+    assert done["output"] == 2
