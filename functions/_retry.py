@@ -16,8 +16,8 @@ def call_with_retries(context: df.DurableOrchestrationContext, activity: str, pa
     """`first_only`: more input for the first attempt alone (not repeated in every retry's history)."""
     attempt, usage = 1, []
     while True:
-        extra = first_only if attempt == 1 and first_only else {}
-        outcome = yield context.call_activity_with_retry(activity, CRASH_RETRY, {**payload, **extra, "attempt": attempt})
+        given = {**payload, **(first_only if attempt == 1 and first_only else {}), "attempt": attempt}
+        outcome = yield context.call_activity_with_retry(activity, CRASH_RETRY, given)
         usage += outcome.get("usage", [])
         if outcome["ok"] or outcome.get("retry_in") is None:
             return {**outcome, "usage": usage, "attempts": attempt}

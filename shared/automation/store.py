@@ -64,26 +64,28 @@ class WebhookStore:
         _snapshot.clear()
 
     @staticmethod
-    def _columns(delivery: Delivery) -> dict:
-        return {"Status": delivery.status, "DeliveryId": delivery.id, "CreatedAt": delivery.created_at}
+    def _columns(row: dict) -> dict:
+        """A delivery's fields that queries filter on, from its stored form."""
+        return {"Status": row["status"], "DeliveryId": row["id"], "CreatedAt": row["created_at"]}
 
     async def create_delivery(self, delivery: Delivery) -> str | None:
         """The stored delivery's ETag; None when this event was already routed to this subscription."""
-        return await self.tables.insert_tagged(DELIVERIES, delivery.subscription_id, delivery.id,
-                                               delivery.model_dump(), self._columns(delivery))
+        row = delivery.model_dump()
+        return await self.tables.insert_tagged(DELIVERIES, delivery.subscription_id, delivery.id, row,
+                                               self._columns(row))
 
     async def save_delivery(self, delivery: Delivery, etag: str) -> bool:
         """Only if nobody changed the delivery since `etag` (False otherwise)."""
-        return await self.tables.replace_unchanged(DELIVERIES, delivery.subscription_id, delivery.id,
-                                                   delivery.model_dump(), self._columns(delivery), etag)
+        row = delivery.model_dump()
+        return await self.tables.replace_unchanged(DELIVERIES, delivery.subscription_id, delivery.id, row,
+                                                   self._columns(row), etag)
 
     async def change_delivery(self, subscription_id: str, delivery_id: str,
                               change: Callable[[Delivery], Delivery]) -> Delivery | None:
         """`change` applied to the stored delivery, safe against concurrent attempts and replays; None when gone."""
         row = await self.tables.change(
             DELIVERIES, subscription_id, delivery_id,
-            lambda row: change(Delivery.model_validate(row)).model_dump(),
-            columns=lambda row: self._columns(Delivery.model_validate(row)))
+            lambda row: change(Delivery.model_validate(row)).model_dump(), columns=self._columns)
         return None if row is None else Delivery.model_validate(row)
 
     async def delivery(self, subscription_id: str, delivery_id: str) -> tuple[Delivery, str] | None:

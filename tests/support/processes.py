@@ -65,8 +65,8 @@ class Azurite:
         for attempt in range(attempts):
             self.process = subprocess.Popen(
                 [azurite_binary(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-                 *AZURITE_KEEP_ALIVE, "--location", self.folder, "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
-                 "--tablePort", str(self.table_port)],
+                 *AZURITE_KEEP_ALIVE, "--location", self.folder, "--blobPort", str(self.blob_port),
+                 "--queuePort", str(self.queue_port), "--tablePort", str(self.table_port)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             try:
                 for port in (self.blob_port, self.queue_port, self.table_port):
