@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import busy_cpu_s  # noqa: E402
+from bench.machine import busy_cpu_s, process_cpu_s  # noqa: E402
 from tests.support.http import Http, wait_until  # noqa: E402
 from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_port  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
@@ -50,7 +51,8 @@ def subscribe(api: Http, receivers: list[Receiver]) -> None:
         receiver.use_secret(sub["secret"])
 
 
-def publish_all(api: Http, receivers: list[Receiver], prefix: str, events: int, rate: float | None) -> dict:
+def publish_all(api: Http, receivers: list[Receiver], prefix: str, events: int, rate: float | None,
+                pids: dict[str, int]) -> dict:
     """Publishes `events` (16 at a time as fast as they go, or paced at `rate` per second, each client on a
     keep-alive connection) and waits for every receiver to get each once; deliveries per second, and lags
     from publish to first attempt."""
@@ -73,17 +75,21 @@ def publish_all(api: Http, receivers: list[Receiver], prefix: str, events: int, 
         assert response.status == 202, answer
         published[event_id] = sent
 
+    cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(publish, range(events)))
     publish_s = time.perf_counter() - started
     wait_until(lambda: all(set(first_seen(r)) >= set(published) for r in receivers), timeout=600, interval=0.2)
+    cpu_used = {name: process_cpu_s(pid) - cpu_before[name] for name, pid in pids.items()
+                if cpu_before[name] is not None and process_cpu_s(pid) is not None}
     seen = [first_seen(r) for r in receivers]
     elapsed = max(s[i] for s in seen for i in published) - started
     lags = [s[i] - published[i] for s in seen for i in published]
     return {"deliveries_per_s": round(len(receivers) * events / elapsed, 1),
             "publish_per_s": round(events / publish_s, 1),
-            "p50_first_attempt_s": percentile(lags, 50), "p99_first_attempt_s": percentile(lags, 99)}
+            "p50_first_attempt_s": percentile(lags, 50), "p99_first_attempt_s": percentile(lags, 99),
+            **{f"{name}_cpu_ms_per_delivery": round(1000 * used / len(lags), 2) for name, used in cpu_used.items()}}
 
 
 def baseline_run(receivers: list[Receiver], events: int) -> float:
@@ -132,9 +138,10 @@ def main() -> None:
             log(f"durable: {args.events} events x {args.subscriptions} subscriptions")
             api = Http(host.base_url, FUNCTION_KEY)
             subscribe(api, receivers)
-            durable = publish_all(api, receivers, "burst", args.events, None)
+            pids = {"devhost": host.process.pid, "azurite": azurite.process.pid, "bench_clients": os.getpid()}
+            durable = publish_all(api, receivers, "burst", args.events, None, pids)
             log("durable, as fast as events come", durable)
-            paced = publish_all(api, receivers, "paced", int(args.paced_rate * 20), args.paced_rate)
+            paced = publish_all(api, receivers, "paced", int(args.paced_rate * 20), args.paced_rate, pids)
             log(f"durable, {args.paced_rate} events/s", paced)
             baseline = baseline_run(receivers, args.events)
             log("baseline deliveries/s", baseline)

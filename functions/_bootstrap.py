@@ -1,4 +1,6 @@
 """Runs once per worker when the app loads: validated settings (a bad one stops the start), logging, SDK speed-ups."""
+import collections
+import functools
 import importlib
 import logging
 
@@ -18,3 +20,9 @@ for _name in ("azure.durable_functions.models.history.HistoryEvent",
         _module.dt_parse = parse_iso
     else:  # another SDK version: replays stay right, only slower
         logging.getLogger(__name__).warning("%s has no dt_parse: history timestamps parse with its own parser", _name)
+
+# The SDK also builds a new namedtuple class for every orchestrator call (TaskOrchestrationExecutor.__init__): a
+# twentieth of a busy host's CPU. One class per name gives the same tuples.
+_executor = importlib.import_module("azure.durable_functions.models.TaskOrchestrationExecutor")
+if getattr(_executor, "namedtuple", None) is collections.namedtuple:
+    _executor.namedtuple = functools.cache(collections.namedtuple)

@@ -1,4 +1,4 @@
-"""The Durable SDK reads history timestamps with the standard library's parser, to the values dateutil gave."""
+"""The Durable SDK, once the app loads: history timestamps read with the standard library, one payload class."""
 from __future__ import annotations
 
 import importlib
@@ -54,3 +54,20 @@ def test_once_the_app_loads_the_sdk_replays_with_it_to_the_same_times(monkeypatc
         "input": None, "instanceId": "i", "isReplaying": False, "parentInstanceId": None}))
     assert parsed == [started, started]
     assert context.current_utc_datetime == dateutil_parse(started)
+
+
+def test_once_the_app_loads_orchestrator_calls_reuse_one_payload_class(monkeypatch):
+    from shared.config import get_settings
+
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    get_settings.cache_clear()
+    import functions  # noqa: F401 - its bootstrap caches the class
+
+    get_settings.cache_clear()
+    from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
+    from azure.durable_functions.models.TaskOrchestrationExecutor import TaskOrchestrationExecutor
+
+    first, second = TaskOrchestrationExecutor(), TaskOrchestrationExecutor()
+    completed = first.event_to_SetTaskValuePayload[HistoryEventType.TASK_COMPLETED]
+    assert type(completed) is type(second.event_to_SetTaskValuePayload[HistoryEventType.TASK_FAILED])
+    assert (completed.is_success, completed.task_id_key) == (True, "TaskScheduledId")
