@@ -12,6 +12,7 @@ from pathlib import Path
 
 from shared.storage.connection import expand_connection_string
 
+from .gc_freeze import freeze_after_imports
 from .host import DevHost, HostConfig
 from .settings import load_local_settings
 from .store import HubBusy, open_store
@@ -61,8 +62,10 @@ async def _serve(host: DevHost) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await host.start()
+    freezer = loop.create_task(freeze_after_imports())
     print(f"devhost ready on {host.base_url}", flush=True)
     await stop.wait()
+    freezer.cancel()
     await host.stop()
 
 
