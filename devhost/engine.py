@@ -418,13 +418,14 @@ class Engine:
     @staticmethod
     def _all_row_keys(inst: Instance) -> list[str]:
         return ([f"h{i:07d}" for i in range(inst.meta.get("history_len", 0))]
-                + list(inst.inbox) + list(inst.work) + list(inst.outbox) + list(inst.unsaved.values()))
+                + list(inst.inbox) + list(inst.work) + list(inst.outbox) + [rk for rk in inst.unsaved.values() if rk])
 
     @staticmethod
     def _settle(inst: Instance, upserts: dict[str, dict], deletes: list[str]) -> None:
         """Adds the in-memory activity results to a write of the partition: kept ones stored, their work rows gone."""
         for msg_rk, work_rk in inst.unsaved.items():
-            deletes.append(work_rk)
+            if work_rk:
+                deletes.append(work_rk)
             if msg_rk in inst.inbox and msg_rk not in deletes:
                 upserts[msg_rk] = inst.inbox[msg_rk]
 
@@ -442,15 +443,33 @@ class Engine:
         return {"kind": "start", "execution_id": meta["execution_id"]}
 
     async def raise_event(self, instance_id: str, name: str, data_text: str | None) -> None:
-        inst = await self._existing(instance_id)
-        if inst.status in TERMINAL:
-            raise HubError(410, f"Instance with ID {instance_id} is gone: either completed or failed")
-        await self.deliver(instance_id, {"kind": "event", "event": event(
-            EventType.EVENT_RAISED, utcnow(), Name=name, Input=data_text)})
+        """The event is read by an episode run now, and stored with its commit: one write, not two (the event,
+        then the episode). When no episode writes it (the instance is suspended, or waits for its start), it is
+        written alone; the caller hears of the event only once it is stored."""
+        message = {"kind": "event", "event": event(EventType.EVENT_RAISED, utcnow(), Name=name, Input=data_text)}
+        async with self._lock(instance_id):
+            inst = self._orchestration(instance_id, await self._load(instance_id))
+            if inst.status in TERMINAL:
+                raise HubError(410, f"Instance with ID {instance_id} is gone: either completed or failed")
+            rk = _row_key("m")
+            inst.inbox[rk] = message
+            inst.unsaved[rk] = ""  # no work row behind it
+            try:
+                await self._orchestration_episode(inst)
+                if inst.unsaved.get(rk) == "":  # no write took it
+                    await self._write(instance_id, {rk: message})
+                    inst.unsaved.pop(rk, None)
+            except Exception:
+                if instance_id not in self._stale:  # what is held of it may be ahead of storage: reload it
+                    self._forget(instance_id)
+                raise
 
     async def _existing(self, instance_id: str) -> Instance:
         async with self._lock(instance_id):
-            inst = await self._load(instance_id)
+            return self._orchestration(instance_id, await self._load(instance_id))
+
+    @staticmethod
+    def _orchestration(instance_id: str, inst: Instance | None) -> Instance:
         if inst is None or not inst.meta or inst.meta.get("kind") != "orchestration":
             raise HubError(404, f"No instance with ID '{instance_id}' found.")
         return inst

@@ -8,6 +8,7 @@ import sample_app
 
 from devhost.app_index import AppIndex
 from devhost.engine import Engine
+from devhost.events import EventType
 from devhost.store import STATUS, MemoryStore
 
 
@@ -228,3 +229,74 @@ def test_an_instance_whose_reload_fails_is_tried_again_until_storage_answers():
     sample_app.calls.clear()
     done, _ = _through_an_outage(DownReadStore("r2"), "reload", 3)
     assert done["output"] == 2
+
+
+def test_an_event_raised_on_a_waiting_orchestration_is_stored_with_the_episode_reading_it():
+    store = CountingStore()
+
+    async def run() -> dict:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            await engine.start_new("wait_with_timeout", "w1", json.dumps(60))
+            await engine.raise_event("w1", "Approval", json.dumps("yes"))
+            return await _status_when(store, "w1", "Completed")
+        finally:
+            await engine.stop()
+
+    done = asyncio.run(run())
+    assert done["output"] == {"approved": "yes"}
+    assert store.writes.count("w1") == 2  # the start, then the event with the episode it ended (was 3)
+
+
+def test_an_event_raised_on_a_suspended_orchestration_is_stored_before_the_caller_hears_of_it():
+    store = MemoryStore()
+
+    async def raise_while_suspended() -> None:
+        engine = _engine(store)
+        await engine.start()
+        await engine.start_new("wait_with_timeout", "w2", json.dumps(60))
+        await engine.suspend("w2", "hold on")
+        await engine.raise_event("w2", "Approval", json.dumps("later"))
+        await engine.stop()  # as good as a crash: only what is stored remains
+
+    async def resume_after_a_restart() -> dict:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            await engine.resume("w2", "go on")
+            return await _status_when(store, "w2", "Completed")
+        finally:
+            await engine.stop()
+
+    asyncio.run(raise_while_suspended())
+    stored = asyncio.run(store.read_partition("w2"))
+    raised = [m["event"] for rk, m in stored.items() if rk.startswith("m") and m["event"]["EventType"] == EventType.EVENT_RAISED]
+    assert [e["Name"] for e in raised] == ["Approval"]  # (the other message is the timer, due in 60 s)
+    assert asyncio.run(resume_after_a_restart())["output"] == {"approved": "later"}
+
+
+def test_an_event_whose_write_failed_is_refused_to_the_caller_and_not_half_applied():
+    store = DownStore("w3")
+
+    async def run() -> tuple[bool, dict]:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            store.down = False
+            await engine.start_new("wait_with_timeout", "w3", json.dumps(60))
+            store.down = True
+            try:
+                await engine.raise_event("w3", "Approval", json.dumps("lost"))
+                refused = False
+            except ConnectionError:
+                refused = True
+            store.down = False
+            await engine.raise_event("w3", "Approval", json.dumps("again"))
+            return refused, await _status_when(store, "w3", "Completed")
+        finally:
+            await engine.stop()
+
+    refused, done = asyncio.run(run())
+    assert refused
+    assert done["output"] == {"approved": "again"}
