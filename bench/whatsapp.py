@@ -744,6 +744,9 @@ def main() -> int:
         report["webhook_burst"] = {
             "events": len(shot["sent"]), "chats": args.chats, "per_chat": args.per_chat,
             "client_threads": args.threads, "ack_ms": summary(acks),
+            # a chat's first message also starts its conversation: the rest only wake it
+            "ack_ms_first_of_chat": summary([s["ms"] for s in shot["sent"] if s["n"] == 0]),
+            "ack_ms_later_messages": summary([s["ms"] for s in shot["sent"] if s["n"] > 0]),
             "server_side_function_ms": summary(server) if server else None,
             "acks_per_s": round(len(shot["sent"]) / shot["wall_s"], 1), "wall_s": round(shot["wall_s"], 2),
             "cpu_s_during_burst": dict(cpu_used, cores=os.cpu_count()),
