@@ -271,7 +271,8 @@ def test_an_event_raised_on_a_suspended_orchestration_is_stored_before_the_calle
 
     asyncio.run(raise_while_suspended())
     stored = asyncio.run(store.read_partition("w2"))
-    raised = [m["event"] for rk, m in stored.items() if rk.startswith("m") and m["event"]["EventType"] == EventType.EVENT_RAISED]
+    raised = [m["event"] for rk, m in stored.items()
+              if rk.startswith("m") and m["event"]["EventType"] == EventType.EVENT_RAISED]
     assert [e["Name"] for e in raised] == ["Approval"]  # (the other message is the timer, due in 60 s)
     assert asyncio.run(resume_after_a_restart())["output"] == {"approved": "later"}
 
