@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import busy_cpu_s, process_cpu_s  # noqa: E402
+from bench.machine import busy_cpu_s, cpu_used_since, processes_cpu_s  # noqa: E402
 from tests.support.http import Http, wait_until  # noqa: E402
 from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_port  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
@@ -75,14 +75,13 @@ def publish_all(api: Http, receivers: list[Receiver], prefix: str, events: int, 
         assert response.status == 202, answer
         published[event_id] = sent
 
-    cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+    cpu_before = processes_cpu_s(pids)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(publish, range(events)))
     publish_s = time.perf_counter() - started
     wait_until(lambda: all(set(first_seen(r)) >= set(published) for r in receivers), timeout=600, interval=0.2)
-    cpu_used = {name: process_cpu_s(pid) - cpu_before[name] for name, pid in pids.items()
-                if cpu_before[name] is not None and process_cpu_s(pid) is not None}
+    cpu_used = cpu_used_since(cpu_before, pids)
     seen = [first_seen(r) for r in receivers]
     elapsed = max(s[i] for s in seen for i in published) - started
     lags = [s[i] - published[i] for s in seen for i in published]

@@ -30,3 +30,14 @@ def process_cpu_s(pid: int) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_cpu_s(pids: dict[str, int]) -> dict[str, float | None]:
+    """`process_cpu_s` of each named process."""
+    return {name: process_cpu_s(pid) for name, pid in pids.items()}
+
+
+def cpu_used_since(before: dict[str, float | None], pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each named process has used since `before` (from `processes_cpu_s`); unreadable ones left out."""
+    now = processes_cpu_s(pids)
+    return {name: now[name] - before[name] for name in pids if before.get(name) is not None and now[name] is not None}

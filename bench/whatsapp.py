@@ -41,7 +41,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if p and Path(p).resolve() != R
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")  # every connection stays on the loopback
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
-from bench.machine import busy_cpu_s, own_cpu_s, process_cpu_s  # noqa: E402
+from bench.machine import busy_cpu_s, cpu_used_since, own_cpu_s, processes_cpu_s  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 HMAC_KEY = "bench-waha-hmac-key"
@@ -712,10 +712,9 @@ def main() -> int:
         if profiler and "burst" in args.profile:
             profiler.start(host.process.pid)
         pids = {"devhost": host.process.pid, "azurite": azurite.process.pid, "bench_clients_and_fakes": os.getpid()}
-        cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+        cpu_before = processes_cpu_s(pids)
         shot = burst(port, chats, args.per_chat, args.threads)
-        cpu_used = {name: round(process_cpu_s(pid) - cpu_before[name], 1) for name, pid in pids.items()
-                    if cpu_before[name] is not None and process_cpu_s(pid) is not None}
+        cpu_used = {name: round(used, 1) for name, used in cpu_used_since(cpu_before, pids).items()}
         if profiler and "burst" in args.profile:
             profiler.stop(host.process.pid, "burst")
         acks = [s["ms"] for s in shot["sent"]]

@@ -243,6 +243,11 @@ class Engine:
         heapq.heappush(self._timers, (time.time() + delay, next(_counter), pk))  # reloaded by its next episode
         self._timer_wakeup.set()
 
+    def _forget_once(self, pk: str) -> None:
+        """`_forget`, unless a failed write has already dropped the instance and set its retry."""
+        if pk not in self._stale:
+            self._forget(pk)
+
     def _placed(self, inst: Instance) -> None:
         """A new instance replaces whatever this process knew of the id."""
         self._instances[inst.pk] = inst
@@ -311,8 +316,7 @@ class Engine:
                 raise
             except Exception:  # noqa: BLE001 - one broken instance must not stop the hub
                 log.exception("episode for %s failed; retrying soon from its stored state", pk)
-                if pk not in self._stale:  # a failed write has already dropped it and set its retry
-                    self._forget(pk)
+                self._forget_once(pk)
 
     # ---------------------------------------------------------------- deliveries
 
@@ -460,8 +464,7 @@ class Engine:
                     await self._write(instance_id, {rk: message})
                     inst.unsaved.pop(rk, None)
             except Exception:
-                if instance_id not in self._stale:  # what is held of it may be ahead of storage: reload it
-                    self._forget(instance_id)
+                self._forget_once(instance_id)  # what is held of it may be ahead of storage: reload it
                 raise
 
     async def _existing(self, instance_id: str) -> Instance:
@@ -1048,8 +1051,7 @@ class Engine:
             try:
                 inst = await self._load(pk)
             except Exception:  # storage unreachable: keep the result for when the instance is reloaded
-                if pk not in self._stale:
-                    self._forget(pk)
+                self._forget_once(pk)
                 self._stale[pk][rk] = {"kind": "event", "event": ev, "execution_id": work["execution_id"]}
                 log.warning("devhost could not load %s to hand it an activity result; kept for later", pk)
                 return
