@@ -140,8 +140,8 @@ class Engine:
         # results of activities that had finished (work row key -> result message), and retried ever later.
         self._stale: dict[str, dict[str, dict]] = {}
         self._failures: dict[str, int] = {}
-        self._idle = asyncio.Event()
-        self._busy = 0
+        self._draining = False
+        self._episodes_running = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -165,6 +165,21 @@ class Engine:
                 inst = await self._load(pk)
             if inst is not None:
                 self._resume(inst)
+
+    async def drain(self, grace: float) -> bool:
+        """The start of a clean stop: no activity starts any more (its work row waits for the next start), those
+        running get up to `grace` seconds to finish, and episodes store their results. A stop after a drain then
+        reruns nothing on the next start: no model call paid twice, no message sent again. True when drained."""
+        self._draining = True
+        deadline = time.monotonic() + grace
+        while self._running or self._episodes_running or not self._ready.empty() or any(
+                inst.unsaved for inst in self._instances.values()):
+            if time.monotonic() >= deadline:
+                log.warning("devhost stops with %d activities still running: they run again on the next start",
+                            len(self._running))
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def stop(self) -> None:
         for task in list(self._background):
@@ -303,6 +318,7 @@ class Engine:
         while True:
             pk = await self._ready.get()
             self._queued.discard(pk)
+            self._episodes_running += 1
             try:
                 async with self._lock(pk):
                     inst = await self._load(pk)
@@ -317,6 +333,8 @@ class Engine:
             except Exception:  # noqa: BLE001 - one broken instance must not stop the hub
                 log.exception("episode for %s failed; retrying soon from its stored state", pk)
                 self._forget_once(pk)
+            finally:
+                self._episodes_running -= 1
 
     # ---------------------------------------------------------------- deliveries
 
@@ -980,7 +998,7 @@ class Engine:
 
     def _start_work(self, pk: str, rk: str, work: dict) -> None:
         """Runs a work item unless it already runs in this process (at-least-once, not twice at once)."""
-        if (pk, rk) in self._running:
+        if (pk, rk) in self._running or self._draining:
             return
         self._running.add((pk, rk))
         task = self._spawn(self._run_work(pk, rk, work))
@@ -988,6 +1006,8 @@ class Engine:
 
     async def _run_work(self, pk: str, rk: str, work: dict) -> None:
         async with self._activity_slots:
+            if self._draining:  # stopping: the work row is stored, the next start runs it
+                return
             name = work["name"]
             started = time.perf_counter()
             if name == HTTP_ACTIVITY:

@@ -29,6 +29,7 @@ from .store import Store
 log = logging.getLogger("devhost")
 
 MAX_BODY = 100 * 1024 * 1024  # the Functions host's default maxRequestBodySize
+STOP_GRACE_SECONDS = 5.0  # at a stop, requests and activities under way get this long to finish
 
 
 @dataclass
@@ -139,7 +140,7 @@ class DevHost:
         return sock
 
     async def _serve(self, app: web.Application, sock: socket.socket) -> None:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)  # in-flight requests get 5 s at stop
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_GRACE_SECONDS)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         self._runners.append(runner)
@@ -147,7 +148,12 @@ class DevHost:
     async def stop(self) -> None:
         for task in self._timer_tasks:
             task.cancel()
-        for runner in reversed(self._runners):  # the public server first: its requests may still use the RPC one
+        rpc, public = self._runners[:1], self._runners[1:]
+        for runner in public:  # no new requests; those under way get the grace period
+            await runner.cleanup()
+        if self.engine is not None:  # running activities may still call the RPC server
+            await self.engine.drain(STOP_GRACE_SECONDS)
+        for runner in rpc:
             await runner.cleanup()
         if self.engine is not None:
             await self.engine.stop()

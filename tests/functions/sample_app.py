@@ -124,6 +124,20 @@ def retrying(context: df.DurableOrchestrationContext):
     return result
 
 
+@app.activity_trigger(input_name="key")
+async def nap(key: str) -> int:
+    """Counts its runs and takes a moment: a stop catches it under way."""
+    count = _count(key)
+    await asyncio.sleep(0.3)
+    return count
+
+
+@app.orchestration_trigger(context_name="context")
+def two_naps(context: df.DurableOrchestrationContext):
+    key = context.get_input()
+    return [(yield context.call_activity("nap", key)), (yield context.call_activity("nap", key))]
+
+
 @app.orchestration_trigger(context_name="context")
 def catches_failure(context: df.DurableOrchestrationContext):
     try:

@@ -301,3 +301,59 @@ def test_an_event_whose_write_failed_is_refused_to_the_caller_and_not_half_appli
     refused, done = asyncio.run(run())
     assert refused
     assert done["output"] == {"approved": "again"}
+
+
+def _stop_during_the_first_nap(store: MemoryStore, *, drain: bool) -> tuple[dict, dict]:
+    """Starts two_naps, stops while the first nap runs (drained or not), starts again and lets it finish: the
+    status the stop left, and the output in the end."""
+    sample_app.calls.clear()
+
+    async def run() -> tuple[dict, dict]:
+        engine = _engine(store)
+        await engine.start()
+        await engine.start_new("two_naps", "n1", json.dumps("nap"))
+        while sample_app.calls.get("nap") != 1:
+            await asyncio.sleep(0.01)
+        if drain:
+            assert await engine.drain(5.0)
+        await engine.stop()
+        left = await store.read_row("n1", STATUS)
+        again = _engine(store)
+        await again.start()
+        try:
+            return left, await _status_when(store, "n1", "Completed")
+        finally:
+            await again.stop()
+
+    return asyncio.run(run())
+
+
+def test_a_drained_stop_lets_the_running_activity_finish_stores_its_result_and_starts_no_other():
+    left, done = _stop_during_the_first_nap(MemoryStore(), drain=True)
+    assert left["status"] == "Running"
+    assert done["output"] == [1, 2]  # each nap ran once: the first finished before the stop, the second after
+    assert sample_app.calls["nap"] == 2
+
+
+def test_a_stop_without_drain_runs_the_interrupted_activity_again():
+    _, done = _stop_during_the_first_nap(MemoryStore(), drain=False)
+    assert done["output"] == [2, 3]  # the first nap was cut off and ran again: what draining saves
+    assert sample_app.calls["nap"] == 3
+
+
+def test_a_drain_gives_up_after_its_grace_period():
+    store = MemoryStore()
+    sample_app.calls.clear()
+
+    async def run() -> bool:
+        engine = _engine(store)
+        await engine.start()
+        try:
+            await engine.start_new("two_naps", "n2", json.dumps("short"))
+            while sample_app.calls.get("short") != 1:
+                await asyncio.sleep(0.01)
+            return await engine.drain(0.05)
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(run()) is False

@@ -97,6 +97,35 @@ def test_health_reports_storage_and_turns_503_when_storage_is_down(azurite, api)
     assert body["storage"]["error"]["code"] == "storage_unreachable"
 
 
+def test_a_stopped_host_lets_a_delivery_under_way_finish_so_the_restart_sends_nothing_again(devhost_factory):
+    from tests.support.receiver import Receiver
+
+    with Receiver() as receiver:
+        receiver.delay = 1.0  # the stop comes while the receiver is still answering
+        first = devhost_factory(CALLBACK_ALLOWED_HOSTS="127.0.0.1")
+        http = Http(first.base_url, FUNCTION_KEY)
+        status, _, subscription = http.request("POST", "/api/webhooks/subscriptions",
+                                               {"url": receiver.url, "events": ["custom.stop"]})
+        assert status == 201, subscription
+        receiver.use_secret(subscription["secret"])
+        status, _, routed = http.request("POST", "/api/events", {"type": "custom.stop", "subject": "s", "data": {}})
+        assert status == 202, routed
+        wait_until(lambda: receiver.attempts, timeout=30, interval=0.02)
+        first.stop()  # SIGTERM, as Ctrl-C or a deployment does
+
+        second = first.again(DEVHOST_HUB_WAIT_SECONDS="0").start()
+        try:
+            api = Http(second.base_url, FUNCTION_KEY)
+            delivery_id = routed["deliveries"][0]
+            delivery = wait_until(lambda: (lambda d: d if d.get("status") == "delivered" else None)(
+                api.request("GET", f"/api/webhooks/deliveries/{delivery_id}")[2]), timeout=30, interval=0.1)
+            time.sleep(1.5)  # long enough for an attempt run again to reach the receiver
+        finally:
+            second.stop()
+    assert len(receiver.attempts) == 1, [a["headers"]["webhook-id"] for a in receiver.attempts]
+    assert len(delivery["attempts"]) == 1, delivery
+
+
 def test_a_second_host_on_a_busy_hub_refuses_to_start_and_names_the_holder(devhost_factory):
     first = devhost_factory()
     second = first.again(DEVHOST_RPC_PORT=str(free_port()), DEVHOST_HUB_WAIT_SECONDS="1")

@@ -12,7 +12,8 @@ from tests.support.loopback import LoopbackServer
 
 
 class Receiver(LoopbackServer):
-    """Answers with the scripted status codes first (e.g. [500, 500]), then 200; keeps every request."""
+    """Answers with the scripted status codes first (e.g. [500, 500]), then 200, after `delay` seconds; keeps
+    every request."""
 
     def __init__(self, secret: str | None = None, port: int = 0) -> None:
         self.verifier = None
@@ -21,6 +22,7 @@ class Receiver(LoopbackServer):
         self.script: deque[int] = deque()
         self.attempts: list[dict] = []
         self.accepted: list[dict] = []
+        self.delay = 0.0
         self._lock = threading.Lock()
         super().__init__(self._handler(), port)
 
@@ -58,6 +60,7 @@ class Receiver(LoopbackServer):
                     receiver.attempts.append(record)
                     if status == 200 and verified:
                         receiver.accepted.append(record)
+                time.sleep(receiver.delay)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
