@@ -31,7 +31,7 @@ $(NODE_TOOLS):
 run: deps
 	@mkdir -p .azurite
 	@test -f local.settings.json || cp local.settings.example.json local.settings.json
-	@$(AZURITE) --silent --disableTelemetry --location .azurite --skipApiVersionCheck --loose \
+	@setsid $(AZURITE) --silent --disableTelemetry --location .azurite --skipApiVersionCheck --loose \
 	  --blobKeepAliveTimeout 60 --queueKeepAliveTimeout 60 --tableKeepAliveTimeout 60 & AZ=$$!; \
 	trap 'kill $$AZ 2>/dev/null; wait $$AZ 2>/dev/null' EXIT; \
 	trap 'exit 0' INT TERM; \
