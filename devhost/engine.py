@@ -168,18 +168,27 @@ class Engine:
 
     async def drain(self, grace: float) -> bool:
         """The start of a clean stop: no activity starts any more (its work row waits for the next start), those
-        running get up to `grace` seconds to finish, and episodes store their results. A stop after a drain then
-        reruns nothing on the next start: no model call paid twice, no message sent again. True when drained."""
+        running get up to `grace` seconds to finish, and every result is stored, by its episode or, when none
+        takes it (a suspended instance), as it is. A stop after a drain then reruns nothing on the next start: no
+        model call paid twice, no message sent again. True when all finished in time."""
         self._draining = True
         deadline = time.monotonic() + grace
-        while self._running or self._episodes_running or not self._ready.empty() or any(
-                inst.unsaved for inst in self._instances.values()):
+        finished = True
+        while self._running or self._episodes_running or not self._ready.empty():
             if time.monotonic() >= deadline:
                 log.warning("devhost stops with %d activities still running: they run again on the next start",
                             len(self._running))
-                return False
+                finished = False
+                break
             await asyncio.sleep(0.01)
-        return True
+        for inst in list(self._instances.values()):
+            if any(inst.unsaved.values()):
+                async with self._lock(inst.pk):
+                    try:
+                        await self._store_held(inst)
+                    except Exception:  # noqa: BLE001 - storage gone: the activities run again on the next start
+                        log.warning("devhost could not store the activity results it holds for %s", inst.pk)
+        return finished
 
     async def stop(self) -> None:
         for task in list(self._background):
@@ -986,13 +995,17 @@ class Engine:
 
     async def _drop_messages(self, inst: Instance, keys: list[str]) -> None:
         if keys:
-            upserts: dict[str, dict] = {}
-            deletes = list(keys)
-            self._settle(inst, upserts, deletes)
-            await self._write(inst.pk, upserts, [rk for rk in deletes if rk not in inst.unsaved])
-            inst.unsaved.clear()
+            await self._store_held(inst, keys)
             for rk in keys:
                 inst.inbox.pop(rk, None)
+
+    async def _store_held(self, inst: Instance, dropped: Iterable[str] = ()) -> None:
+        """Writes the activity results held in memory (and deletes the messages `dropped`), reading none."""
+        upserts: dict[str, dict] = {}
+        deletes = list(dropped)
+        self._settle(inst, upserts, deletes)
+        await self._write(inst.pk, upserts, [rk for rk in deletes if rk not in inst.unsaved])
+        inst.unsaved.clear()
 
     # ---------------------------------------------------------------- activities
 

@@ -357,3 +357,31 @@ def test_a_drain_gives_up_after_its_grace_period():
             await engine.stop()
 
     assert asyncio.run(run()) is False
+
+
+def test_a_drain_stores_the_result_of_an_activity_whose_instance_was_suspended_meanwhile():
+    store = MemoryStore()
+    sample_app.calls.clear()
+
+    async def run() -> tuple[bool, float, dict]:
+        engine = _engine(store)
+        await engine.start()
+        await engine.start_new("two_naps", "n3", json.dumps("held"))
+        while sample_app.calls.get("held") != 1:
+            await asyncio.sleep(0.01)
+        await engine.suspend("n3", "operator")
+        started = asyncio.get_running_loop().time()
+        drained = await engine.drain(5.0)  # no episode takes the result while suspended: stored as it is
+        waited = asyncio.get_running_loop().time() - started
+        await engine.stop()
+        again = _engine(store)
+        await again.start()
+        try:
+            await again.resume("n3", "operator")
+            return drained, waited, await _status_when(store, "n3", "Completed")
+        finally:
+            await again.stop()
+
+    drained, waited, done = asyncio.run(run())
+    assert drained and waited < 2.0
+    assert done["output"] == [1, 2] and sample_app.calls["held"] == 2
