@@ -1,7 +1,8 @@
 """Webhook fan-out on devhost + Azurite: deliveries per second and p99 from event to first delivery attempt.
 
-Baseline in the same run: the same signed POSTs sent straight from one process with no durability (what a
-hand-written sender does), to the same receivers.
+Baselines in the same run: the same signed POSTs sent straight from one process with no durability (what a
+hand-written sender does), to the same receivers; and the storage floor, the Table writes a durable delivery
+needs with nothing else around them.
 """
 from __future__ import annotations
 
@@ -118,6 +119,43 @@ def baseline_run(receivers: list[Receiver], events: int) -> float:
     return round(len(receivers) * events / (time.perf_counter() - started), 1)
 
 
+def storage_floor_run(connection_string: str, deliveries: int, azurite_pid: int) -> dict:
+    """What the storage path alone allows: the four Table writes of one delivery (its log row inserted, its
+    orchestration inserted, the log row updated with the attempt, the orchestration updated as done; rows of
+    about the real sizes), 16 deliveries at a time from this one process, same SDK and Azurite, nothing else."""
+    from azure.data.tables import UpdateMode
+    from azure.data.tables.aio import TableServiceClient
+
+    from shared.storage.connection import client_options
+
+    async def run() -> float:
+        async with TableServiceClient.from_connection_string(connection_string, **client_options()) as service:
+            log_rows = await service.create_table_if_not_exists("floordeliveries")
+            hub = await service.create_table_if_not_exists("floorinstances")
+            gate = asyncio.Semaphore(16)
+
+            async def one(n: int) -> None:
+                async with gate:
+                    row = {"PartitionKey": "subscription", "RowKey": f"d{n}", "data": "d" * 900}
+                    await log_rows.create_entity(row)
+                    await hub.create_entity({"PartitionKey": f"i{n}", "RowKey": "", "d0": "i" * 2500})
+                    await log_rows.update_entity({**row, "data": "a" * 1100}, mode=UpdateMode.REPLACE)
+                    await hub.upsert_entity({"PartitionKey": f"i{n}", "RowKey": "", "d0": "c" * 3500},
+                                            mode=UpdateMode.REPLACE)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(one(n) for n in range(deliveries)))
+            return time.perf_counter() - started
+
+    pids = {"client": os.getpid(), "azurite": azurite_pid}
+    cpu_before = processes_cpu_s(pids)
+    elapsed = asyncio.run(run())
+    cpu_used = cpu_used_since(cpu_before, pids)
+    return {"storage_floor_deliveries_per_s": round(deliveries / elapsed, 1),
+            **{f"storage_floor_{name}_cpu_ms_per_delivery": round(1000 * used / deliveries, 2)
+               for name, used in cpu_used.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=500)
@@ -144,6 +182,9 @@ def main() -> None:
             log(f"durable, {args.paced_rate} events/s", paced)
             baseline = baseline_run(receivers, args.events)
             log("baseline deliveries/s", baseline)
+            floor = storage_floor_run(azurite.connection_string, args.events * args.subscriptions,
+                                      azurite.process.pid)
+            log("storage floor", floor)
         finally:
             for receiver in receivers:
                 receiver.__exit__(None, None, None)
@@ -156,7 +197,9 @@ def main() -> None:
                       "paced_p50_first_attempt_s": paced["p50_first_attempt_s"],
                       "paced_p99_first_attempt_s": paced["p99_first_attempt_s"],
                       "baseline_direct_deliveries_per_s": baseline,
-                      "durable_vs_direct": round(durable["deliveries_per_s"] / baseline, 3),
+                      "durable_vs_direct": round(durable["deliveries_per_s"] / baseline, 3), **floor,
+                      "durable_vs_storage_floor": round(durable["deliveries_per_s"]
+                                                        / floor["storage_floor_deliveries_per_s"], 3),
                       "aim_deliveries_per_s": 100, "aim_p99_first_attempt_s": 1.0,
                       "machine_busy_cpu_s": None if cpu_before is None or cpu_after is None
                       else round(cpu_after - cpu_before, 1)}))

@@ -16,6 +16,8 @@ import weakref
 from collections import OrderedDict
 from typing import Iterable, Protocol
 
+from shared.storage.connection import NO_ECHO, client_options
+
 STATUS = "status"
 
 
@@ -153,7 +155,6 @@ class TableStore:
     def __init__(self, connection_string: str, hub: str) -> None:
         from azure.data.tables.aio import TableServiceClient
 
-        from shared.storage.connection import client_options
 
         self._service = TableServiceClient.from_connection_string(connection_string, **client_options())
         self._table_name = re.sub(r"[^A-Za-z0-9]", "", hub) + "Instances"
@@ -195,7 +196,7 @@ class TableStore:
 
         try:
             if etag is None:
-                written = await self._table.create_entity(self._lease_entity())
+                written = await self._table.create_entity(self._lease_entity(), response_preference=NO_ECHO)
             else:
                 written = await self._table.update_entity(self._lease_entity(), mode=UpdateMode.REPLACE, etag=etag,
                                                           match_condition=MatchConditions.IfNotModified)
@@ -360,7 +361,7 @@ class TableStore:
             await self._save(pk, json.loads(json.dumps(rows)), 0)
             return True
         try:
-            await self._table.create_entity(entities[0])
+            await self._table.create_entity(entities[0], response_preference=NO_ECHO)
         except ResourceExistsError:
             return False
         self._remember(pk, json.loads(json.dumps(rows)), 0)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+# Table inserts answer 204 with the ETag instead of echoing the entity: nothing to send back and parse.
+NO_ECHO = "return-no-content"
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 # The Azurite account is public and fixed; the SDKs do not expand the `UseDevelopmentStorage=true` shorthand.

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Callable
 
 from ..config import Settings
 from ..errors import Conflict
-from .connection import client_options, expand_connection_string
+from .connection import NO_ECHO, client_options, expand_connection_string
 
 _services: dict[int, Any] = {}
 _clients: dict[tuple[int, str], Any] = {}  # (loop, table) -> a client made once: building one costs real CPU
@@ -88,7 +88,7 @@ class Tables:
 
         client = await self._table(table)
         try:
-            written = await client.create_entity(self._entity(pk, rk, row, columns))
+            written = await client.create_entity(self._entity(pk, rk, row, columns), response_preference=NO_ECHO)
         except ResourceExistsError:
             return None
         return written["etag"]
@@ -141,7 +141,7 @@ class Tables:
             try:
                 written = self._entity(pk, rk, changed, columns(changed) if columns else None)
                 if entity is None:
-                    await client.create_entity(written)
+                    await client.create_entity(written, response_preference=NO_ECHO)
                 else:
                     await client.update_entity(written, mode=UpdateMode.REPLACE,
                                                etag=entity.metadata["etag"],
