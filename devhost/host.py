@@ -96,7 +96,8 @@ class DevHost:
         self.store = store
         self.engine: Engine | None = None
         self.management: ManagementApi | None = None
-        self._runners: list[web.AppRunner] = []
+        self._public_runner: web.AppRunner | None = None
+        self._rpc_runner: web.AppRunner | None = None
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="http")
         self._timer_tasks: list[asyncio.Task] = []
         self.port = config.port
@@ -123,9 +124,10 @@ class DevHost:
                                         f"http://{self.config.host}:{self.rpc_port}/durabletask",
                                         self.config.master_key)
         self.engine.client_binding = self.management.binding
-        await self._serve(rpc, rpc_socket)  # only the app's own functions call it, and none runs before recovery
+        # only the app's own functions call the RPC server, and none runs before recovery
+        self._rpc_runner = await self._serve(rpc, rpc_socket)
         await self.engine.start()
-        await self._serve(public, public_socket)
+        self._public_runner = await self._serve(public, public_socket)
         for info in self.index.timers:
             self._timer_tasks.append(asyncio.get_running_loop().create_task(self._run_timer(info)))
         log.info("devhost listening on %s (%d functions, task hub %s on %s)", self.base_url,
@@ -139,22 +141,21 @@ class DevHost:
         sock.setblocking(False)
         return sock
 
-    async def _serve(self, app: web.Application, sock: socket.socket) -> None:
+    async def _serve(self, app: web.Application, sock: socket.socket) -> web.AppRunner:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_GRACE_SECONDS)
         await runner.setup()
         await web.SockSite(runner, sock).start()
-        self._runners.append(runner)
+        return runner
 
     async def stop(self) -> None:
         for task in self._timer_tasks:
             task.cancel()
-        rpc, public = self._runners[:1], self._runners[1:]
-        for runner in public:  # no new requests; those under way get the grace period
-            await runner.cleanup()
-        if self.engine is not None:  # running activities may still call the RPC server
+        if self._public_runner is not None:  # no new requests; those under way get the grace period
+            await self._public_runner.cleanup()
+        if self.engine is not None:  # then activities, which may still call the RPC server
             await self.engine.drain(STOP_GRACE_SECONDS)
-        for runner in rpc:
-            await runner.cleanup()
+        if self._rpc_runner is not None:
+            await self._rpc_runner.cleanup()
         if self.engine is not None:
             await self.engine.stop()
         await release_sdk_session()

@@ -155,7 +155,6 @@ class TableStore:
     def __init__(self, connection_string: str, hub: str) -> None:
         from azure.data.tables.aio import TableServiceClient
 
-
         self._service = TableServiceClient.from_connection_string(connection_string, **client_options())
         self._table_name = re.sub(r"[^A-Za-z0-9]", "", hub) + "Instances"
         self._table = self._service.get_table_client(self._table_name)
