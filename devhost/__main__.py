@@ -50,13 +50,16 @@ def main() -> None:
                        expand_connection_string(os.environ.get("AzureWebJobsStorage", "")), config.hub)
     logging.getLogger("devhost").info("settings from %s", settings_file.name if settings_file else "environment")
     try:
-        asyncio.run(_serve(DevHost(app, store, config)))
+        status = asyncio.run(_serve(DevHost(app, store, config)))
     except HubBusy as exc:
         print(f"devhost: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if status:
+        raise SystemExit(status)
 
 
-async def _serve(host: DevHost) -> None:
+async def _serve(host: DevHost) -> int:
+    """Serves until SIGINT or SIGTERM (exit status 0) or until another host takes the task hub over (3)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,9 +67,17 @@ async def _serve(host: DevHost) -> None:
     await host.start()
     freezer = loop.create_task(freeze_after_imports())
     print(f"devhost ready on {host.base_url}", flush=True)
-    await stop.wait()
+    lost = host.engine.hub_lost
+    waiters = [loop.create_task(stop.wait()), loop.create_task(lost.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
     freezer.cancel()
     await host.stop()
+    if lost.is_set():  # another devhost took the task hub over: this one writes nothing more and exits
+        print("devhost: the task hub was taken over by another host; stopping", file=sys.stderr)
+        return 3
+    return 0
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
 ACTIVE = {"Pending", "Running", "Suspended", "ContinuedAsNew"}
 HTTP_ACTIVITY = "BuiltIn::HttpActivity"
 _OUT_OF_PROC = "\n\n$OutOfProcData$:"
+STORAGE_SETTLE_SECONDS = 10.0  # how long a cancelled caller still waits for its storage call to end
 
 
 class HubError(Exception):
@@ -113,6 +114,37 @@ class Episode:
     create: bool = False  # the instance's first write: insert it, and fail with IdTaken when the id exists
 
 
+class _PartitionLock:
+    """An instance's lock, kept only while someone holds or waits for it: the table of locks does not grow with
+    every id ever asked about. On release, a finished orchestration nobody waits for leaves memory."""
+
+    __slots__ = ("_engine", "_pk", "_lock", "_users")
+
+    def __init__(self, engine: "Engine", pk: str) -> None:
+        self._engine, self._pk, self._lock, self._users = engine, pk, asyncio.Lock(), 0
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def __aenter__(self) -> None:
+        self._users += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._release_user()
+            raise
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._lock.release()
+        self._release_user()
+
+    def _release_user(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            self._engine._locks.pop(self._pk, None)
+            self._engine._evict_if_finished(self._pk)
+
+
 class IdTaken(Exception):
     """An instance with this id is already in storage."""
 
@@ -124,10 +156,11 @@ class Engine:
         self.store = store
         self.hub = hub
         self._instances: dict[str, Instance] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _PartitionLock] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._timers: list[tuple[float, int, str]] = []
+        self._timer_due: dict[str, float] = {}  # the earliest wake-up set per instance: one heap entry, not one per commit
         self._timer_wakeup = asyncio.Event()
         self._activity_slots = asyncio.Semaphore(max_activities)
         self._pool = ThreadPoolExecutor(max_workers=max_activities, thread_name_prefix="activity")
@@ -142,6 +175,7 @@ class Engine:
         self._failures: dict[str, int] = {}
         self._draining = False
         self._episodes_running = 0
+        self.hub_lost = asyncio.Event()  # another host took the task hub: this one must stop writing and exit
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -161,8 +195,13 @@ class Engine:
             self._spawn(self._episode_worker())
         self._spawn(self._timer_loop())
         for pk in await self.store.pending_partitions():
-            async with self._lock(pk):
-                inst = await self._load(pk)
+            try:
+                async with self._lock(pk):
+                    inst = await self._load(pk)
+            except Exception:  # noqa: BLE001 - one unreadable instance must not keep the hub from starting
+                log.exception("devhost could not load %s from its task hub; trying again soon", pk)
+                self._forget_once(pk)
+                continue
             if inst is not None:
                 self._resume(inst)
 
@@ -172,6 +211,8 @@ class Engine:
         takes it (a suspended instance), as it is. A stop after a drain then reruns nothing on the next start: no
         model call paid twice, no message sent again. True when all finished in time."""
         self._draining = True
+        if self.hub_lost.is_set():  # another host owns the hub and its work now
+            return False
         deadline = time.monotonic() + grace
         finished = True
         while self._running or self._episodes_running or not self._ready.empty():
@@ -181,13 +222,16 @@ class Engine:
                 finished = False
                 break
             await asyncio.sleep(0.01)
-        for inst in list(self._instances.values()):
-            if any(inst.unsaved.values()):
-                async with self._lock(inst.pk):
-                    try:
+        holding = [pk for pk, inst in self._instances.items() if any(inst.unsaved.values())]
+        holding += [pk for pk, results in self._stale.items() if results]  # dropped after a failed write
+        for pk in holding:
+            async with self._lock(pk):
+                try:
+                    inst = await self._load(pk)  # a dropped one is reloaded with the results it had
+                    if inst is not None and any(inst.unsaved.values()):
                         await self._store_held(inst)
-                    except Exception:  # noqa: BLE001 - storage gone: the activities run again on the next start
-                        log.warning("devhost could not store the activity results it holds for %s", inst.pk)
+                except Exception:  # noqa: BLE001 - storage gone: the activities run again on the next start
+                    log.warning("devhost could not store the activity results it holds for %s", pk)
         return finished
 
     async def stop(self) -> None:
@@ -208,6 +252,7 @@ class Engine:
                 await self.store.renew()
             except HubLost as exc:  # another host now writes the hub: writing on would corrupt it
                 log.critical("%s", exc)
+                self.hub_lost.set()
                 for task in list(self._background):
                     if task is not asyncio.current_task():
                         task.cancel()
@@ -221,11 +266,19 @@ class Engine:
         task.add_done_callback(self._background.discard)
         return task
 
-    def _lock(self, pk: str) -> asyncio.Lock:
+    def _lock(self, pk: str) -> _PartitionLock:
         lock = self._locks.get(pk)
         if lock is None:
-            lock = self._locks[pk] = asyncio.Lock()
+            lock = self._locks[pk] = _PartitionLock(self, pk)
         return lock
+
+    def _evict_if_finished(self, pk: str) -> None:
+        """A finished orchestration loaded again (a late result, a status with history, a refused event) is
+        served from storage afterwards, unless it still holds something to write or to send."""
+        inst = self._instances.get(pk)
+        if (inst is not None and inst.meta.get("kind") == "orchestration" and inst.status in TERMINAL
+                and not inst.inbox and not inst.outbox and not inst.unsaved):
+            del self._instances[pk]
 
     async def _load(self, pk: str) -> Instance | None:
         inst = self._instances.get(pk)
@@ -247,14 +300,30 @@ class Engine:
         return inst
 
     async def _write(self, pk: str, upserts: dict[str, dict], deletes: Iterable[str] = ()) -> None:
-        """Writes an instance's partition. When the write fails, what this process holds of the instance may be
-        ahead of storage: it is dropped, and reloaded from storage with its work and messages resumed."""
+        """Writes an instance's partition. When the write fails, or its caller is cancelled (a stop, a request
+        dropped), what this process holds of the instance may be ahead of storage: it is dropped, and reloaded
+        from storage with its work and messages resumed."""
         try:
-            await self.store.write(pk, upserts, deletes)
-        except Exception:
+            await self._to_the_end(self.store.write(pk, upserts, deletes))
+        except BaseException:
             self._forget(pk)
             raise
         self._failures.pop(pk, None)
+
+    async def _to_the_end(self, storage_call: Any) -> Any:
+        """Runs a storage call to its end even when the caller is cancelled meanwhile, so that what is reloaded
+        afterwards is what storage holds, not what it held before a write still on its way. A lost hub refuses
+        every call: another host writes it now."""
+        if self.hub_lost.is_set():
+            storage_call.close()
+            raise HubLost(f"task hub {self.hub} is held by another host; this one no longer writes it")
+        task = asyncio.ensure_future(storage_call)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                await asyncio.wait({task}, timeout=STORAGE_SETTLE_SECONDS)
+            raise
 
     def _forget(self, pk: str) -> None:
         inst = self._instances.pop(pk, None)
@@ -264,8 +333,7 @@ class Engine:
                              if work_rk and msg_rk in inst.inbox})
         failures = self._failures[pk] = self._failures.get(pk, 0) + 1
         delay = min(2.0 ** (failures - 1), 60.0)  # a write that keeps failing is not retried in a tight loop
-        heapq.heappush(self._timers, (time.time() + delay, next(_counter), pk))  # reloaded by its next episode
-        self._timer_wakeup.set()
+        self._wake_at(pk, time.time() + delay)  # reloaded by its next episode
 
     def _forget_once(self, pk: str) -> None:
         """`_forget`, unless a failed write has already dropped the instance and set its retry."""
@@ -298,10 +366,22 @@ class Engine:
     def _wake(self, inst: Instance) -> None:
         if inst.inbox:
             self.schedule(inst.pk)
+        self._wake_later(inst)
+
+    def _wake_later(self, inst: Instance) -> None:
         due = inst.next_due()
         if due is not None:
-            heapq.heappush(self._timers, (due.timestamp(), next(_counter), inst.pk))
-            self._timer_wakeup.set()
+            self._wake_at(inst.pk, due.timestamp())
+
+    def _wake_at(self, pk: str, when: float) -> None:
+        """Sets an instance's next episode at `when`, unless one is set already by then: the episode that runs
+        sets the next one from what it still waits for."""
+        due = self._timer_due.get(pk)
+        if due is not None and due <= when:
+            return
+        self._timer_due[pk] = when
+        heapq.heappush(self._timers, (when, next(_counter), pk))
+        self._timer_wakeup.set()
 
     def schedule(self, pk: str) -> None:
         if pk not in self._queued:
@@ -313,7 +393,10 @@ class Engine:
             self._timer_wakeup.clear()
             now = time.time()
             while self._timers and self._timers[0][0] <= now:
-                self.schedule(heapq.heappop(self._timers)[2])
+                when, _, pk = heapq.heappop(self._timers)
+                if self._timer_due.get(pk) == when:  # else an earlier wake-up replaced this one
+                    del self._timer_due[pk]
+                    self.schedule(pk)
             delay = (self._timers[0][0] - now) if self._timers else 3600
             # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancel that arrives as the
             # event is set, and then stop() would wait for this loop forever.
@@ -490,13 +573,9 @@ class Engine:
                 if inst.unsaved.get(rk) == "":  # no write took it
                     await self._write(instance_id, {rk: message})
                     inst.unsaved.pop(rk, None)
-            except Exception:
+            except BaseException:
                 self._forget_once(instance_id)  # what is held of it may be ahead of storage: reload it
                 raise
-
-    async def _existing(self, instance_id: str) -> Instance:
-        async with self._lock(instance_id):
-            return self._orchestration(instance_id, await self._load(instance_id))
 
     @staticmethod
     def _orchestration(instance_id: str, inst: Instance | None) -> Instance:
@@ -505,9 +584,8 @@ class Engine:
         return inst
 
     async def terminate(self, instance_id: str, reason: str) -> None:
-        await self._existing(instance_id)
         async with self._lock(instance_id):
-            inst = self._instances[instance_id]
+            inst = self._orchestration(instance_id, await self._load(instance_id))
             if inst.status in TERMINAL:
                 raise HubError(410, f"Instance with ID {instance_id} is gone")
             await self._finish(inst, "Terminated", reason, Episode(), reason=reason)
@@ -519,9 +597,8 @@ class Engine:
         await self._set_suspended(instance_id, False)
 
     async def _set_suspended(self, instance_id: str, suspended: bool) -> None:
-        await self._existing(instance_id)
         async with self._lock(instance_id):
-            inst = self._instances[instance_id]
+            inst = self._orchestration(instance_id, await self._load(instance_id))
             if inst.status in TERMINAL:
                 raise HubError(410, f"Instance with ID {instance_id} is gone")
             if suspended and inst.status != "Suspended":
@@ -536,9 +613,8 @@ class Engine:
 
     async def rewind(self, instance_id: str, reason: str) -> None:
         """Reruns a failed orchestration from the episode where it failed, keeping everything before it."""
-        await self._existing(instance_id)
         async with self._lock(instance_id):
-            inst = self._instances[instance_id]
+            inst = self._orchestration(instance_id, await self._load(instance_id))
             if inst.status != "Failed":
                 raise HubError(410, "Only failed instances can be rewound.")
             history = inst.history
@@ -590,9 +666,9 @@ class Engine:
         return 1
 
     async def get_status(self, instance_id: str, *, with_history: bool = False) -> tuple[dict, list[dict]] | None:
-        inst = self._instances.get(instance_id)
-        if inst is not None and inst.meta.get("kind") == "orchestration":
-            return inst.meta, (list(inst.history) if with_history else [])
+        held = await self._held(instance_id, with_history)
+        if held is not None and held[0].get("kind") == "orchestration":
+            return held
         if instance_id.startswith("@"):
             return None
         if with_history:
@@ -606,11 +682,21 @@ class Engine:
             return None
         return row, []
 
+    async def _held(self, pk: str, with_history: bool = False) -> tuple[dict, list[dict]] | None:
+        """The status (and history) of an instance this process holds, as stored: an episode under way may have
+        changed them in memory before its write, so a reader waits for the write (which, failing, drops them)."""
+        if pk not in self._instances:
+            return None
+        async with self._lock(pk):
+            inst = self._instances.get(pk)
+            return None if inst is None else (dict(inst.meta), list(inst.history) if with_history else [])
+
     async def list_instances(self) -> list[dict]:
         rows = {r["id"]: r for r in await self.store.status_rows() if r.get("kind") == "orchestration"}
         for pk, inst in self._instances.items():
-            if inst.meta.get("kind") == "orchestration":
-                rows[pk] = inst.meta
+            lock = self._locks.get(pk)
+            if inst.meta.get("kind") == "orchestration" and not (lock and lock.locked()):  # else: as stored
+                rows[pk] = dict(inst.meta)
         return list(rows.values())
 
     async def signal_entity(self, name: str, key: str, operation: str, input_text: str | None) -> None:
@@ -631,8 +717,8 @@ class Engine:
 
     async def read_entity(self, name: str, key: str) -> tuple[bool, Any]:
         pk = entity_instance_id(name, key)
-        inst = self._instances.get(pk)
-        meta = inst.meta if inst is not None else await self.store.read_row(pk, STATUS)
+        held = await self._held(pk)
+        meta = held[0] if held is not None else await self.store.read_row(pk, STATUS)
         if not meta or not meta.get("exists"):
             return False, None
         return True, json.loads(meta["state"]) if meta.get("state") is not None else None
@@ -732,12 +818,6 @@ class Engine:
                  meta["name"], inst.pk, duration * 1000, outcome)
         if more_waiting or inst.visible(utcnow()):
             self.schedule(inst.pk)
-
-    def _wake_later(self, inst: Instance) -> None:
-        due = inst.next_due()
-        if due is not None:
-            heapq.heappush(self._timers, (due.timestamp(), next(_counter), inst.pk))
-            self._timer_wakeup.set()
 
     @staticmethod
     def _execution_started(inst: Instance, now: datetime) -> dict:
@@ -913,10 +993,7 @@ class Engine:
         stale = [rk for rk, m in inst.inbox.items() if m.get("execution_id") == meta["execution_id"]]
         meta.update(execution_id=uuid.uuid4().hex, input=input_text, history_len=0, actions_seen=0,
                     next_seq=0, retries={}, timers={}, status="Running", updated=iso(utcnow()))
-        for rk in stale:
-            if rk not in consumed:
-                episode.deletes.append(rk)
-                inst.inbox.pop(rk, None)
+        self._consume(inst, episode, consumed, stale)
         inst.history = []
         for rk in [rk for rk in inst.work if rk not in episode.upserts]:
             inst.work.pop(rk)  # the old execution's activities: their rows go, and their results are dropped
@@ -928,15 +1005,23 @@ class Engine:
         episode.deletes += [f"h{i:07d}" for i in range(0, old_len)]
         await self._commit(inst, episode, consumed, 0)
 
+    @staticmethod
+    def _consume(inst: Instance, episode: Episode, consumed: list[str], keys: list[str]) -> None:
+        """Adds messages to those the commit deletes; the ones this episode added are simply not written."""
+        for rk in keys:
+            if episode.upserts.pop(rk, None) is not None:
+                inst.inbox.pop(rk, None)
+            elif rk not in consumed:
+                consumed.append(rk)
+
     async def _finish(self, inst: Instance, status: str, output: Any, episode: Episode, *,
                       consumed: list[str] | None = None, old_len: int | None = None, reason: str = "") -> None:
         meta = inst.meta
         meta.update(status=status, output=output, updated=iso(utcnow()))
         consumed = list(consumed or [])
-        for rk in list(inst.inbox):  # nothing more is delivered to a finished instance
-            if episode.upserts.pop(rk, None) is None and rk not in consumed:
-                consumed.append(rk)
-            inst.inbox.pop(rk)
+        # Nothing more is delivered to a finished instance: its messages go with the commit, and until the commit
+        # is stored, the activity results among them stay in memory (a failed write must not cost a rerun).
+        self._consume(inst, episode, consumed, list(inst.inbox))
         parent = meta.get("parent")
         if parent:
             if status == "Completed":
@@ -969,8 +1054,8 @@ class Engine:
         self._settle(inst, episode.upserts, deletes)
         if episode.create:
             try:
-                created = await self.store.create(inst.pk, episode.upserts)
-            except Exception:
+                created = await self._to_the_end(self.store.create(inst.pk, episode.upserts))
+            except BaseException:
                 self._forget(inst.pk)  # perhaps stored after all: if so, reloaded and resumed
                 raise
             if not created:
@@ -1011,7 +1096,7 @@ class Engine:
 
     def _start_work(self, pk: str, rk: str, work: dict) -> None:
         """Runs a work item unless it already runs in this process (at-least-once, not twice at once)."""
-        if (pk, rk) in self._running or self._draining:
+        if (pk, rk) in self._running or self._draining or self.hub_lost.is_set():
             return
         self._running.add((pk, rk))
         task = self._spawn(self._run_work(pk, rk, work))
@@ -1092,7 +1177,10 @@ class Engine:
                 return
             inst.work.pop(rk)
             if inst.status in TERMINAL or inst.meta.get("execution_id") != work["execution_id"]:
-                await self._write(pk, {}, [rk])
+                try:  # a result nobody wants: its work row goes
+                    await self._write(pk, {}, [rk])
+                except Exception:  # noqa: BLE001 - reloaded later, the row is run and dropped again
+                    log.warning("devhost could not drop the finished work %s of %s", rk, pk)
                 return
             msg_rk = _row_key("m")
             inst.inbox[msg_rk] = {"kind": "event", "event": ev, "execution_id": work["execution_id"]}

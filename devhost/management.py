@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .engine import TERMINAL, Engine, HubError
 from .events import EventType, parse_iso
+from .store import HubLost
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -114,6 +115,8 @@ class ManagementApi:
             return await self._route(request, parts)
         except HubError as exc:
             return _error(exc.status, str(exc))
+        except HubLost as exc:  # another host took the hub: this one answers nothing it cannot write
+            return _error(503, str(exc))
         except (ValueError, KeyError) as exc:
             return _error(400, f"Malformed management request: {exc}")
 

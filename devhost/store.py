@@ -6,6 +6,7 @@ lives in the instance's partition, so one episode commits in one atomic write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from shared.storage.connection import NO_ECHO, client_options
 
@@ -321,7 +322,17 @@ class TableStore:
             rows.update(json.loads(json.dumps(upserts)))
             for rk in deletes:
                 rows.pop(rk, None)
-            await self._save(pk, rows, old_spills)
+            with self._uncached_unless_done(pk):
+                await self._save(pk, rows, old_spills)
+
+    @contextlib.contextmanager
+    def _uncached_unless_done(self, pk: str) -> Iterator[None]:
+        """A write that fails or is cut off may have landed all the same: the next read asks the table."""
+        try:
+            yield
+        except BaseException:
+            self._cache.pop(pk, None)
+            raise
 
     async def _save(self, pk: str, rows: dict[str, dict], old_spills: int) -> None:
         from azure.data.tables import UpdateMode
@@ -346,7 +357,8 @@ class TableStore:
 
     async def create(self, pk: str, rows: dict[str, dict]) -> bool:
         async with self._partition_lock(pk):
-            return await self._create(pk, rows)
+            with self._uncached_unless_done(pk):
+                return await self._create(pk, rows)
 
     async def _create(self, pk: str, rows: dict[str, dict]) -> bool:
         from azure.core.exceptions import ResourceExistsError

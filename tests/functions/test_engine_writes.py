@@ -5,9 +5,8 @@ import asyncio
 import json
 
 import sample_app
+from engine_support import engine_on, stored_status_when
 
-from devhost.app_index import AppIndex
-from devhost.engine import Engine
 from devhost.events import EventType
 from devhost.store import STATUS, MemoryStore
 
@@ -34,30 +33,15 @@ class CountingStore(MemoryStore):
             self._creating = False
 
 
-def _engine(store: MemoryStore, episodes: int = 4) -> Engine:
-    return Engine(AppIndex.build(sample_app.app, "api"), store, max_episodes=episodes, hub_wait=0)
-
-
-async def _status_when(store: MemoryStore, instance_id: str, wanted: str, timeout: float = 10.0) -> dict:
-    async def poll() -> dict:
-        while True:
-            row = await store.read_row(instance_id, STATUS)
-            if row and row["status"] == wanted:
-                return row
-            await asyncio.sleep(0.01)
-
-    return await asyncio.wait_for(poll(), timeout)
-
-
 def test_a_chain_of_activities_costs_one_write_to_start_and_one_per_activity():
     store = CountingStore()
 
     async def run() -> dict:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
             await engine.start_new("chain", "c1", json.dumps(5))
-            return await _status_when(store, "c1", "Completed")
+            return await stored_status_when(store, "c1", "Completed")
         finally:
             await engine.stop()
 
@@ -72,7 +56,7 @@ def test_an_activity_result_not_yet_stored_is_recomputed_after_a_crash():
     sample_app.calls.clear()
 
     async def crash_before_the_result_is_stored() -> None:
-        engine = _engine(store, episodes=0)  # no episode ever runs: results stay in memory only
+        engine = engine_on(store, episodes=0)  # no episode ever runs: results stay in memory only
         await engine.start()
         await engine.start_new("retrying", "r1", json.dumps({"activity": "fails_twice", "attempts": 1,
                                                                "key": "crash"}))
@@ -86,10 +70,10 @@ def test_an_activity_result_not_yet_stored_is_recomputed_after_a_crash():
         await engine.stop()  # the process is gone; what it held in memory with it
 
     async def restart() -> dict:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
-            return await _status_when(store, "r1", "Failed")
+            return await stored_status_when(store, "r1", "Failed")
         finally:
             await engine.stop()
 
@@ -123,14 +107,14 @@ def test_an_episode_whose_write_failed_runs_again_from_what_is_stored():
     store = FlakyStore("f1")
 
     async def run() -> dict:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
             try:
                 await engine.start_new("chain", "f1", json.dumps(3))
             except ConnectionError:  # the client learns that starting failed, and tries again
                 await engine.start_new("chain", "f1", json.dumps(3))
-            await _status_when(store, "f1", "Completed", timeout=30)
+            await stored_status_when(store, "f1", "Completed", timeout=30)
             meta, history = await engine.get_status("f1", with_history=True)
             return {"meta": meta, "history": history}
         finally:
@@ -163,7 +147,7 @@ def _through_an_outage(store: DownStore, key: str, seconds: float) -> tuple[dict
     """A two-step ticker started with storage up, which then refuses the instance for `seconds`: its final status,
     and how many writes were refused meanwhile."""
     async def run() -> tuple[dict, int]:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
             store.down = False
@@ -172,7 +156,7 @@ def _through_an_outage(store: DownStore, key: str, seconds: float) -> tuple[dict
             await asyncio.sleep(seconds)
             refused_while_down = store.refused
             store.down = False
-            return await _status_when(store, store.instance_id, "Completed", timeout=15), refused_while_down
+            return await stored_status_when(store, store.instance_id, "Completed", timeout=15), refused_while_down
         finally:
             await engine.stop()
 
@@ -194,7 +178,7 @@ def test_starting_an_id_held_back_after_a_failed_write_answers_409_and_the_insta
     sample_app.calls.clear()
 
     async def run() -> tuple[int, dict]:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
             store.down = False
@@ -208,7 +192,7 @@ def test_starting_an_id_held_back_after_a_failed_write_answers_409_and_the_insta
                 refused = 0
             except HubError as exc:
                 refused = exc.status
-            return refused, await _status_when(store, "s1", "Completed", timeout=10)
+            return refused, await stored_status_when(store, "s1", "Completed", timeout=10)
         finally:
             await engine.stop()
 
@@ -235,12 +219,12 @@ def test_an_event_raised_on_a_waiting_orchestration_is_stored_with_the_episode_r
     store = CountingStore()
 
     async def run() -> dict:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
             await engine.start_new("wait_with_timeout", "w1", json.dumps(60))
             await engine.raise_event("w1", "Approval", json.dumps("yes"))
-            return await _status_when(store, "w1", "Completed")
+            return await stored_status_when(store, "w1", "Completed")
         finally:
             await engine.stop()
 
@@ -253,7 +237,7 @@ def test_an_event_raised_on_a_suspended_orchestration_is_stored_before_the_calle
     store = MemoryStore()
 
     async def raise_while_suspended() -> None:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         await engine.start_new("wait_with_timeout", "w2", json.dumps(60))
         await engine.suspend("w2", "hold on")
@@ -261,11 +245,11 @@ def test_an_event_raised_on_a_suspended_orchestration_is_stored_before_the_calle
         await engine.stop()  # as good as a crash: only what is stored remains
 
     async def resume_after_a_restart() -> dict:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
             await engine.resume("w2", "go on")
-            return await _status_when(store, "w2", "Completed")
+            return await stored_status_when(store, "w2", "Completed")
         finally:
             await engine.stop()
 
@@ -281,7 +265,7 @@ def test_an_event_whose_write_failed_is_refused_to_the_caller_and_not_half_appli
     store = DownStore("w3")
 
     async def run() -> tuple[bool, dict]:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
             store.down = False
@@ -294,7 +278,7 @@ def test_an_event_whose_write_failed_is_refused_to_the_caller_and_not_half_appli
                 refused = True
             store.down = False
             await engine.raise_event("w3", "Approval", json.dumps("again"))
-            return refused, await _status_when(store, "w3", "Completed")
+            return refused, await stored_status_when(store, "w3", "Completed")
         finally:
             await engine.stop()
 
@@ -309,7 +293,7 @@ def _stop_during_the_first_nap(store: MemoryStore, *, drain: bool) -> tuple[dict
     sample_app.calls.clear()
 
     async def run() -> tuple[dict, dict]:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         await engine.start_new("two_naps", "n1", json.dumps("nap"))
         while sample_app.calls.get("nap") != 1:
@@ -318,10 +302,10 @@ def _stop_during_the_first_nap(store: MemoryStore, *, drain: bool) -> tuple[dict
             assert await engine.drain(5.0)
         await engine.stop()
         left = await store.read_row("n1", STATUS)
-        again = _engine(store)
+        again = engine_on(store)
         await again.start()
         try:
-            return left, await _status_when(store, "n1", "Completed")
+            return left, await stored_status_when(store, "n1", "Completed")
         finally:
             await again.stop()
 
@@ -346,7 +330,7 @@ def test_a_drain_gives_up_after_its_grace_period():
     sample_app.calls.clear()
 
     async def run() -> bool:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         try:
             await engine.start_new("two_naps", "n2", json.dumps("short"))
@@ -364,7 +348,7 @@ def test_a_drain_stores_the_result_of_an_activity_whose_instance_was_suspended_m
     sample_app.calls.clear()
 
     async def run() -> tuple[bool, float, dict]:
-        engine = _engine(store)
+        engine = engine_on(store)
         await engine.start()
         await engine.start_new("two_naps", "n3", json.dumps("held"))
         while sample_app.calls.get("held") != 1:
@@ -374,11 +358,11 @@ def test_a_drain_stores_the_result_of_an_activity_whose_instance_was_suspended_m
         drained = await engine.drain(5.0)  # no episode takes the result while suspended: stored as it is
         waited = asyncio.get_running_loop().time() - started
         await engine.stop()
-        again = _engine(store)
+        again = engine_on(store)
         await again.start()
         try:
             await again.resume("n3", "operator")
-            return drained, waited, await _status_when(store, "n3", "Completed")
+            return drained, waited, await stored_status_when(store, "n3", "Completed")
         finally:
             await again.stop()
 

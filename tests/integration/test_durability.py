@@ -211,3 +211,35 @@ def test_outbox_flushes_and_commits_of_one_instance_never_undo_each_other(azurit
             await restarted.close()
 
     asyncio.run(run())
+
+
+def test_a_table_write_that_landed_but_raised_is_read_back_from_the_table_not_from_the_cache(azurite):
+    async def scenario() -> tuple[dict, dict]:
+        store = TableStore(azurite.connection_string, "CutOffHub")
+        try:
+            await store.open()
+            await store.write("i1", {STATUS: {"status": "Running"}})
+            upsert = store._table.upsert_entity
+
+            async def lands_then_fails(*args, **kwargs):  # the answer is lost on the way back
+                await upsert(*args, **kwargs)
+                raise ConnectionError("connection reset")
+
+            store._table.upsert_entity = lands_then_fails
+            with pytest.raises(ConnectionError):
+                await store.write("i1", {STATUS: {"status": "Completed"}})
+            store._table.upsert_entity = upsert
+            read = await store.read_partition("i1")
+            await store.write("i1", {"m1": {"kind": "replay"}})  # built on what the table holds
+            fresh = TableStore(azurite.connection_string, "CutOffHub")
+            await fresh.open()
+            try:
+                return read, await fresh.read_partition("i1")
+            finally:
+                await fresh.close()
+        finally:
+            await store.close()
+
+    read, stored = asyncio.run(scenario())
+    assert read[STATUS]["status"] == "Completed"
+    assert stored == {STATUS: {"status": "Completed"}, "m1": {"kind": "replay"}}
