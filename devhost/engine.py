@@ -661,6 +661,8 @@ class Engine:
                 return 0
             if inst.status not in TERMINAL:
                 raise HubError(409, f"Instance {instance_id} is still {inst.status}; terminate it first.")
+            if inst.outbox:  # its parent has not been told yet: purged now, the telling would write it back
+                raise HubError(409, f"Instance {instance_id} is still delivering its outcome; try again shortly.")
             await self.store.delete_partition(instance_id)
             self._instances.pop(instance_id, None)
         return 1

@@ -272,3 +272,41 @@ def test_devhost_stops_with_exit_status_3_when_another_host_takes_its_hub(monkey
     store = TakenStore()
     store.taken = True
     assert asyncio.run(asyncio.wait_for(devhost_main._serve(_host_on(store)), 10)) == 3
+
+
+class RefusesOneInstance(MemoryStore):
+    """Refuses every write of one instance while `down`."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__()
+        self.instance_id = instance_id
+        self.down = False
+
+    async def write(self, pk, upserts, deletes=()) -> None:
+        if pk == self.instance_id and self.down:
+            raise ConnectionError("storage unreachable")
+        await super().write(pk, upserts, deletes)
+
+
+def test_a_finished_child_still_telling_its_parent_is_not_purged_until_it_has():
+    store = RefusesOneInstance("p1")
+
+    async def run() -> tuple[int, int, dict]:
+        engine = engine_on(store)
+        await engine.start()
+        try:
+            await engine.start_new("parent", "p1", None)
+            store.down = True  # the first child's outcome cannot reach the parent
+            await stored_status_when(store, "p1:0000", "Completed")
+            with pytest.raises(HubError) as delivering:
+                await engine.purge("p1:0000")
+            store.down = False
+            done = await stored_status_when(store, "p1", "Completed", timeout=15)
+            return delivering.value.status, await engine.purge("p1:0000"), done
+        finally:
+            await engine.stop()
+
+    refused, purged, done = asyncio.run(run())
+    assert refused == 409 and purged == 1
+    assert done["output"] == [2, 3]
+    assert asyncio.run(store.read_partition("p1:0000")) == {}  # not written back by the delivery
