@@ -101,7 +101,7 @@ class MemoryStore:
         return [json.loads(p[STATUS]) for p in self._partitions.values() if STATUS in p]
 
     async def pending_partitions(self) -> set[str]:
-        return {pk for pk, rows in self._partitions.items() if any(rk[0] in "mw" for rk in rows)}
+        return {pk for pk, rows in self._partitions.items() if any(rk[0] in "mwo" for rk in rows)}
 
     async def delete_partition(self, pk: str) -> None:
         self._partitions.pop(pk, None)

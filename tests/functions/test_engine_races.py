@@ -13,6 +13,7 @@ from helpers import FUNCTION_KEY, MASTER_KEY, Http, eventually
 import devhost.__main__ as devhost_main
 from devhost import engine as engine_module
 from devhost.engine import HubError
+from devhost.events import EventType, event, utcnow
 from devhost.host import DevHost, HostConfig, HostThread
 from devhost.store import STATUS, HubLost, MemoryStore
 
@@ -310,3 +311,29 @@ def test_a_finished_child_still_telling_its_parent_is_not_purged_until_it_has():
     assert refused == 409 and purged == 1
     assert done["output"] == [2, 3]
     assert asyncio.run(store.read_partition("p1:0000")) == {}  # not written back by the delivery
+
+
+def test_an_outcome_left_in_an_outbox_by_a_crash_is_delivered_after_the_restart():
+    store = MemoryStore()
+
+    async def run() -> tuple[dict, dict]:
+        engine = engine_on(store)
+        await engine.start()
+        try:
+            await engine.start_new("wait_with_timeout", "parent", json.dumps(60))
+        finally:
+            await engine.stop()
+        told = {"kind": "event", "dedup": "done:child",
+                "event": event(EventType.EVENT_RAISED, utcnow(), Name="Approval", Input=json.dumps("from the outbox"))}
+        finished = {"kind": "orchestration", "id": "child", "name": "chain", "status": "Completed", "history_len": 0}
+        await store.write("child", {STATUS: finished, "o0000001": {"to": "parent", "message": told, "meta": None}})
+        again = engine_on(store)
+        await again.start()  # the crash came between the child's commit and the delivery of its outbox
+        try:
+            return await stored_status_when(store, "parent", "Completed"), await store.read_partition("child")
+        finally:
+            await again.stop()
+
+    done, child = asyncio.run(run())
+    assert done["output"] == {"approved": "from the outbox"}
+    assert list(child) == [STATUS]  # delivered, then taken out of the outbox
