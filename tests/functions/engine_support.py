@@ -24,3 +24,19 @@ async def stored_status_when(store: MemoryStore, instance_id: str, wanted: str, 
             await asyncio.sleep(0.01)
 
     return await asyncio.wait_for(poll(), timeout)
+
+
+class DownStore(MemoryStore):
+    """Storage that refuses every write of one instance until it is told to come back."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__()
+        self.instance_id = instance_id
+        self.down = True
+        self.refused = 0
+
+    async def write(self, pk, upserts, deletes=()) -> None:
+        if pk == self.instance_id and self.down:
+            self.refused += 1
+            raise ConnectionError("storage unreachable")
+        await super().write(pk, upserts, deletes)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import sample_app
-from engine_support import engine_on, stored_status_when
+from engine_support import DownStore, engine_on, stored_status_when
 from helpers import FUNCTION_KEY, MASTER_KEY, Http, eventually
 
 import devhost.__main__ as devhost_main
@@ -275,22 +275,9 @@ def test_devhost_stops_with_exit_status_3_when_another_host_takes_its_hub(monkey
     assert asyncio.run(asyncio.wait_for(devhost_main._serve(_host_on(store)), 10)) == 3
 
 
-class RefusesOneInstance(MemoryStore):
-    """Refuses every write of one instance while `down`."""
-
-    def __init__(self, instance_id: str) -> None:
-        super().__init__()
-        self.instance_id = instance_id
-        self.down = False
-
-    async def write(self, pk, upserts, deletes=()) -> None:
-        if pk == self.instance_id and self.down:
-            raise ConnectionError("storage unreachable")
-        await super().write(pk, upserts, deletes)
-
-
 def test_a_finished_child_still_telling_its_parent_is_not_purged_until_it_has():
-    store = RefusesOneInstance("p1")
+    store = DownStore("p1")
+    store.down = False
 
     async def run() -> tuple[int, int, dict]:
         engine = engine_on(store)

@@ -5,7 +5,7 @@ import asyncio
 import json
 
 import sample_app
-from engine_support import engine_on, stored_status_when
+from engine_support import DownStore, engine_on, stored_status_when
 
 from devhost.events import EventType
 from devhost.store import STATUS, MemoryStore
@@ -125,22 +125,6 @@ def test_an_episode_whose_write_failed_runs_again_from_what_is_stored():
     assert done["meta"]["output"] == 3
     kinds = [e["EventType"] for e in done["history"]]
     assert kinds.count(4) == 3 and kinds.count(5) == 3  # three activities scheduled and completed, once each
-
-
-class DownStore(MemoryStore):
-    """Storage that refuses every write of one instance until it is told to come back."""
-
-    def __init__(self, instance_id: str) -> None:
-        super().__init__()
-        self.instance_id = instance_id
-        self.down = True
-        self.refused = 0
-
-    async def write(self, pk, upserts, deletes=()) -> None:
-        if pk == self.instance_id and self.down:
-            self.refused += 1
-            raise ConnectionError("storage unreachable")
-        await super().write(pk, upserts, deletes)
 
 
 def _through_an_outage(store: DownStore, key: str, seconds: float) -> tuple[dict, int]:
