@@ -98,8 +98,9 @@ class Instance:
         return sorted((rk, m) for rk, m in self.inbox.items()
                       if not m.get("visible_at") or parse_iso(m["visible_at"]) <= now)
 
-    def next_due(self) -> datetime | None:
-        times = [parse_iso(m["visible_at"]) for m in self.inbox.values() if m.get("visible_at")]
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the earliest message not yet visible becomes visible (those visible already are not waited for)."""
+        times = [due for m in self.inbox.values() if m.get("visible_at") and (due := parse_iso(m["visible_at"])) > now]
         return min(times) if times else None
 
 
@@ -176,6 +177,7 @@ class Engine:
         self._draining = False
         self._episodes_running = 0
         self.hub_lost = asyncio.Event()  # another host took the task hub: this one must stop writing and exit
+        self._unsettled: dict[str, asyncio.Future] = {}  # storage calls left running by a cancelled caller
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -283,6 +285,7 @@ class Engine:
     async def _load(self, pk: str) -> Instance | None:
         inst = self._instances.get(pk)
         if inst is None:
+            await self._settled(pk)
             try:
                 rows = await self.store.read_partition(pk)
             except Exception:
@@ -304,26 +307,37 @@ class Engine:
         dropped), what this process holds of the instance may be ahead of storage: it is dropped, and reloaded
         from storage with its work and messages resumed."""
         try:
-            await self._to_the_end(self.store.write(pk, upserts, deletes))
+            await self._to_the_end(pk, self.store.write(pk, upserts, deletes))
         except BaseException:
             self._forget(pk)
             raise
         self._failures.pop(pk, None)
 
-    async def _to_the_end(self, storage_call: Any) -> Any:
-        """Runs a storage call to its end even when the caller is cancelled meanwhile, so that what is reloaded
-        afterwards is what storage holds, not what it held before a write still on its way. A lost hub refuses
+    async def _to_the_end(self, pk: str, storage_call: Any) -> Any:
+        """Runs a storage call on a partition to its end even when the caller is cancelled meanwhile, so that what
+        is reloaded afterwards is what storage holds, not what it held before a write still on its way: a caller
+        waits for it a while, and whatever comes next for the partition waits for it to end. A lost hub refuses
         every call: another host writes it now."""
         if self.hub_lost.is_set():
             storage_call.close()
             raise HubLost(f"task hub {self.hub} is held by another host; this one no longer writes it")
+        await self._settled(pk)
         task = asyncio.ensure_future(storage_call)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if not task.done():
+                self._unsettled[pk] = task
+                task.add_done_callback(lambda done: self._unsettled.pop(pk, None)
+                                       if self._unsettled.get(pk) is done else None)
                 await asyncio.wait({task}, timeout=STORAGE_SETTLE_SECONDS)
             raise
+
+    async def _settled(self, pk: str) -> None:
+        """Waits for a storage call on the partition that a cancelled caller left running."""
+        task = self._unsettled.get(pk)
+        if task is not None:
+            await asyncio.wait({task})
 
     def _forget(self, pk: str) -> None:
         inst = self._instances.pop(pk, None)
@@ -369,7 +383,7 @@ class Engine:
         self._wake_later(inst)
 
     def _wake_later(self, inst: Instance) -> None:
-        due = inst.next_due()
+        due = inst.next_due(utcnow())
         if due is not None:
             self._wake_at(inst.pk, due.timestamp())
 
@@ -663,7 +677,7 @@ class Engine:
                 raise HubError(409, f"Instance {instance_id} is still {inst.status}; terminate it first.")
             if inst.outbox:  # its parent has not been told yet: purged now, the telling would write it back
                 raise HubError(409, f"Instance {instance_id} is still delivering its outcome; try again shortly.")
-            await self.store.delete_partition(instance_id)
+            await self._to_the_end(instance_id, self.store.delete_partition(instance_id))
             self._instances.pop(instance_id, None)
         return 1
 
@@ -781,6 +795,7 @@ class Engine:
                 break
         if start_event is None and not batch and not replay:
             await self._drop_messages(inst, consumed)
+            self._wake_later(inst)  # the wake-up that ran this episode may have stood for a later one too
             if more_waiting:
                 self.schedule(inst.pk)
             return
@@ -1056,7 +1071,7 @@ class Engine:
         self._settle(inst, episode.upserts, deletes)
         if episode.create:
             try:
-                created = await self._to_the_end(self.store.create(inst.pk, episode.upserts))
+                created = await self._to_the_end(inst.pk, self.store.create(inst.pk, episode.upserts))
             except BaseException:
                 self._forget(inst.pk)  # perhaps stored after all: if so, reloaded and resumed
                 raise

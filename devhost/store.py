@@ -394,10 +394,12 @@ class TableStore:
     async def delete_partition(self, pk: str) -> None:
         async with self._partition_lock(pk):
             _, spills = await self._rows(pk)
-            for n in range(spills, 0, -1):
-                await self._delete_quietly(pk, f"x{n}")
-            await self._delete_quietly(pk, _MAIN)
-            self._cache.pop(pk, None)
+            try:
+                await self._delete_quietly(pk, _MAIN)  # first: a partition cut off midway is gone, not half there
+                for n in range(spills, 0, -1):
+                    await self._delete_quietly(pk, f"x{n}")
+            finally:
+                self._cache.pop(pk, None)
 
 
 def open_store(kind: str, connection_string: str | None, hub: str) -> Store:

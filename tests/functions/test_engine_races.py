@@ -231,22 +231,25 @@ def test_a_host_that_lost_its_hub_writes_nothing_more(monkeypatch):
         await engine.start()
         try:
             await engine.start_new("wait_with_timeout", "w", json.dumps(60))
+            await engine.start_new("chain", "done", "1")
+            await stored_status_when(store, "done", "Completed")
             before = await store.read_partition("w")
             store.taken = True
             await asyncio.wait_for(engine.hub_lost.wait(), 5)
             refused = []
             for call in (engine.start_new("chain", "new", "1"), engine.raise_event("w", "Approval", "1"),
-                         engine.suspend("w", "x")):
+                         engine.suspend("w", "x"), engine.purge("done")):
                 with pytest.raises(HubLost) as exc:
                     await call
                 refused.append(exc.type)
             assert await store.read_partition("w") == before and await store.read_row("new", STATUS) is None
+            assert await store.read_row("done", STATUS) is not None
             return before, refused
         finally:
             await engine.stop()
 
     _, refused = asyncio.run(run())
-    assert refused == [HubLost] * 3
+    assert refused == [HubLost] * 4
 
 
 def _host_on(store: MemoryStore) -> DevHost:
@@ -324,3 +327,95 @@ def test_an_outcome_left_in_an_outbox_by_a_crash_is_delivered_after_the_restart(
     done, child = asyncio.run(run())
     assert done["output"] == {"approved": "from the outbox"}
     assert list(child) == [STATUS]  # delivered, then taken out of the outbox
+
+
+class SlowOnce(MemoryStore):
+    """One write of one instance takes a second (storage retrying); counts writes under way at once."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__()
+        self.instance_id = instance_id
+        self.slow = False
+        self.under_way = self.most_under_way = 0
+
+    async def write(self, pk, upserts, deletes=()) -> None:
+        self.under_way += 1
+        self.most_under_way = max(self.most_under_way, self.under_way)
+        try:
+            if pk == self.instance_id and self.slow:
+                self.slow = False
+                await asyncio.sleep(1.0)
+            await super().write(pk, upserts, deletes)
+        finally:
+            self.under_way -= 1
+
+
+def test_a_write_that_outlasts_its_cancelled_caller_is_waited_for_by_whatever_comes_next(monkeypatch):
+    monkeypatch.setattr(engine_module, "STORAGE_SETTLE_SECONDS", 0.2)
+    store = SlowOnce("s1")
+
+    async def run() -> tuple[object, dict]:
+        engine = engine_on(store)
+        await engine.start()
+        try:
+            await engine.start_new("wait_with_timeout", "s1", json.dumps(60))
+            store.slow = True
+            first = asyncio.create_task(engine.raise_event("s1", "Approval", json.dumps("first")))
+            await asyncio.sleep(0.1)
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            try:  # the client, having no answer, raises the event again
+                await engine.raise_event("s1", "Approval", json.dumps("second"))
+                again = "done"
+            except HubError as exc:
+                again = exc.status
+            return again, await stored_status_when(store, "s1", "Completed")
+        finally:
+            await engine.stop()
+
+    again, done = asyncio.run(run())
+    assert store.most_under_way == 1  # never two writers of the partition
+    assert (again, done["output"]) == (410, {"approved": "first"})  # the retry found the first event applied
+
+
+class Hiccups(GatedStore):
+    """Holds the writes of one instance at a gate, and refuses the next write of another."""
+
+    def __init__(self, gated: str) -> None:
+        super().__init__(gated)
+        self.refuse: str | None = None
+
+    async def write(self, pk, upserts, deletes=()) -> None:
+        if pk == self.refuse:
+            self.refuse = None
+            raise ConnectionError("storage hiccup")
+        await super().write(pk, upserts, deletes)
+
+
+def test_a_timer_fires_when_the_wake_up_that_stood_for_it_found_its_instance_already_queued():
+    store = Hiccups("busy")
+
+    async def run() -> dict:
+        engine = engine_on(store, episodes=1)
+        await engine.start()
+        try:
+            await engine.start_new("durable_timer", "a", json.dumps(1.5))
+            await engine.start_new("wait_with_timeout", "busy", json.dumps(60))
+            store.refuse = "a"
+            with pytest.raises(ConnectionError):  # a's retry wake-up, in 1 s, now stands for its timer too
+                await engine.raise_event("a", "Noise", "1")
+            await engine.deliver("busy", {"kind": "event", "event": event(EventType.EVENT_RAISED, utcnow(),
+                                                                           Name="x", Input="1")})
+            gate = store.arm()
+            await store.reached.wait()  # the only episode worker is stuck writing "busy"
+            await engine.deliver("a", {"kind": "event", "execution_id": "an-earlier-execution",
+                                       "event": event(EventType.EVENT_RAISED, utcnow(), Name="late", Input="1")})
+            await asyncio.sleep(1.2)  # the retry wake-up comes and goes while a waits in the queue
+            gate.set_result(None)
+            # a's episode only drops the late message: it must set its timer's wake-up again
+            return await stored_status_when(store, "a", "Completed", timeout=5)
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(run())["output"] >= 1.5

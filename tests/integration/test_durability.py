@@ -243,3 +243,30 @@ def test_a_table_write_that_landed_but_raised_is_read_back_from_the_table_not_fr
     read, stored = asyncio.run(scenario())
     assert read[STATUS]["status"] == "Completed"
     assert stored == {STATUS: {"status": "Completed"}, "m1": {"kind": "replay"}}
+
+
+def test_a_purge_cut_off_after_the_table_delete_landed_leaves_no_cached_partition_behind(azurite):
+    async def scenario() -> tuple[dict | None, dict]:
+        store = TableStore(azurite.connection_string, "CutOffPurgeHub")
+        try:
+            await store.open()
+            await store.write("p1", {STATUS: {"status": "Completed"}})
+            delete = store._table.delete_entity
+
+            async def lands_then_fails(*args, **kwargs):
+                await delete(*args, **kwargs)
+                raise ConnectionError("connection reset")
+
+            store._table.delete_entity = lands_then_fails
+            with pytest.raises(ConnectionError):
+                await store.delete_partition("p1")
+            store._table.delete_entity = delete
+            read = await store.read_row("p1", STATUS)
+            await store.write("p1", {"m1": {"kind": "late"}})  # a late delivery writes on what the table holds
+            return read, await store.read_partition("p1")
+        finally:
+            await store.close()
+
+    read, after = asyncio.run(scenario())
+    assert read is None
+    assert after == {"m1": {"kind": "late"}}  # the purged instance is not written back
