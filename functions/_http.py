@@ -19,7 +19,8 @@ def uploaded_files(req: func.HttpRequest) -> list[tuple[str | None, str | None, 
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status,
+    # "replace": a lone surrogate stored before inputs were cleaned of them must not make a row unreadable
+    return func.HttpResponse(json.dumps(body, ensure_ascii=False).encode("utf-8", "replace"), status_code=status,
                              headers=headers, mimetype="application/json", charset="utf-8")
 
 

@@ -14,7 +14,7 @@ from shared.ai.usage import summarize
 from shared.blocking import in_thread
 from shared.calls.cost import call_cost
 from shared.config import get_settings
-from shared.errors import BadRequest, Conflict, NotFound
+from shared.errors import BadRequest, Conflict, NotFound, decode_json
 from shared.jobs import (is_finished, job_json, page_of, parse_date, parse_limit, parse_status_filter,
                          validate_job_id)
 from shared.observability import log_event
@@ -82,10 +82,7 @@ async def call_upload_url(req: func.HttpRequest) -> func.HttpResponse:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def start_call_from_blob(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    try:
-        body = json.loads(req.get_body() or b"{}")
-    except ValueError:
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+    body = decode_json(req.get_body() or b"{}")
     blob = body.get("blob") if isinstance(body, dict) else None
     if not isinstance(blob, str) or not blob.startswith("uploads/") or ".." in blob:
         raise BadRequest("blob must be the name returned by /api/calls/upload-url.", code="invalid_blob")

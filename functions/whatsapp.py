@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from datetime import timedelta
@@ -23,7 +24,7 @@ from shared.outcomes import failed, succeeded
 from shared.storage.blobs import BlobStore
 from shared.storage.tables import Tables
 from shared.whatsapp import assistant
-from shared.whatsapp.events import classify, dedup_key, is_fresh, parse_envelope
+from shared.whatsapp.events import checked_chat_id, classify, dedup_key, is_fresh, parse_envelope
 from shared.whatsapp.signature import verify_hmac
 from shared.whatsapp.waha import Waha
 
@@ -154,7 +155,8 @@ async def whatsapp_answer(chat: dict) -> dict:
 
 
 async def _pause(req: func.HttpRequest, paused: bool) -> func.HttpResponse:
-    conversation = await assistant.set_paused(Tables(get_settings()), req.route_params["chat_id"], paused)
+    conversation = await assistant.set_paused(Tables(get_settings()), checked_chat_id(req.route_params["chat_id"]),
+                                              paused)
     return json_response({"chat_id": conversation["chat_id"], "paused": conversation["paused"]})
 
 
@@ -247,9 +249,12 @@ async def list_messages(req: func.HttpRequest) -> func.HttpResponse:
     try:
         since = float(req.params["since"]) if req.params.get("since") else None
     except ValueError:
-        raise BadRequest("since must be a Unix time in seconds.", code="invalid_since") from None
+        since = math.nan
+    if since is not None and not math.isfinite(since):
+        raise BadRequest("since must be a Unix time in seconds.", code="invalid_since")
+    chat_id = req.params.get("chat_id")
     rows, following = await assistant.messages(
-        Tables(get_settings()), chat_id=req.params.get("chat_id"), direction=direction or None, since=since,
+        Tables(get_settings()), chat_id=checked_chat_id(chat_id) if chat_id else None, direction=direction or None, since=since,
         limit=parse_limit(req.params.get("limit"), default=100, maximum=1000),
         offset=decode_continuation(req.params.get("continuation")))
     return json_response({"messages": rows,
@@ -265,7 +270,7 @@ async def list_conversations(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="conversations/{chat_id}", methods=["GET"])
 @handles_errors
 async def get_conversation(req: func.HttpRequest) -> func.HttpResponse:
-    found = await assistant.conversation(Tables(get_settings()), req.route_params["chat_id"])
+    found = await assistant.conversation(Tables(get_settings()), checked_chat_id(req.route_params["chat_id"]))
     if found is None:
         raise NotFound("No conversation with this chat id.", code="conversation_not_found")
     return json_response(found)

@@ -1,6 +1,7 @@
 """The one exception tree of the app, and the error JSON every endpoint answers with."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -91,14 +92,32 @@ def invalid_body(exc: Any, what: str = "The request body", code: str = "invalid_
     return Unprocessable(f"{what} does not match the schema.", code=code, details=details)
 
 
-def decode_json(body: bytes | str, what: str = "The body") -> Any:
-    """Any JSON value (an empty body is null); 400 when it is not JSON."""
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def decode_json(body: bytes | str, what: str = "The body", code: str = "invalid_json") -> Any:
+    """Any JSON value (an empty body is null); 400 when it is not JSON, nests too deep or holds a number of
+    more than 4,300 digits. A lone UTF-16 surrogate (`"\\ud800"`, valid JSON but no character) becomes U+FFFD,
+    so that nothing stored can break the JSON answers that read it back."""
     import json
 
     try:
-        return json.loads((body.decode("utf-8-sig") if isinstance(body, bytes) else body) or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise BadRequest(f"{what} is not valid JSON (or nests too deep).", code="invalid_json") from None
+        text = (body.decode("utf-8-sig") if isinstance(body, bytes) else body) or "null"
+        value = json.loads(text)
+        return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(text) else value
+    except (ValueError, RecursionError):  # ValueError: not UTF-8, not JSON, or an integer too long to read
+        raise BadRequest(f"{what} is not valid JSON (or nests too deep).", code=code) from None
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def parse_json_body(body: bytes | str, model: Any, what: str = "The body", code: str = "invalid_request") -> Any:

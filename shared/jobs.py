@@ -115,7 +115,7 @@ def job_id_for(kind: str, idempotency_key: str | None) -> str:
     key = idempotency_key.strip()
     if not key or len(key) > 255:
         raise BadRequest("Idempotency-Key must be 1-255 characters.", code="invalid_idempotency_key")
-    return f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+    return f"{kind}-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
 
 
 def check_same_request(stored_input: Any, fingerprint: str) -> None:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..clock import iso_utc
 
@@ -35,6 +36,9 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict, description="Type-specific payload")
 
 
+MAX_CUSTOM_DATA_BYTES = 256 * 1024  # each delivery carries the event: in the task hub and in a log row (1 MiB)
+
+
 class CustomEventIn(BaseModel):
     """An event a business publishes itself: only `custom.*` types, the others come from the app."""
 
@@ -42,9 +46,16 @@ class CustomEventIn(BaseModel):
 
     type: str = Field(pattern=r"^custom\.[a-z0-9_.-]{1,100}$", description="custom.<name>")
     subject: str = Field("", max_length=200)
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict, description=f"At most {MAX_CUSTOM_DATA_BYTES:,} bytes as JSON")
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
                            description="Your own id: the same id is published (and delivered) once")
+
+    @field_validator("data")
+    @classmethod
+    def _small_enough(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_CUSTOM_DATA_BYTES:
+            raise ValueError(f"data may hold at most {MAX_CUSTOM_DATA_BYTES:,} bytes of JSON")
+        return value
 
 
 def new_event(type_: str, subject: str, data: dict[str, Any], *, event_id: str | None = None,

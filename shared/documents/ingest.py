@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import files as filetypes
-from ..errors import BadRequest, PayloadTooLarge, Unprocessable
+from ..errors import BadRequest, PayloadTooLarge, Unprocessable, decode_json
 from ..webhooks import validate_target
 
 
@@ -119,10 +118,7 @@ def _finish(request: DocumentRequest, declared_pages: int | None, allowed_hosts:
 
 def parse_json(body: bytes, limits: Limits, allowed_hosts: str = "") -> DocumentRequest:
     try:
-        raw = json.loads(filetypes.decode_text(body))
-        parsed = _Body.model_validate(raw)
-    except json.JSONDecodeError:
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+        parsed = _Body.model_validate(decode_json(filetypes.decode_text(body)))
     except ValidationError as exc:
         details = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         raise Unprocessable("The request body does not match the schema.", code="invalid_request",

@@ -10,11 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import files as filetypes
-from ..errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType, invalid_body
+from ..errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType, decode_json, invalid_body
 from ..webhooks import validate_target
 from .models import Source
 
 INLINE_TEXT_LIMIT = 32 * 1024  # larger texts go to Blob storage; orchestration inputs stay small
+MAX_FILES = 20  # per offer, in JSON or multipart
 
 
 class IngestFile(BaseModel):
@@ -60,7 +61,7 @@ class _JsonBody(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     callback_url: str | None = None
     file: _JsonFile | None = None
-    files: list[_JsonFile] = Field(default_factory=list, max_length=20)
+    files: list[_JsonFile] = Field(default_factory=list, max_length=MAX_FILES)
 
     @field_validator("metadata")
     @classmethod
@@ -96,10 +97,7 @@ def _finish(body: _JsonBody | dict, files: list[IngestFile], allowed_hosts: str)
 
 
 def parse_json(body: bytes, allowed_hosts: str = "") -> IngestRequest:
-    try:
-        raw = json.loads(filetypes.decode_text(body))
-    except json.JSONDecodeError:
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+    raw = decode_json(filetypes.decode_text(body))
     if not isinstance(raw, dict):
         raise BadRequest("The JSON body must be an object.", code="invalid_json")
     try:
@@ -116,14 +114,13 @@ def parse_form(fields: dict[str, str], uploads: list[tuple[str, str | None, byte
     """multipart/form-data as Make.com's HTTP module sends it: fields plus any number of files."""
     data: dict[str, Any] = {k: v for k, v in fields.items() if k in ("text", "source", "subject", "callback_url")}
     if fields.get("metadata"):
-        try:
-            data["metadata"] = json.loads(fields["metadata"])
-        except json.JSONDecodeError:
-            raise BadRequest("The metadata field must be a JSON object.", code="invalid_metadata") from None
+        data["metadata"] = decode_json(fields["metadata"], "The metadata field", "invalid_metadata")
     try:
         parsed = _JsonBody.model_validate(data)
     except ValidationError as exc:
         raise invalid_body(exc) from None
+    if len(uploads) > MAX_FILES:
+        raise Unprocessable(f"An offer may come with at most {MAX_FILES} files.", code="too_many_files")
     files = [_file(name or "upload", declared, content) for name, declared, content in uploads if content]
     if not files and uploads:
         raise Unprocessable("The uploaded file is empty.", code="empty_file")

@@ -34,8 +34,9 @@ def _service(settings: Settings) -> Any:
 
 
 def _key(value: str) -> str:
-    """Table keys may not hold / \\ # ? or control characters."""
-    return "".join(c if c not in "/\\#?" and ord(c) >= 32 else f"%{ord(c):02X}" for c in value)
+    """Table keys may not hold / \\ # ? or control characters (C0, DEL and C1)."""
+    return "".join(c if c not in "/\\#?" and (32 <= ord(c) < 127 or ord(c) > 159)
+                   else f"%{ord(c):02X}" for c in value)
 
 
 _PROPERTY_CHARS = 30_000  # a string property holds 64 KiB of UTF-16

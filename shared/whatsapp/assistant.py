@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..ai.port import AIProvider
 from ..ai.usage import Usage
 from ..blocking import in_thread
+from ..errors import AppError
 from ..observability import log_event
 from ..storage.blobs import BlobStore
 from ..storage.tables import Tables
@@ -284,7 +285,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     if allowed:
         for rk, row in allowed:
             if row.get("kind") in ("audio", "document", "image") and not row.get("transcript"):
-                row["transcript"], used = await _read_media(deps, row)
+                row["transcript"], used = await _read_media_or_say_why(deps, row)
                 usage += used
                 await save_message(tables, chat_id, rk, row)
         question = "\n".join(row.get("transcript") or row["text"] for _, row in allowed
@@ -312,6 +313,20 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
             "rate_limited": len(pending) - len(allowed), "notice": notify, "messages": received,
             "handoff": handoff, "usage": [u.model_dump() for u in usage]}
+
+
+async def _read_media_or_say_why(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
+    """`_read_media`; media that can never be read (gone from WAHA, damaged, refused by the model) is answered
+    as such, with the caption, instead of failing the turn again and again. What may pass (WAHA or the model
+    unreachable) still fails the turn, which is retried."""
+    try:
+        return await _read_media(deps, row)
+    except AppError as exc:
+        if exc.transient:
+            raise
+        log_event("whatsapp.media.unreadable", chat_id=row["chat_id"], message_id=row["message_id"], code=exc.code)
+        name = row.get("media_filename") or row["kind"]
+        return f"{row.get('text', '')}\n[{name}: could not be read ({exc.code})]".strip(), []
 
 
 async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:

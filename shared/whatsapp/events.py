@@ -1,11 +1,12 @@
 """WAHA webhook events: the envelope, which events the bot answers and why not, and the message it answers."""
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from ..errors import Unprocessable, invalid_body, parse_json_body
+from ..errors import BadRequest, Unprocessable, invalid_body, parse_json_body
 
 MESSAGE_EVENTS = ("message", "message.any")
 
@@ -25,6 +26,18 @@ _IGNORED_EVENTS: dict[str, IgnoreReason] = {
 }
 # 1:1 chats: phone ids, hidden linked ids (WhatsApp is moving 1:1 chats to them too) and the engine form.
 _DIRECT_SUFFIXES = ("@c.us", "@lid", "@s.whatsapp.net")
+
+# Session, chat and message ids become table keys: no control characters, and far below their 1 KiB.
+_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$"
+WahaId = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
+MAX_TEXT_CHARS = 8_000  # of a message kept and answered: ten of them with their answers fit a conversation's row
+
+
+def checked_chat_id(value: str) -> str:
+    """A chat id given in a request (path or query): 400 when it cannot be one."""
+    if not re.match(_ID_PATTERN, value):
+        raise BadRequest("chat_id must be 1-256 characters without control characters.", code="invalid_chat_id")
+    return value
 
 
 class _Tolerant(BaseModel):
@@ -50,7 +63,7 @@ class Envelope(_Tolerant):
     id: str | None = None
     timestamp: int | None = None
     event: str
-    session: str
+    session: WahaId
     metadata: dict[str, Any] = Field(default_factory=dict)
     me: Me | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -64,9 +77,14 @@ class Envelope(_Tolerant):
 
 
 class Media(_Tolerant):
-    url: str | None = None
-    mimetype: str | None = None
+    url: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    mimetype: Annotated[str, StringConstraints(max_length=256)] | None = None
     filename: str | None = None
+
+    @field_validator("filename")
+    @classmethod
+    def _short_name(cls, value: str | None) -> str | None:
+        return value[:256] if value else value
     error: Any = None  # shape undocumented; only "set or not" matters
 
 
@@ -79,18 +97,23 @@ class ReplyTo(_Tolerant):
 class MessagePayload(_Tolerant):
     """The documented fields of a `message` / `message.any` payload; `_data` (engine internals) is left out."""
 
-    id: str
+    id: WahaId
     timestamp: float | None = None  # seconds
-    from_: str | None = Field(None, alias="from")
+    from_: WahaId | None = Field(None, alias="from")
     from_me: bool = Field(False, alias="fromMe")
     source: str | None = None
-    to: str | None = None
-    participant: str | None = None
-    author: str | None = None
+    to: WahaId | None = None
+    participant: WahaId | None = None
+    author: WahaId | None = None
     body: str | None = None
     has_media: bool = Field(False, alias="hasMedia")
     media: Media | None = None
     reply_to: ReplyTo | None = Field(None, alias="replyTo")
+
+    @field_validator("body")
+    @classmethod
+    def _bounded(cls, value: str | None) -> str | None:
+        return value[:MAX_TEXT_CHARS] if value else value
 
 
 class IncomingMessage(BaseModel):

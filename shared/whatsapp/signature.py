@@ -41,5 +41,5 @@ def verify_hmac(raw_body: bytes, headers: Mapping[str, str], key: str) -> None:
         raise Unauthorized("X-Webhook-Hmac-Algorithm must be sha512.", code="waha_signature_algorithm")
     expected = sign(raw_body, key).encode("ascii")
     # Bytes on both sides: compare_digest refuses non-ASCII str, and a forged header may carry any.
-    if not hmac.compare_digest(expected, given.strip().lower().encode("utf-8")):
+    if not hmac.compare_digest(expected, given.strip().lower().encode("utf-8", "replace")):
         raise Unauthorized("The X-Webhook-Hmac signature does not match the body.", code="waha_signature_invalid")

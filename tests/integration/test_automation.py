@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from shared.automation.events import MAX_CUSTOM_DATA_BYTES
 from tests.integration.test_offers import FIXTURES, finished, model_answer
 from tests.support.http import Http, wait_until
 from tests.support.processes import FUNCTION_KEY, DevhostProcess, free_port
@@ -242,9 +243,12 @@ def test_large_templates_and_large_events_fit_in_storage(api):
     assert api.request("GET", f"/api/templates/{name}")[2]["html"] == html
     with Receiver() as receiver:
         subscribe(api, receiver, ["custom.big"])
-        publish(api, "custom.big", {"text": "y" * 150_000})
+        biggest = MAX_CUSTOM_DATA_BYTES - len('{"text":""}')
+        publish(api, "custom.big", {"text": "y" * biggest})
         [hook] = wait_until(lambda: receiver.accepted, timeout=30)
-        assert len(hook["payload"]["data"]["text"]) == 150_000
+        assert len(hook["payload"]["data"]["text"]) == biggest
+        status, _, refused = api.request("POST", "/api/events", {"type": "custom.big", "data": {"text": "y" * biggest + "y"}})
+        assert status == 422 and refused["error"]["details"][0]["field"] == "data"
 
 
 def test_a_subject_with_a_line_break_is_sent_on_one_line(api, mailbox):

@@ -298,3 +298,33 @@ def test_a_turn_emits_received_reply_and_handoff_events_to_subscribers(api, waha
             assert all(r["verified"] for r in receiver.accepted)
         finally:
             api.request("DELETE", f"/api/webhooks/subscriptions/{subscription['id']}")
+
+
+def test_media_that_cannot_be_read_is_answered_once_with_what_the_message_says(api, waha):
+    chat = new_chat()
+    body, path = media_event(waha, "message.document-pdf.json", chat, "pdf", b"%PDF-1.7 not really a pdf",
+                             body="Is this offer still valid?")
+    gone, _ = media_event(waha, "message.document-pdf.json", chat, "pdf", b"", body="and this one?")
+    del waha.files[gone["payload"]["media"]["url"].removeprefix("https://waha.example.test")]  # WAHA deleted it
+    assert post(api, body) == (200, {"status": "accepted"})
+    assert post(api, gone) == (200, {"status": "accepted"})
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=60)
+    assert reply["text"]
+    time.sleep(3)  # three burst windows: a turn failing on the files would have run again meanwhile
+    assert len(waha.sent(chat)) == 1
+    incoming = api.request("GET", f"/api/messages?chat_id={chat}&direction=in")[2]["messages"]
+    assert {m["status"] for m in incoming} == {"answered"}
+    assert sorted(m["transcript"].split("\n")[1] for m in incoming) == [
+        "[offer-2026-001.pdf: could not be read (pdf_corrupt)]", "[offer-2026-001.pdf: could not be read (waha_media_gone)]"]
+
+
+def test_a_lone_surrogate_in_a_message_leaves_the_read_apis_readable(api, waha):
+    chat = new_chat()
+    raw = json.dumps(event("rent?", chat)).replace("rent?", "rent\\ud800?").encode()
+    headers = {"content-type": "application/json", "X-Webhook-Hmac": sign(raw, KEY), "X-Webhook-Hmac-Algorithm": "sha512"}
+    status, _, answer = Http(api.base_url, None).request("POST", "/api/webhook", raw=raw, headers=headers)
+    assert (status, answer) == (200, {"status": "accepted"})
+    status, _, listed = api.request("GET", f"/api/messages?chat_id={chat}&direction=in")
+    assert status == 200 and listed["messages"][0]["text"] == "rent\ufffd?"
+    assert api.request("GET", f"/api/conversations/{chat}")[0] in (200, 404)
+    assert api.request("POST", "/api/conversations/%7F/pause")[0] == 400

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from shared.errors import BadRequest, Unprocessable
-from shared.whatsapp.events import Envelope, classify, dedup_key, incoming_message, is_fresh, parse_envelope
+from shared.whatsapp.events import (MAX_TEXT_CHARS, Envelope, checked_chat_id, classify, dedup_key, incoming_message,
+                                    is_fresh, parse_envelope)
 
 FIXTURES = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "waha"
 EVENT_FILES = sorted(p.name for p in FIXTURES.glob("*.json") if p.name != "hmac-vectors.json")
@@ -263,3 +264,39 @@ def test_dedup_key_differs_between_sessions():
 def test_events_without_a_message_have_no_dedup_key():
     assert dedup_key(envelope("session.status.working.json")) is None
     assert dedup_key(envelope("message.ack.json")) is None
+
+
+@pytest.mark.parametrize("field,value", [("id", "false_123@c.us_AB\x00C"), ("from", "123\x7f@c.us"),
+                                         ("id", "x" * 300), ("from", "1" * 2000 + "@c.us")])
+def test_ids_that_cannot_be_table_keys_make_the_payload_malformed(field, value):
+    body = data("message.text.direct.json")
+    body["payload"][field] = value
+    assert classify(Envelope.model_validate(body)).reason == "malformed_payload"
+
+
+def test_a_session_name_with_control_characters_is_refused():
+    body = data("message.text.direct.json")
+    body["session"] = "default\x01"
+    with pytest.raises(Unprocessable):
+        parse_envelope(json.dumps(body))
+
+
+def test_a_very_long_text_is_kept_to_its_first_characters():
+    body = data("message.text.direct.json")
+    body["payload"]["body"] = "ask " * 1_000_000
+    message = classify(Envelope.model_validate(body)).message
+    assert len(message.text) == MAX_TEXT_CHARS and message.text.startswith("ask ask")
+
+
+def test_a_lone_surrogate_in_a_signed_text_is_kept_as_a_replacement_character():
+    text = raw("message.text.direct.json").replace(b'"body": "', b'"body": "\\ud800 and \\ud83d\\ude00 ', 1)
+    message = classify(parse_envelope(text)).message
+    assert message.text.startswith("\ufffd and \U0001F600 ")
+    json.dumps(message.text, ensure_ascii=False).encode()  # a reply that reads it back can be sent
+
+
+def test_chat_ids_given_in_requests_are_checked():
+    assert checked_chat_id("491511234567@c.us") == "491511234567@c.us"
+    for bad in ("\x7f", "a" * 257, ""):
+        with pytest.raises(BadRequest):
+            checked_chat_id(bad)

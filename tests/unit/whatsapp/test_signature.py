@@ -103,3 +103,10 @@ def test_errors_are_401_and_carry_no_key_or_digest():
     body = json.dumps(err.value.to_body())
     assert err.value.status == 401
     assert vector["key"] not in body and vector["expected_hmac"] not in body
+
+
+def test_a_signature_header_with_bytes_that_are_not_text_is_refused_not_a_crash():
+    body = b'{"event": "message"}'
+    forged = "\udce9" * 10  # how the host hands over a header byte 0xE9 it could not decode
+    with pytest.raises(Unauthorized):
+        verify_hmac(body, {"X-Webhook-Hmac": forged}, "key")
