@@ -10,6 +10,7 @@ import azure.functions as func
 from shared.automation.notifications import NOTIFICATION_STATUSES, Notification, NotificationIn, sender_for
 from shared.automation.outbox import Outbox, notification_id, validate_template_name
 from shared.automation.templates import NamedTemplateIn, PreviewIn, TemplateIn, render
+from shared.blocking import in_thread
 from shared.clock import iso_utc
 from shared.config import get_settings
 from shared.errors import BadRequest, Conflict, DeliveryError, parse_json_body
@@ -50,7 +51,7 @@ async def preview_unsaved_template(req: func.HttpRequest) -> func.HttpResponse:
     body = parse_json_body(req.get_body(), PreviewIn)
     if body.template is None:
         raise BadRequest("Give the `template` to preview, or use /api/templates/{name}/preview.", code="no_template")
-    return json_response(render(body.template, body.data).model_dump())
+    return json_response((await in_thread(render, body.template, body.data)).model_dump())
 
 
 @bp.route(route="templates/{name}", methods=["GET"])
@@ -81,7 +82,8 @@ async def delete_template(req: func.HttpRequest) -> func.HttpResponse:
 async def preview_template(req: func.HttpRequest) -> func.HttpResponse:
     """The subject, text and HTML the data gives: a missing variable is a 422 here, not at send time."""
     body = parse_json_body(req.get_body() or b"{}", PreviewIn)
-    return json_response(render(await _outbox().template(req.route_params["name"]), body.data).model_dump())
+    template = await _outbox().template(req.route_params["name"])
+    return json_response((await in_thread(render, template, body.data)).model_dump())
 
 
 async def queue_notification(client: df.DurableOrchestrationClient, request: NotificationIn,

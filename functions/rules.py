@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.automation.events import Event, new_event
 from shared.automation.notifications import NotificationIn
 from shared.automation.rules import RuleStore, new_rule, parse_rule, plan
+from shared.blocking import in_thread
 from shared.clock import iso_utc
 from shared.config import get_settings
 from shared.jobs import parse_date
@@ -75,7 +76,7 @@ async def test_rules(req: func.HttpRequest) -> func.HttpResponse:
     occurred_at = parse_date(body.event.occurred_at, "event.occurred_at")
     event = new_event(body.event.type, body.event.subject, body.event.data, event_id=body.event.id or "evt_dry_run",
                       occurred_at=occurred_at)
-    fired = plan(rules, event)
+    fired = await in_thread(plan, rules, event)  # its templates render in worker processes: not on the event loop
     return json_response({"event": event.model_dump(), "fires": bool(fired), "fired": fired,
                           "evaluated": len(rules)})
 
@@ -124,7 +125,7 @@ def rules_evaluation(context: df.DurableOrchestrationContext):
 @bp.activity_trigger(input_name="event")
 async def plan_rules(event: dict) -> list[dict]:
     """Rules are read when the event is evaluated, so an edit applies to the next event."""
-    return plan(await _rules().matching(event["type"]), Event.model_validate(event))
+    return await in_thread(plan, await _rules().matching(event["type"]), Event.model_validate(event))
 
 
 @bp.activity_trigger(input_name="task")

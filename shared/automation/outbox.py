@@ -6,11 +6,12 @@ import re
 import uuid
 from typing import AsyncIterator
 
+from ..blocking import in_thread
 from ..errors import Conflict, NotFound, Unprocessable
 from ..storage.tables import Tables
 from ..whatsapp.ratelimit import RateDecision, RateState, admit
 from .notifications import Notification, NotificationIn, recipient_key
-from .templates import Rendered, TemplateIn, one_line, render, render_string
+from .templates import Rendered, TemplateIn, render
 
 TEMPLATES, NOTIFICATIONS, LIMITS = "templates", "notifications", "notifylimits"
 _ALL = "all"
@@ -62,10 +63,10 @@ class Outbox:
     async def content(self, request: NotificationIn) -> Rendered:
         """Rendered now, so that a template error is the caller's 422 and later edits do not change it."""
         if request.template is not None:
-            return render(await self.template(request.template), request.data)
-        return Rendered(subject=one_line(render_string(request.subject or "", request.data, name="subject")),
-                        text=render_string(request.body or "", request.data, name="body"),
-                        html=render_string(request.html or "", request.data, html=True, name="html"))
+            return await in_thread(render, await self.template(request.template), request.data)
+        inline = TemplateIn.model_construct(subject=request.subject or "", text=request.body or "",
+                                            html=request.html or "")  # not compiled here: the worker does it
+        return await in_thread(render, inline, request.data, text_name="body")
 
     # notifications
 

@@ -5,10 +5,11 @@ import re
 import uuid
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-                      model_validator)
+import re2
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
-from ..errors import AppError, NotFound, invalid_body
+from ..errors import AppError, NotFound, Unprocessable, invalid_body
 from ..storage.tables import Tables
 from .events import Event, matches, validate_pattern
 from .notifications import Channel
@@ -18,6 +19,22 @@ from .templates import compile_part, render_string
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "matches", "exists"]
 _PATH = re.compile(r"^(\$\.)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+|\[\d+\])*$")
 _MISSING = object()
+_MAX_CONDITIONS, _MAX_DEPTH = 100, 5
+# `matches` runs RE2, whose time is linear in pattern and text (no backtracking), on at most this much of a
+# value: so that no pattern and no event can hold the host for more than milliseconds.
+_MATCH_CHARS = 10_000
+_RE2 = re2.Options()
+_RE2.log_errors = False  # a pattern RE2 refuses is the caller's 422, not a line on stderr
+
+
+def _regex(pattern: str) -> Any:
+    """The pattern compiled by RE2 (which caches it); RE2 has no backreferences and no lookaround."""
+    try:
+        return re2.compile(pattern, _RE2)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise Unprocessable(f"'{pattern}' is not a regular expression RE2 can run ({reason}); backreferences and "
+                            "lookaround are not supported", code="rule_pattern_unsupported") from None
 
 
 class Condition(BaseModel):
@@ -25,7 +42,9 @@ class Condition(BaseModel):
 
     field: str = Field(description="JSON path into the event: data.total_gross, $.data.items[0].name, subject")
     op: Op
-    value: Any = None
+    value: Any = Field(None, validate_default=True, description=(
+        "The operand. For `matches`, an RE2 regular expression (no backreferences or lookaround) searched in "
+        f"the first {_MATCH_CHARS:,} characters of the field"))
 
     @field_validator("field")
     @classmethod
@@ -34,15 +53,23 @@ class Condition(BaseModel):
             raise ValueError(f"'{value}' is not a JSON path like data.total_gross or data.items[0].name")
         return value
 
+    @field_validator("value")
+    @classmethod
+    def _pattern(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("op") != "matches":
+            return value
+        if not isinstance(value, str) or len(value) > 200:
+            raise ValueError("matches needs a regular expression of at most 200 characters")
+        # Rules stored before patterns ran on RE2 still load; one RE2 refuses fails when evaluated (see plan).
+        if not (info.context or {}).get("stored"):
+            try:
+                _regex(value)
+            except Unprocessable as error:
+                raise ValueError(str(error)) from None
+        return value
+
     @model_validator(mode="after")
     def _operand(self) -> "Condition":
-        if self.op == "matches":
-            if not isinstance(self.value, str) or len(self.value) > 200:
-                raise ValueError("matches needs a regular expression of at most 200 characters")
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
         if self.op == "in" and not isinstance(self.value, list):
             raise ValueError("in needs a list of values")
         if self.op == "exists" and not isinstance(self.value, (bool, type(None))):
@@ -154,8 +181,27 @@ class Rule(RuleIn):
     created_at: str
 
 
+def _outgrown(conditions: Any) -> dict | None:
+    """Where a condition tree passes the limits, found in the raw JSON before a huge or deep tree is validated."""
+    count, pending = 0, [(conditions, "conditions", 1)]
+    while pending:
+        node, path, depth = pending.pop()
+        groups = [(k, node[k]) for k in ("all", "any") if isinstance(node, dict) and isinstance(node.get(k), list)]
+        if not groups:
+            count += 1
+            if count > _MAX_CONDITIONS:
+                return {"field": "conditions", "message": f"a rule has at most {_MAX_CONDITIONS} conditions"}
+        elif depth > _MAX_DEPTH:
+            return {"field": path, "message": f"groups nest at most {_MAX_DEPTH} deep"}
+        for key, children in groups:
+            pending.extend((child, f"{path}.{key}.{i}", depth + 1) for i, child in reversed(list(enumerate(children))))
+    return None
+
+
 def parse_rule(raw: Any) -> RuleIn:
     """A rule from JSON: errors name their path (`conditions.all.1.op`), without pydantic's union tags."""
+    if isinstance(raw, dict) and raw.get("conditions") is not None and (problem := _outgrown(raw["conditions"])):
+        raise Unprocessable("The request body does not match the schema.", code="invalid_request", details=[problem])
     try:
         return RuleIn.model_validate(raw)
     except ValidationError as exc:
@@ -224,7 +270,7 @@ def holds(condition: Condition, event: dict) -> bool:
             return isinstance(condition.value, str) and condition.value.lower() in value.lower()
         return isinstance(value, list) and any(_equal(v, condition.value) for v in value)
     if condition.op == "matches":
-        return isinstance(value, str) and re.search(condition.value, value) is not None
+        return isinstance(value, str) and _regex(condition.value).search(value[:_MATCH_CHARS]) is not None
     return _compare(condition.op, value, condition.value)
 
 
@@ -252,14 +298,17 @@ def plan(rules: list[Rule], event: Event) -> list[dict]:
     """Which rules fire for the event, in priority order, and their actions filled in.
 
     A rule with `stop_processing` that fires ends the run; rules that do not fire never stop it. A rule
-    whose templates fail on this event is listed with its error and no actions, and does not stop the run.
+    whose templates fail on this event, or whose stored pattern RE2 cannot run, is listed with its error and
+    no actions, and does not stop the run.
     """
     fired = []
     document = event.model_dump()
     for rule in sorted(rules, key=lambda r: (r.priority, r.created_at)):
-        if not rule.enabled or not matches([rule.event], event.type) or not evaluate(rule.conditions, document):
+        if not rule.enabled or not matches([rule.event], event.type):
             continue
         try:
+            if not evaluate(rule.conditions, document):
+                continue
             actions = [render_action(a, event) for a in rule.actions]
         except AppError as error:  # e.g. a template names a field this event lacks: this rule cannot act
             fired.append({"rule_id": rule.id, "rule": rule.name, "actions": [], "error": error.to_body()["error"]})
@@ -275,6 +324,7 @@ _ALL = "all"
 
 
 _snapshot: Snapshot[list[Rule]] = Snapshot()  # read for every event
+_STORED = {"stored": True}  # rules saved under older checks must still load: see Condition._pattern
 
 
 class RuleStore:
@@ -283,7 +333,7 @@ class RuleStore:
 
     async def all(self, *, fresh: bool = True) -> list[Rule]:
         async def load() -> list[Rule]:
-            return [Rule.model_validate(row) async for _, row in self.tables.partition(RULES, _ALL)]
+            return [Rule.model_validate(row, context=_STORED) async for _, row in self.tables.partition(RULES, _ALL)]
 
         return await _snapshot.get(load, fresh=fresh)
 
@@ -295,7 +345,7 @@ class RuleStore:
         row = await self.tables.get(RULES, _ALL, rule_id)
         if row is None:
             raise NotFound(f"No rule '{rule_id}'.", code="rule_not_found")
-        return Rule.model_validate(row)
+        return Rule.model_validate(row, context=_STORED)
 
     async def save(self, rule: Rule) -> None:
         await self.tables.upsert(RULES, _ALL, rule.id, rule.model_dump(mode="json"))

@@ -1,6 +1,8 @@
-"""Notification templates: Jinja2 in a sandbox, strict about undefined variables, text and HTML bodies."""
+"""Notification templates: Jinja2 in a sandbox, strict about variables, rendered in bounded worker processes."""
 from __future__ import annotations
 
+import multiprocessing
+import queue
 from functools import lru_cache
 from typing import Any
 
@@ -34,6 +36,11 @@ class Rendered(BaseModel):
 
 MAX_REPEAT_CHARS = 100_000  # `'a' * n` and `x ** n` may not build values larger than this
 MAX_EXPONENT = 64
+RENDER_SECONDS = 2.0  # wall clock for one render (all its parts): past it the worker is killed
+MAX_OUTPUT_CHARS = 1_000_000  # per part, counted while rendering
+WORKER_MEMORY_BYTES = 1 << 30  # address space of a render worker: a huge value is a MemoryError there
+WORKERS = 2  # renders at once; more wait for a free worker
+WORKER_START_SECONDS = 20.0  # a worker that cannot start (say, an unguarded __main__) fails the render
 
 
 @lru_cache(maxsize=2)
@@ -64,8 +71,12 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _too_costly(name: str, why: str) -> Unprocessable:
+    return Unprocessable(f"{name}: {why}", code="template_too_costly")
+
+
 def compile_part(source: str, *, html: bool = False, name: str = "template") -> Any:
-    """A compiled template; a syntax error is a 422 naming the part and line."""
+    """A compiled template; a syntax error is a 422 naming the part and line, and so is too deep a nesting."""
     from jinja2 import TemplateSyntaxError
 
     try:
@@ -73,31 +84,96 @@ def compile_part(source: str, *, html: bool = False, name: str = "template") -> 
     except TemplateSyntaxError as exc:
         raise Unprocessable(f"{name}, line {exc.lineno}: {exc.message}", code="template_syntax_error",
                             details=[{"field": name, "message": exc.message or "syntax error"}]) from None
+    except (RecursionError, SyntaxError):  # Python's own limits on nesting, met by the parser or compile()
+        raise _too_costly(name, "the template nests too deeply") from None
 
 
-def render_string(source: str, data: dict[str, Any], *, html: bool = False, name: str = "template") -> str:
-    """Renders in the sandbox: an undefined variable or a reach for Python internals is a 422, never a 500."""
-    from jinja2 import TemplateError, UndefinedError
+def _render_part(source: str, data: dict[str, Any], html: bool, name: str) -> str:
+    """Runs in a render worker: any failure is a 422, and the output is counted as it is produced."""
+    from jinja2 import UndefinedError
     from jinja2.sandbox import SecurityError
 
     if not source:
         return ""
+    chunks, size = [], 0
     try:
-        return compile_part(source, html=html, name=name).render(**data)
+        for chunk in compile_part(source, html=html, name=name).generate(**data):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise _too_costly(name, f"the output passes {MAX_OUTPUT_CHARS} characters")
+            chunks.append(chunk)
     except UndefinedError as exc:
         raise Unprocessable(f"{name}: {exc.message}", code="template_undefined_variable") from None
     except SecurityError as exc:
         raise Unprocessable(f"{name}: {exc}", code="template_unsafe") from None
     except Unprocessable:
         raise
-    except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+    except MemoryError:
+        raise _too_costly(name, f"rendering needs more than {WORKER_MEMORY_BYTES >> 20} MiB of memory") from None
+    except RecursionError:
+        raise _too_costly(name, "macros, loops or the data nest too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - only the template runs here (`truncate(-1)` is an AssertionError)
         raise Unprocessable(f"{name}: {exc}", code="template_render_failed") from None
+    return "".join(chunks)
 
 
-def render(template: TemplateIn, data: dict[str, Any]) -> Rendered:
-    return Rendered(subject=one_line(render_string(template.subject, data, name="subject")),
-                    text=render_string(template.text, data, name="text"),
-                    html=render_string(template.html, data, html=True, name="html"))
+def _render_parts(parts: list[tuple[str, str, bool]], data: dict[str, Any]) -> list[str]:
+    return [_render_part(source, data, html, name) for name, source, html in parts]
+
+
+def _start_worker_process() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    for html in (False, True):  # Jinja imported and set up before the first render's clock starts
+        _environment(html)
+
+
+def _started_worker() -> Any:
+    """A one-process pool, spawned (the host runs threads: no fork); killing it stops only its own render."""
+    worker = multiprocessing.get_context("spawn").Pool(1, initializer=_start_worker_process)
+    try:
+        worker.apply_async(int).get(WORKER_START_SECONDS)
+    except BaseException:
+        worker.terminate()
+        raise
+    return worker
+
+
+_idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+for _ in range(WORKERS):
+    _idle.put(None)  # a free worker, started when first needed
+
+
+def _in_worker(parts: list[tuple[str, str, bool]], data: dict[str, Any]) -> list[str]:
+    """The parts rendered in a worker process within RENDER_SECONDS; blocks the calling thread (see `in_thread`)."""
+    worker = _idle.get()
+    try:
+        if worker is None:
+            worker = _started_worker()
+        names = " / ".join(name for name, source, _ in parts if source)
+        try:
+            return worker.apply_async(_render_parts, (parts, data)).get(RENDER_SECONDS)
+        except multiprocessing.TimeoutError:
+            worker.terminate()  # a render stuck in a loop or in one long C call stops only with its process
+            worker = None
+            raise _too_costly(names, f"rendering took longer than {RENDER_SECONDS:g} s") from None
+        except RecursionError:  # pickling the data for the worker: JSON may nest deeper than pickle goes
+            raise _too_costly(names, "the data nest too deeply") from None
+    finally:
+        _idle.put(worker)
+
+
+def render_string(source: str, data: dict[str, Any], *, html: bool = False, name: str = "template") -> str:
+    """Renders in the sandbox, in a worker process: a bad or costly template is a 422, never a 500 or a hang."""
+    return _in_worker([(name, source, html)], data)[0] if source else ""
+
+
+def render(template: TemplateIn, data: dict[str, Any], *, text_name: str = "text") -> Rendered:
+    """All parts in one worker call and one time budget; `text_name` is what errors call the text body."""
+    subject, text, html = _in_worker([("subject", template.subject, False), (text_name, template.text, False),
+                                      ("html", template.html, True)], data)
+    return Rendered(subject=one_line(subject), text=text, html=html)
 
 
 class NamedTemplateIn(TemplateIn):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from shared.automation.events import new_event
-from shared.automation.rules import Condition, evaluate, holds, lookup, new_rule, parse_rule, plan
+from shared.automation.rules import Condition, Rule, evaluate, holds, lookup, new_rule, parse_rule, plan
 from shared.errors import Unprocessable
 
 EVENT = new_event("offer.parsed", "offer-1", {
@@ -123,3 +123,102 @@ def test_a_notify_action_with_a_template_may_not_bring_its_own_subject():
     with pytest.raises(Unprocessable):
         parse_rule({"name": "r", "event": "offer.parsed", "actions": [
             {"type": "notify", "channel": "email", "to": "a@example.com", "template": "t", "subject": "Hi"}]})
+
+
+# `re` holds the GIL while it backtracks, so a thread cannot time it out: the catastrophic case runs in a child
+# process that is killed if it outlives the timeout, and the child measures the evaluation itself.
+_CATASTROPHIC = """
+import time
+from shared.automation.rules import Condition, holds
+condition = Condition(field="data.s", op="matches", value="^(a+)+$")
+started = time.monotonic()
+assert holds(condition, {"data": {"s": "a" * 40 + "!"}}) is False
+print(time.monotonic() - started)
+"""
+
+
+def test_a_catastrophic_pattern_on_a_long_value_is_decided_within_a_second():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    try:
+        child = subprocess.run([sys.executable, "-c", _CATASTROPHIC], capture_output=True, text=True, timeout=20,
+                               check=False, cwd=Path(__file__).resolve().parents[3])
+    except subprocess.TimeoutExpired:
+        pytest.fail("matching ^(a+)+$ against 40 characters did not finish within 20 s")
+    assert child.returncode == 0, child.stderr
+    assert float(child.stdout) < 1.0
+
+
+def test_matches_reads_at_most_the_first_10000_characters_of_a_value():
+    condition = cond("data.s", "matches", "needle")
+    assert holds(condition, {"data": {"s": "x" * 9_000 + "needle"}}) is True
+    assert holds(condition, {"data": {"s": "x" * 10_000 + "needle"}}) is False
+
+
+@pytest.mark.parametrize("pattern,text,expected", [
+    (r"(?i)^kestrel\s+automation", "KESTREL Automation Ltd", True),
+    (r"^\d{4}-\d{2}-\d{2}$", "2026-12-31", True),
+    (r"^\d{4}-\d{2}-\d{2}$", "31.12.2026", False),
+    (r"caf[ée]", "Café Ltd", False),
+    (r"(?i)caf[ée]", "Café Ltd", True),
+])
+def test_matches_keeps_working_for_ordinary_patterns(pattern, text, expected):
+    assert holds(cond("data.s", "matches", pattern), {"data": {"s": text}}) is expected
+
+
+BASE = {"name": "r", "event": "offer.parsed", "actions": [{"type": "pause_chat"}]}
+LEAF = {"field": "data.x", "op": "eq", "value": 1}
+
+
+def nested(levels: int) -> dict:
+    node: dict = LEAF
+    for _ in range(levels):
+        node = {"all": [node]}
+    return node
+
+
+def rejected(body: dict) -> list[dict]:
+    with pytest.raises(Unprocessable) as caught:
+        parse_rule({**BASE, **body})
+    return caught.value.details
+
+
+@pytest.mark.parametrize("pattern,message", [
+    (r"(a)\1", "backreference"),
+    (r"Ltd(?!\.)", "lookaround"),
+    (r"(?<=GB)\d+", "lookaround"),
+])
+def test_patterns_re2_cannot_run_are_rejected_with_the_path_of_the_condition(pattern, message):
+    details = rejected({"conditions": {"any": [LEAF, {"field": "data.s", "op": "matches", "value": pattern}]}})
+    assert [d["field"] for d in details] == ["conditions.any.1.value"], details
+    assert message in details[0]["message"]
+
+
+def test_a_rule_with_more_than_100_conditions_is_rejected_without_reading_them_all():
+    assert parse_rule({**BASE, "conditions": {"all": [LEAF] * 100}})
+    details = rejected({"conditions": {"all": [LEAF] * 100_000}})
+    assert details == [{"field": "conditions", "message": "a rule has at most 100 conditions"}]
+    details = rejected({"conditions": {"any": [{"all": [LEAF] * 60}, {"all": [LEAF] * 60}]}})
+    assert [d["field"] for d in details] == ["conditions"]
+
+
+def test_groups_nested_deeper_than_5_are_rejected_with_the_path_of_the_deepest_group():
+    assert evaluate(parse_rule({**BASE, "conditions": nested(5)}).conditions, {"data": {"x": 1}}) is True
+    details = rejected({"conditions": {"any": [LEAF, nested(5)]}})
+    assert details == [{"field": "conditions.any.1.all.0.all.0.all.0.all.0",
+                        "message": "groups nest at most 5 deep"}]
+    assert [d["field"] for d in rejected({"conditions": nested(10_000)})] == [
+        "conditions" + ".all.0" * 5]
+
+
+def test_a_stored_rule_whose_pattern_re2_cannot_run_is_reported_and_the_run_goes_on():
+    stored = {**rule("next", 200).model_dump(mode="json"), "id": "rule_old", "name": "old", "priority": 1,
+              "stop_processing": True, "conditions": {"field": "data.result.supplier", "op": "matches",
+                                                      "value": r"Kestrel(?= Automation)"}}
+    old = Rule.model_validate(stored, context={"stored": True})
+    fired = plan([old, rule("next", 200)], new_event("offer.parsed", "o", EVENT["data"]))
+    assert fired[0]["rule_id"] == "rule_old" and fired[0]["actions"] == []
+    assert fired[0]["error"]["code"] == "rule_pattern_unsupported"
+    assert fired[1]["rule"] == "next"
