@@ -43,9 +43,31 @@ def _allowed(host: str, allowed_hosts: str) -> bool:
     return host.lower() in {h.strip().lower() for h in allowed_hosts.split(",") if h.strip()}
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _is_private(address: str) -> bool:
+    """Not a public unicast address, counting IPv4 addresses carried inside IPv6 ones (mapped, 6to4, NAT64)."""
     ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None)
+        if inner is not None and _is_private(str(inner)):
+            return True
     return not ip.is_global or ip.is_multicast
+
+
+def _as_address(host: str) -> str:
+    """The address a host names, shorthand IPv4 included (`127.1`, `2130706433`, `0x7f.0.0.1` all resolve to
+    127.0.0.1); ValueError for a name."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        if host and all(c in "0123456789abcdefx." for c in host) and not host.endswith("."):
+            try:
+                return socket.inet_ntoa(socket.inet_aton(host))
+            except OSError:
+                pass
+        raise
 
 
 def validate_target(url: str, allowed_hosts: str = "") -> str:
@@ -53,7 +75,8 @@ def validate_target(url: str, allowed_hosts: str = "") -> str:
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
-        parts.port  # noqa: B018 - raises on a malformed port
+        if parts.port == 0 or any(c.isspace() or not c.isprintable() for c in url) or "%" in host:
+            raise ValueError("whitespace, control characters, an escaped host or port 0")
     except ValueError:
         raise Unprocessable("callback_url is not a valid URL.", code="invalid_callback_url") from None
     if not host or parts.scheme not in ("http", "https") or parts.username or parts.password:
@@ -64,7 +87,7 @@ def validate_target(url: str, allowed_hosts: str = "") -> str:
     if parts.scheme != "https":
         raise Unprocessable("callback_url must use https.", code="invalid_callback_url")
     try:
-        if _is_private(host.strip("[]")):
+        if _is_private(_as_address(host.strip("[]"))):
             raise Unprocessable("callback_url points to a private or loopback address.",
                                 code="callback_url_not_public")
     except ValueError:  # a name, not an address

@@ -11,6 +11,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 
 from ..errors import AppError, NotFound, Unprocessable, invalid_body
 from ..storage.tables import Tables
+from ..webhooks import validate_target
 from .events import Event, matches, validate_pattern
 from .notifications import Channel
 from .snapshot import Snapshot
@@ -196,6 +197,19 @@ def _outgrown(conditions: Any) -> dict | None:
         for key, children in groups:
             pending.extend((child, f"{path}.{key}.{i}", depth + 1) for i, child in reversed(list(enumerate(children))))
     return None
+
+
+def check_targets(rule: RuleIn, allowed_hosts: str) -> RuleIn:
+    """Webhook actions whose URL is fixed (no template) must name a public https target, as subscriptions do:
+    refused now with the action's path, rather than at every event."""
+    for index, action in enumerate(rule.actions):
+        if isinstance(action, WebhookAction) and "{" not in action.url:
+            try:
+                validate_target(action.url, allowed_hosts)
+            except Unprocessable as error:
+                raise Unprocessable("The request body does not match the schema.", code="invalid_request",
+                                    details=[{"field": f"actions.{index}.url", "message": error.message}]) from None
+    return rule
 
 
 def parse_rule(raw: Any) -> RuleIn:

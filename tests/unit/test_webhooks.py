@@ -48,6 +48,16 @@ def test_public_https_targets_are_accepted(url):
     ("https://localhost/x", "callback_url_not_public"),
     ("https://printer.local/x", "callback_url_not_public"),
     ("https://intranet/x", "callback_url_not_public"),
+    ("https://127.1/x", "callback_url_not_public"),
+    ("https://2130706433/x", "callback_url_not_public"),
+    ("https://0x7f.0.0.1/x", "callback_url_not_public"),
+    ("https://[::ffff:10.0.0.1]/x", "callback_url_not_public"),
+    ("https://[64:ff9b::7f00:1]/x", "callback_url_not_public"),
+    ("https://[2002:c0a8:0001::1]/x", "callback_url_not_public"),
+    ("https://example.com/\r\nX: y", "invalid_callback_url"),
+    ("https://exa mple.com/", "invalid_callback_url"),
+    ("https://%31%32%37.0.0.1/", "invalid_callback_url"),
+    ("https://example.com:0/", "invalid_callback_url"),
 ])
 def test_unsafe_targets_are_refused(url, code):
     with pytest.raises(Unprocessable) as refused:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from shared.automation.events import new_event
-from shared.automation.rules import Condition, Rule, evaluate, holds, lookup, new_rule, parse_rule, plan
+from shared.automation.rules import (Condition, Rule, check_targets, evaluate, holds, lookup, new_rule, parse_rule,
+                                     plan)
 from shared.errors import Unprocessable
 
 EVENT = new_event("offer.parsed", "offer-1", {
@@ -222,3 +223,16 @@ def test_a_stored_rule_whose_pattern_re2_cannot_run_is_reported_and_the_run_goes
     assert fired[0]["rule_id"] == "rule_old" and fired[0]["actions"] == []
     assert fired[0]["error"]["code"] == "rule_pattern_unsupported"
     assert fired[1]["rule"] == "next"
+
+
+def test_a_fixed_webhook_url_must_be_a_public_https_target_and_a_templated_one_is_checked_when_sent():
+    def webhook(url: str) -> object:
+        return parse_rule({"name": "w", "event": "offer.parsed", "actions": [
+            {"type": "notify", "channel": "email", "to": "a@example.com", "body": "x"}, {"type": "webhook", "url": url}]})
+
+    check_targets(webhook("https://hooks.example.com/x"), "")
+    check_targets(webhook("https://{{ data.host }}/x"), "")
+    check_targets(webhook("http://127.0.0.1:9000/x"), "127.0.0.1")  # a test setting allows loopback
+    with pytest.raises(Unprocessable) as refused:
+        check_targets(webhook("http://10.0.0.1/x"), "")
+    assert refused.value.details == [{"field": "actions.1.url", "message": "callback_url must use https."}]
