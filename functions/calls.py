@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import json
 import uuid
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -14,7 +15,7 @@ from shared.ai.usage import summarize
 from shared.blocking import in_thread
 from shared.calls.cost import call_cost
 from shared.config import get_settings
-from shared.errors import BadRequest, Conflict, NotFound, decode_json
+from shared.errors import BadRequest, Conflict, NotFound, Unprocessable, decode_json
 from shared.jobs import (is_finished, job_json, page_of, parse_date, parse_limit, parse_status_filter,
                          validate_job_id)
 from shared.observability import log_event
@@ -33,6 +34,21 @@ CALLS = "calls"
 _FORMATS = {"json": "application/json", "txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 
 
+MAX_BLOB_BYTES = 2 << 30  # a recording uploaded to Blob storage: four hours (the longest allowed) of CD audio
+_META_FIELDS = ("title", "participants", "language", "external_id", "callback_url")
+_META_CHARS = 2_000
+
+
+def _call_meta(source: Any) -> dict:
+    """The call's metadata from a form or a JSON body; each field at most _META_CHARS long as JSON (it travels
+    in the job's input)."""
+    meta = {k: source.get(k) for k in _META_FIELDS}
+    for key, value in meta.items():
+        if value is not None and len(json.dumps(value)) > _META_CHARS:
+            raise Unprocessable(f"{key} may hold at most {_META_CHARS:,} characters.", code="invalid_call_metadata")
+    return meta
+
+
 def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
     settings = get_settings()
     check_size(len(req.get_body()), settings.call_max_bytes)
@@ -46,7 +62,7 @@ def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
     from shared.calls.audio import probe  # audio libraries load on first use, not at start
 
     probe(data, max_duration_s=settings.call_max_duration_seconds)  # not audio, truncated, too long: 422 now
-    meta = {k: fields.get(k) for k in ("title", "participants", "language", "external_id", "callback_url")}
+    meta = _call_meta(fields)
     if meta["callback_url"]:
         validate_target(meta["callback_url"], settings.callback_allowed_hosts)
     return data, name, meta
@@ -56,7 +72,7 @@ def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def upload_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    data, name, meta = _upload(req)
+    data, name, meta = await in_thread(_upload, req)  # probing the audio may take seconds: not on the event loop
 
     async def store(call_id: str) -> dict:
         ref = await BlobStore(get_settings()).put(CALLS, f"{call_id}/audio", data, "application/octet-stream")
@@ -84,18 +100,21 @@ async def call_upload_url(req: func.HttpRequest) -> func.HttpResponse:
 async def start_call_from_blob(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     body = decode_json(req.get_body() or b"{}")
     blob = body.get("blob") if isinstance(body, dict) else None
-    if not isinstance(blob, str) or not blob.startswith("uploads/") or ".." in blob:
+    if (not isinstance(blob, str) or not blob.startswith("uploads/")
+            or any(part in ("", ".", "..") for part in blob.split("/"))):
         raise BadRequest("blob must be the name returned by /api/calls/upload-url.", code="invalid_blob")
-    blobs = BlobStore(get_settings())
-    ref = f"{CALLS}/{blob}"
-    if not await blobs.exists(ref):
-        raise NotFound("Nothing was uploaded under this name (or the upload URL expired).", code="upload_not_found")
-    data = await blobs.get(ref)
     settings = get_settings()
+    blobs = BlobStore(settings)
+    ref = f"{CALLS}/{blob}"
+    size = await blobs.size(ref)
+    if size is None:
+        raise NotFound("Nothing was uploaded under this name (or the upload URL expired).", code="upload_not_found")
+    check_size(size, MAX_BLOB_BYTES)
+    data = await blobs.get(ref)
     from shared.calls.audio import probe
 
-    probe(data, max_duration_s=settings.call_max_duration_seconds)
-    meta = {k: body.get(k) for k in ("title", "participants", "language", "external_id", "callback_url")}
+    await in_thread(probe, data, max_duration_s=settings.call_max_duration_seconds)
+    meta = _call_meta(body)
     if meta["callback_url"]:
         validate_target(meta["callback_url"], settings.callback_allowed_hosts)
 

@@ -48,7 +48,8 @@ async def _store(job_id: str, request: ingest.IngestRequest) -> dict:
     """Bytes to Blob storage; the orchestration gets references and small fields only."""
     blobs = BlobStore(get_settings())
     files = await asyncio.gather(*(
-        blobs.put(INPUTS, f"{job_id}/{f.sha256[:16]}-{f.name[-80:]}", f.data, f.content_type) for f in request.files))
+        blobs.put(INPUTS, f"{job_id}/{f.sha256[:16]}-{filetypes.storable_name(f.name)}", f.data, f.content_type)
+        for f in request.files))
     text, text_blob = request.text, None
     if text and len(text.encode()) > ingest.INLINE_TEXT_LIMIT:
         text_blob = await blobs.put(INPUTS, f"{job_id}/text.txt", text.encode(), filetypes.TEXT)

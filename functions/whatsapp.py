@@ -193,7 +193,7 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
     sha = hashlib.sha256(body).hexdigest()
 
     async def store(job_id: str) -> dict:
-        ref = await BlobStore(get_settings()).put("intake-inputs", f"{job_id}/{name[-80:]}", body, info.content_type)
+        ref = await BlobStore(get_settings()).put("intake-inputs", f"{job_id}/{filetypes.storable_name(name)}", body, info.content_type)
         return {"doc_id": doc_id, "name": name, "content_type": info.content_type, "blob": ref}
 
     job = await start_job(client, req, kind="kb", orchestrator="kb_ingestion", prepare=store,

@@ -17,6 +17,11 @@ EML = "message/rfc822"
 TEXT = "text/plain"
 HTML = "text/html"
 IMAGES = {PNG, JPEG, WEBP}
+MAX_IMAGE_PIXELS = 40_000_000  # an 8K photo is 33 M
+MAX_RENDER_PIXELS = 16_000_000  # a PDF page rendered for a vision model: A4 at scale 2 is 2 M
+MAX_EML_ATTACHMENTS = 20
+MAX_DOCX_XML_BYTES = 32 << 20
+MAX_DOCX_UNPACKED_BYTES = 256 << 20
 _ALIASES = {"image/jpg": JPEG, "image/pjpeg": JPEG, "application/x-pdf": PDF, "text/markdown": TEXT,
             "application/msword+xml": DOCX}
 _EXTENSIONS = {".pdf": PDF, ".docx": DOCX, ".png": PNG, ".jpg": JPEG, ".jpeg": JPEG, ".webp": WEBP,
@@ -129,11 +134,17 @@ def pdf_page_count(data: bytes) -> int:
 
 
 def _check_docx(data: bytes) -> None:
+    """Opens the archive, its sizes checked before anything is unpacked: a zip bomb is refused, not read."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        if "word/document.xml" not in archive.namelist() or archive.testzip() is not None:
+        members = {info.filename: info.file_size for info in archive.infolist()}
+        if "word/document.xml" not in members:
             raise zipfile.BadZipFile
-        archive.read("word/document.xml")
+        if members["word/document.xml"] > MAX_DOCX_XML_BYTES or sum(members.values()) > MAX_DOCX_UNPACKED_BYTES:
+            raise Unprocessable(f"The DOCX file unpacks to more than {MAX_DOCX_UNPACKED_BYTES >> 20} MiB (or its "
+                                f"text to more than {MAX_DOCX_XML_BYTES >> 20} MiB).", code="docx_too_large")
+        if archive.testzip() is not None:
+            raise zipfile.BadZipFile
     except (zipfile.BadZipFile, KeyError, OSError, EOFError):
         raise Unprocessable("The DOCX file is damaged and cannot be opened.", code="docx_corrupt") from None
 
@@ -141,16 +152,42 @@ def _check_docx(data: bytes) -> None:
 def _check_image(data: bytes) -> None:
     from PIL import Image, UnidentifiedImageError
 
+    too_large = Unprocessable(f"The image has more than {MAX_IMAGE_PIXELS:,} pixels.", code="image_too_large")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:  # read from the header, before decoding
+                raise too_large
             image.verify()
         with Image.open(io.BytesIO(data)) as image:
             image.load()
+    except Image.DecompressionBombError:
+        raise too_large from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise Unprocessable("The image is damaged or truncated.", code="image_corrupt") from None
 
 
+def storable_name(name: str) -> str:
+    """A file name as the last part of a blob name: its own base name, in safe characters, at most 80 long (no
+    `..`, no slashes, nothing Blob storage refuses)."""
+    base = re.split(r"[/\\]", name)[-1]
+    return re.sub(r"[^\w.\- ]", "_", base)[-80:].strip(". ") or "file"
+
+
+def render_scale(page: object, wanted: float = 2.0) -> float:
+    """`wanted`, or less for a page so large that its rendering would pass MAX_RENDER_PIXELS (a PDF of a few
+    hundred bytes may declare a page of 5 by 5 metres)."""
+    width, height = page.get_size()  # points
+    area = max(width * height, 1.0)
+    return min(wanted, (MAX_RENDER_PIXELS / area) ** 0.5)
+
+
 def _check_eml(data: bytes) -> None:
-    message = email.message_from_bytes(data, policy=email.policy.default)
+    try:
+        message = email.message_from_bytes(data, policy=email.policy.default)
+        attachments = sum(1 for _ in message.iter_attachments())
+    except RecursionError:
+        raise Unprocessable("The e-mail nests its parts too deeply.", code="eml_invalid") from None
+    if attachments > MAX_EML_ATTACHMENTS:
+        raise Unprocessable(f"The e-mail has more than {MAX_EML_ATTACHMENTS} attachments.", code="eml_too_many_files")
     if not (message.get("From") or message.get("Subject") or message.get("Content-Type")):
         raise Unprocessable("The e-mail has no headers; send the full .eml file.", code="eml_invalid")

@@ -168,18 +168,26 @@ def page_of(items: list, limit: int, continuation: str | None) -> tuple[list, st
     return items[offset:offset + limit], encode_continuation(offset + limit) if more else None
 
 
+_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
 def parse_date(value: str | None, name: str, *, end: bool = False) -> datetime | None:
-    """`2026-11-01` (the whole day) or an ISO date-time; naive times are UTC."""
+    """`2026-11-01` (the whole day) or an ISO date-time; naive times are UTC. Dates outside 1970-9000 count as
+    those bounds (`0001-01-01` means "from the start"), which storage and the task hub can compare."""
     if not value:
         return None
     try:
         if len(value) == 10:
             moment = datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
-            return moment + timedelta(days=1) - timedelta(microseconds=1) if end else moment
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if end:
+                moment = moment + timedelta(days=1) - timedelta(microseconds=1) if moment < _LATEST else _LATEST
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(f"{name} must be a date (2026-11-01) or an ISO date-time.", code="invalid_date") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return min(max(moment, _EARLIEST), _LATEST)
 
 
 def parse_status_filter(value: str | None) -> list[str]:

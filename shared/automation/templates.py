@@ -63,7 +63,26 @@ def _environment(html: bool) -> Any:
                     raise SecurityError("the repeated value would be too large")
             return super().call_binop(context, operator, left, right)
 
-    return Bounded(undefined=StrictUndefined, autoescape=html, trim_blocks=True, lstrip_blocks=True)
+    environment = Bounded(undefined=StrictUndefined, autoescape=html, trim_blocks=True, lstrip_blocks=True)
+    # Jinja computes a filter over constants (`'x'|center(10**9)`) while compiling, and a template is compiled in
+    # the host when it is saved. It never does so for filters that take the render context: so every filter does.
+    environment.filters.update({name: _at_render_time(f) for name, f in environment.filters.items()})
+    return environment
+
+
+def _at_render_time(function: Any) -> Any:
+    """The filter, taking the render context (and passing the original what it asked for)."""
+    from jinja2 import pass_context
+
+    wants = getattr(getattr(function, "jinja_pass_arg", None), "name", None)
+
+    @pass_context
+    def filter_(context: Any, *args: Any, **kwargs: Any) -> Any:
+        first = {"context": (context,), "eval_context": (context.eval_ctx,),
+                 "environment": (context.environment,)}.get(wants, ())
+        return function(*first, *args, **kwargs)
+
+    return filter_
 
 
 def one_line(text: str) -> str:

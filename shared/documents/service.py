@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from .. import files as filetypes
 from ..ai import offline
 from ..ai.port import AIProvider, ExtractionHints, Image, Result
 from ..errors import Unprocessable
@@ -37,7 +38,7 @@ def page_input(*, image: bytes | None, content_type: str | None, pdf: bytes | No
             if len(text) >= _MIN_TEXT_LAYER:
                 return text, []
             buffer = io.BytesIO()
-            page.render(scale=2.0).to_pil().save(buffer, format="PNG")
+            page.render(scale=filetypes.render_scale(page)).to_pil().save(buffer, format="PNG")
             return "", [Image(buffer.getvalue(), "image/png")]
         finally:
             document.close()

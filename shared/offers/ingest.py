@@ -16,6 +16,7 @@ from .models import Source
 
 INLINE_TEXT_LIMIT = 32 * 1024  # larger texts go to Blob storage; orchestration inputs stay small
 MAX_FILES = 20  # per offer, in JSON or multipart
+MAX_PDF_PAGES = 100  # each page is read, and pages without text are rendered for the model
 
 
 class IngestFile(BaseModel):
@@ -80,6 +81,9 @@ def _decode_base64(text: str, name: str) -> bytes:
 
 def _file(name: str, declared: str | None, data: bytes) -> IngestFile:
     info = filetypes.inspect(data, declared, name)
+    if (info.pages or 0) > MAX_PDF_PAGES:
+        raise Unprocessable(f"{name} has {info.pages} pages; an offer may have at most {MAX_PDF_PAGES}.",
+                            code="too_many_pages")
     return IngestFile(name=name, content_type=info.content_type, data=data)
 
 

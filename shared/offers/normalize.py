@@ -79,7 +79,7 @@ def pdf_pages(data: bytes, render_scale: float = 2.0) -> list[tuple[str, bytes |
             png = None
             if len(text.strip()) < _MIN_PAGE_TEXT:
                 buffer = io.BytesIO()
-                page.render(scale=render_scale).to_pil().save(buffer, format="PNG")
+                page.render(scale=filetypes.render_scale(page, render_scale)).to_pil().save(buffer, format="PNG")
                 png = buffer.getvalue()
             pages.append((text, png))
     finally:

@@ -77,10 +77,16 @@ class BlobStore:
         client = service.get_blob_client(container, name)
         return f"{client.url}?{token}", iso_utc(expiry)
 
-    async def exists(self, ref: str) -> bool:
+    async def size(self, ref: str) -> int | None:
+        """The blob's size in bytes, None when there is no such blob."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         container, _, name = ref.partition("/")
         client = await self._container(container)
-        return await client.get_blob_client(name).exists()
+        try:
+            return (await client.get_blob_client(name).get_blob_properties()).size
+        except ResourceNotFoundError:
+            return None
 
     async def delete_prefix(self, container: str, prefix: str) -> int:
         client = await self._container(container)

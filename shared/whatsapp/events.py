@@ -27,8 +27,9 @@ _IGNORED_EVENTS: dict[str, IgnoreReason] = {
 # 1:1 chats: phone ids, hidden linked ids (WhatsApp is moving 1:1 chats to them too) and the engine form.
 _DIRECT_SUFFIXES = ("@c.us", "@lid", "@s.whatsapp.net")
 
-# Session, chat and message ids become table keys: no control characters, and far below their 1 KiB.
-_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$"
+# Session, chat and message ids become table keys: none of / \\ # ? or control characters (WhatsApp's never hold
+# them), and far below a key's 1 KiB.
+_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f/\\#?]{1,256}$"
 WahaId = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 MAX_TEXT_CHARS = 8_000  # of a message kept and answered: ten of them with their answers fit a conversation's row
 
@@ -36,7 +37,8 @@ MAX_TEXT_CHARS = 8_000  # of a message kept and answered: ten of them with their
 def checked_chat_id(value: str) -> str:
     """A chat id given in a request (path or query): 400 when it cannot be one."""
     if not re.match(_ID_PATTERN, value):
-        raise BadRequest("chat_id must be 1-256 characters without control characters.", code="invalid_chat_id")
+        raise BadRequest("chat_id must be 1-256 characters without / \\ # ? or control characters.",
+                         code="invalid_chat_id")
     return value
 
 

@@ -397,3 +397,9 @@ def test_kill_9_mid_call_finishes_after_restart_without_retranscribing_finished_
     sent = transcriptions()
     assert chunks >= 4 and len(set(sent)) == chunks and None not in sent
     assert len(sent) - chunks <= 1, sent  # only the chunk in flight at the kill was sent again
+
+
+@pytest.mark.parametrize("blob", ["uploads/./x.wav", "uploads//x.wav", "uploads/a/../x.wav", "calls/x.wav"])
+def test_a_blob_name_not_given_by_upload_url_is_a_400(api, blob):
+    status, _, answer = api.request("POST", "/api/calls", {"blob": blob})
+    assert status == 400 and answer["error"]["code"] == "invalid_blob"

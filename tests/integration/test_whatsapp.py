@@ -328,3 +328,11 @@ def test_a_lone_surrogate_in_a_message_leaves_the_read_apis_readable(api, waha):
     assert status == 200 and listed["messages"][0]["text"] == "rent\ufffd?"
     assert api.request("GET", f"/api/conversations/{chat}")[0] in (200, 404)
     assert api.request("POST", "/api/conversations/%7F/pause")[0] == 400
+
+
+@pytest.mark.parametrize("name", ["..", "a/..", "../../notes.txt"])
+def test_a_knowledge_document_named_like_a_path_is_stored_under_a_safe_name(api, waha, name):
+    status, _, job = api.request("POST", f"/api/kb/documents?wait=20&name={name}&id=odd-name",
+                                 raw=b"Parking costs 50 EUR a month.", headers={"content-type": "text/plain"})
+    assert status == 200 and job["status"] == "done", job
+    assert api.request("DELETE", "/api/kb/documents/odd-name")[0] == 204

@@ -59,3 +59,56 @@ def test_a_multipart_offer_with_too_many_files_is_a_422():
         parse_form({}, uploads)
     assert refused.value.code == "too_many_files"
     assert len(parse_form({}, uploads[:MAX_FILES]).files) == MAX_FILES
+
+
+def test_dates_outside_what_storage_compares_count_as_its_bounds():
+    from shared.jobs import parse_date
+
+    assert parse_date("0001-01-01", "from").year == 1970
+    assert parse_date("9999-12-31", "to", end=True).year == 9000  # one more day used to overflow (500)
+    assert parse_date("2026-11-01", "to", end=True).isoformat() == "2026-11-01T23:59:59.999999+00:00"
+
+
+def test_an_offer_pdf_with_too_many_pages_is_a_422():
+    import io
+
+    import pypdfium2 as pdfium
+
+    from shared.offers.ingest import MAX_PDF_PAGES
+
+    document = pdfium.PdfDocument.new()
+    for _ in range(MAX_PDF_PAGES + 1):
+        document.new_page(595, 842)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    with pytest.raises(Unprocessable) as refused:
+        parse_form({}, [("catalogue.pdf", "application/pdf", buffer.getvalue())])
+    assert refused.value.code == "too_many_pages"
+
+
+def test_saving_a_template_computes_none_of_its_constant_expressions():
+    import tracemalloc
+
+    from shared.automation.templates import TemplateIn
+
+    tracemalloc.start()
+    try:
+        TemplateIn(text="{{ 'x'|center(200000000) }}{{ '%999999999d'|format(1) }}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000  # the optimizer used to build both strings (about 1.2 GB) while compiling
+
+
+def test_call_metadata_is_bounded(monkeypatch):
+    from shared.config import get_settings
+
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")  # the functions package loads them
+    get_settings.cache_clear()
+    from functions.calls import _call_meta
+
+    get_settings.cache_clear()
+    assert _call_meta({"title": "Q3 call", "participants": ["Ann", "Bo"]})["participants"] == ["Ann", "Bo"]
+    with pytest.raises(Unprocessable) as refused:
+        _call_meta({"title": "t" * 3000})
+    assert refused.value.code == "invalid_call_metadata"

@@ -300,3 +300,10 @@ def test_chat_ids_given_in_requests_are_checked():
     for bad in ("\x7f", "a" * 257, ""):
         with pytest.raises(BadRequest):
             checked_chat_id(bad)
+
+
+@pytest.mark.parametrize("chat", ["1/2@c.us", "1\\2@c.us", "1#2@c.us", "1?2@c.us"])
+def test_chat_ids_holding_key_characters_are_malformed_not_stored_under_another_key(chat):
+    body = data("message.text.direct.json")
+    body["payload"]["from"] = chat
+    assert classify(Envelope.model_validate(body)).reason == "malformed_payload"
