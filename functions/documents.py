@@ -79,7 +79,7 @@ def _seed_answer(job: dict, request: ingest.DocumentRequest) -> dict:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def process_document(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    request = _parse(req)
+    request = await in_thread(_parse, req)  # opening the files (PDF pages, images) may take a while
 
     async def store(task_id: str) -> dict:
         return await _store(task_id, request)

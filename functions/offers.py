@@ -70,7 +70,7 @@ def _result_json(job: dict) -> dict:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def ingest_offer(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    request = _parse(req)
+    request = await in_thread(_parse, req)  # opening the files (PDF pages, images) may take a while
 
     async def store(job_id: str) -> dict:
         return await _store(job_id, request)

@@ -15,6 +15,7 @@ import azure.functions as func
 from shared import files as filetypes
 from shared.ai.factory import get_provider
 from shared.ai.usage import summarize
+from shared.blocking import in_thread
 from shared.config import get_settings
 from shared.errors import AppError, BadRequest, NotFound
 from shared.jobs import decode_continuation, encode_continuation, parse_limit
@@ -185,7 +186,7 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
         name, declared = req.params.get("name") or "document", req.headers.get("content-type")
     if not body:
         raise BadRequest("Send the document as the body or as a multipart file.", code="empty_request")
-    info = filetypes.inspect(body, declared, name, allowed=frozenset(
+    info = await in_thread(filetypes.inspect, body, declared, name, allowed=frozenset(
         {filetypes.PDF, filetypes.DOCX, filetypes.TEXT, filetypes.HTML}))
     doc_id = req.params.get("id") or hashlib.sha256(name.encode()).hexdigest()[:16]
     if not _DOC_ID.match(doc_id):

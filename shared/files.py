@@ -138,7 +138,7 @@ def _check_docx(data: bytes) -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = {info.filename: info.file_size for info in archive.infolist()}
-        if "word/document.xml" not in members:
+        if "word/document.xml" not in members or "[Content_Types].xml" not in members:
             raise zipfile.BadZipFile
         if members["word/document.xml"] > MAX_DOCX_XML_BYTES or sum(members.values()) > MAX_DOCX_UNPACKED_BYTES:
             raise Unprocessable(f"The DOCX file unpacks to more than {MAX_DOCX_UNPACKED_BYTES >> 20} MiB (or its "

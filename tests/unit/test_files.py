@@ -133,3 +133,9 @@ def test_an_email_nested_too_deep_or_with_too_many_attachments_is_refused():
                                          ("c:\\docs\\offer 1.pdf", "offer 1.pdf"), ("ä#?.pdf", "ä__.pdf")])
 def test_file_names_become_safe_blob_names(name, stored):
     assert files.storable_name(name) == stored
+
+
+def test_a_docx_without_its_content_types_is_damaged():
+    with pytest.raises(Unprocessable) as refused:
+        files.inspect(_zipped({"word/document.xml": b"<w:document/>"}), files.DOCX, "bare.docx")
+    assert refused.value.code == "docx_corrupt"
