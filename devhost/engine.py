@@ -161,7 +161,7 @@ class Engine:
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._timers: list[tuple[float, int, str]] = []
-        self._timer_due: dict[str, float] = {}  # the earliest wake-up set per instance: one heap entry, not one per commit
+        self._timer_due: dict[str, float] = {}  # each instance's earliest wake-up: one heap entry, not one per commit
         self._timer_wakeup = asyncio.Event()
         self._activity_slots = asyncio.Semaphore(max_activities)
         self._pool = ThreadPoolExecutor(max_workers=max_activities, thread_name_prefix="activity")

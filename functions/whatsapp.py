@@ -194,7 +194,8 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
     sha = hashlib.sha256(body).hexdigest()
 
     async def store(job_id: str) -> dict:
-        ref = await BlobStore(get_settings()).put("intake-inputs", f"{job_id}/{filetypes.storable_name(name)}", body, info.content_type)
+        ref = await BlobStore(get_settings()).put("intake-inputs", f"{job_id}/{filetypes.storable_name(name)}", body,
+                                                  info.content_type)
         return {"doc_id": doc_id, "name": name, "content_type": info.content_type, "blob": ref}
 
     job = await start_job(client, req, kind="kb", orchestrator="kb_ingestion", prepare=store,
@@ -255,7 +256,8 @@ async def list_messages(req: func.HttpRequest) -> func.HttpResponse:
         raise BadRequest("since must be a Unix time in seconds.", code="invalid_since")
     chat_id = req.params.get("chat_id")
     rows, following = await assistant.messages(
-        Tables(get_settings()), chat_id=checked_chat_id(chat_id) if chat_id else None, direction=direction or None, since=since,
+        Tables(get_settings()), chat_id=checked_chat_id(chat_id) if chat_id else None, direction=direction or None,
+        since=since,
         limit=parse_limit(req.params.get("limit"), default=100, maximum=1000),
         offset=decode_continuation(req.params.get("continuation")))
     return json_response({"messages": rows,

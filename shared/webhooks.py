@@ -50,7 +50,8 @@ def _is_private(address: str) -> bool:
     """Not a public unicast address, counting IPv4 addresses carried inside IPv6 ones (mapped, 6to4, NAT64)."""
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address):
-        inner = ip.ipv4_mapped or ip.sixtofour or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None)
+        nat64 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None
+        inner = ip.ipv4_mapped or ip.sixtofour or nat64
         if inner is not None and _is_private(str(inner)):
             return True
     return not ip.is_global or ip.is_multicast

@@ -82,12 +82,12 @@ class Media(_Tolerant):
     url: Annotated[str, StringConstraints(max_length=4096)] | None = None
     mimetype: Annotated[str, StringConstraints(max_length=256)] | None = None
     filename: str | None = None
+    error: Any = None  # shape undocumented; only "set or not" matters
 
     @field_validator("filename")
     @classmethod
     def _short_name(cls, value: str | None) -> str | None:
         return value[:256] if value else value
-    error: Any = None  # shape undocumented; only "set or not" matters
 
 
 class ReplyTo(_Tolerant):
