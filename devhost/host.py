@@ -111,11 +111,11 @@ class DevHost:
         self.engine = Engine(self.index, self.store, hub=self.config.hub, max_activities=self.config.max_activities,
                              max_episodes=self.config.max_orchestrators, hub_wait=self.config.hub_wait)
         public = web.Application(client_max_size=MAX_BODY)
-        public.router.add_route("*", "/runtime/webhooks/durabletask/{tail:.*}", self._public_management)
+        public.router.add_route("*", "/runtime/webhooks/durabletask/{tail:[\\s\\S]*}", self._public_management)
         public.router.add_route("*", "/admin/host/status", self._host_status)
-        public.router.add_route("*", "/{tail:.*}", self._http_trigger)
+        public.router.add_route("*", "/{tail:[\\s\\S]*}", self._http_trigger)  # any path, line breaks included
         rpc = web.Application(client_max_size=MAX_BODY)
-        rpc.router.add_route("*", "/durabletask/{tail:.*}", self._rpc_management)
+        rpc.router.add_route("*", "/durabletask/{tail:[\\s\\S]*}", self._rpc_management)
         # Bind first (the binding data needs the ports), recover the hub, and only then serve: a request
         # must never race the recovery of work the hub already holds.
         public_socket, rpc_socket = self._bind(self.config.port), self._bind(self.config.rpc_port)

@@ -45,8 +45,9 @@ def test_wrong_method_returns_405_json_with_allowed_methods(http):
     assert headers["Allow"] == "GET, POST"
 
 
-def test_unknown_route_returns_404_json(http):
-    status, headers, body = http.request("GET", "/api/no/such/route")
+@pytest.mark.parametrize("path", ["/api/no/such/route", "/api/no%0Asuch", "/api/%0D%0A"])
+def test_unknown_route_returns_404_json(http, path):
+    status, headers, body = http.request("GET", path)
     _assert_json_error(status, headers, body, 404)
 
 
