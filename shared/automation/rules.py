@@ -159,7 +159,7 @@ class RuleIn(BaseModel):
     event: str = Field(description="Event type the rule listens to; * wildcards allowed")
     conditions: Node | None = Field(None, description="all/any tree of conditions; none: always")
     actions: list[Action] = Field(min_length=1, max_length=20)
-    priority: int = Field(100, ge=0, le=1_000_000, description="Lower runs first")
+    priority: int = Field(100, ge=0, le=1_000_000, strict=True, description="Lower runs first")
     enabled: bool = True
     stop_processing: bool = Field(False, description="When this rule fires, rules after it are skipped")
 

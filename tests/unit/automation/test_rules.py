@@ -104,6 +104,8 @@ def test_a_rule_whose_template_fails_on_this_event_is_reported_and_the_run_goes_
     ({"actions": [{"type": "launch_rockets"}]}, "actions.0"),
     ({"actions": [{"type": "notify", "channel": "email"}]}, "actions.0.notify.to"),
     ({"priority": -1}, "priority"),
+    ({"priority": True}, "priority"),
+    ({"priority": "5"}, "priority"),
 ])
 def test_invalid_rules_name_the_path_of_the_error(body, path):
     base = {"name": "r", "event": "offer.parsed", "actions": [{"type": "pause_chat"}]}
