@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import Unprocessable
+from ..errors import ServiceUnavailable, Unprocessable
 
 
 class TemplateIn(BaseModel):
@@ -40,6 +40,7 @@ RENDER_SECONDS = 2.0  # wall clock for one render (all its parts): past it the w
 MAX_OUTPUT_CHARS = 1_000_000  # per part, counted while rendering
 WORKER_MEMORY_BYTES = 1 << 30  # address space of a render worker: a huge value is a MemoryError there
 WORKERS = 2  # renders at once; more wait for a free worker
+WORKER_WAIT_SECONDS = 3 * RENDER_SECONDS  # for a free worker, before a render is refused as busy
 WORKER_START_SECONDS = 20.0  # a worker that cannot start (say, an unguarded __main__) fails the render
 
 
@@ -49,9 +50,11 @@ def _environment(html: bool) -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
     class Bounded(ImmutableSandboxedEnvironment):
-        """The sandbox, with `*` and `**` kept from building huge values (it does not bound them itself)."""
+        """The sandbox, with `*` and `**` kept from building huge values (it does not bound them itself). `%` is
+        intercepted too: Jinja computes operators over constants while compiling (`'%0300000000d' % 1`), which
+        happens in the host when a template is saved, and never does so for intercepted ones."""
 
-        intercepted_binops = frozenset({"*", "**"})
+        intercepted_binops = frozenset({"*", "**", "%"})
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
@@ -165,8 +168,13 @@ for _ in range(WORKERS):
 
 
 def _in_worker(parts: list[tuple[str, str, bool]], data: dict[str, Any]) -> list[str]:
-    """The parts rendered in a worker process within RENDER_SECONDS; blocks the calling thread (see `in_thread`)."""
-    worker = _idle.get()
+    """The parts rendered in a worker process within RENDER_SECONDS; blocks the calling thread (see `in_thread`).
+    Waiting for a free worker is bounded too: past WORKER_WAIT_SECONDS the render is refused as busy (503)."""
+    try:
+        worker = _idle.get(timeout=WORKER_WAIT_SECONDS)
+    except queue.Empty:
+        raise ServiceUnavailable("Every template worker is busy; try again shortly.", code="templates_busy",
+                                 transient=True) from None
     try:
         if worker is None:
             worker = _started_worker()

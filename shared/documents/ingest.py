@@ -118,7 +118,10 @@ def _finish(request: DocumentRequest, declared_pages: int | None, allowed_hosts:
 
 def parse_json(body: bytes, limits: Limits, allowed_hosts: str = "") -> DocumentRequest:
     try:
-        parsed = _Body.model_validate(decode_json(filetypes.decode_text(body)))
+        raw = decode_json(filetypes.decode_text(body))
+        if not isinstance(raw, dict):
+            raise BadRequest("The JSON body must be an object.", code="invalid_json")
+        parsed = _Body.model_validate(raw)
     except ValidationError as exc:
         details = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         raise Unprocessable("The request body does not match the schema.", code="invalid_request",

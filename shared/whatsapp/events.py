@@ -36,7 +36,7 @@ MAX_TEXT_CHARS = 8_000  # of a message kept and answered: ten of them with their
 
 def checked_chat_id(value: str) -> str:
     """A chat id given in a request (path or query): 400 when it cannot be one."""
-    if not re.match(_ID_PATTERN, value):
+    if not re.fullmatch(_ID_PATTERN, value):
         raise BadRequest("chat_id must be 1-256 characters without / \\ # ? or control characters.",
                          code="invalid_chat_id")
     return value

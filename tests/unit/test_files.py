@@ -139,3 +139,9 @@ def test_a_docx_without_its_content_types_is_damaged():
     with pytest.raises(Unprocessable) as refused:
         files.inspect(_zipped({"word/document.xml": b"<w:document/>"}), files.DOCX, "bare.docx")
     assert refused.value.code == "docx_corrupt"
+
+
+def test_a_full_resolution_phone_photo_is_within_the_pixel_cap():
+    with pytest.raises(Unprocessable) as refused:  # this one declares 48.8 M pixels and holds none
+        files.inspect(_png_header(8064, 6048), files.PNG, "photo.png")
+    assert refused.value.code == "image_corrupt"  # not image_too_large

@@ -238,3 +238,8 @@ def test_a_fixed_webhook_url_must_be_a_public_https_target_and_a_templated_one_i
     with pytest.raises(Unprocessable) as refused:
         check_targets(webhook("http://10.0.0.1/x"), "")
     assert refused.value.details == [{"field": "actions.1.url", "message": "callback_url must use https."}]
+
+
+def test_letters_of_any_script_are_matched_with_unicode_classes_as_the_readme_says():
+    assert holds(Condition(field="data.name", op="matches", value=r"^[\pL\pN_ ]+ GmbH$"), {"data": {"name": "Bäcker GmbH"}})
+    assert not holds(Condition(field="data.name", op="matches", value=r"^\w+$"), {"data": {"name": "Müller"}})  # ASCII

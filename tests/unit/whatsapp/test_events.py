@@ -297,7 +297,7 @@ def test_a_lone_surrogate_in_a_signed_text_is_kept_as_a_replacement_character():
 
 def test_chat_ids_given_in_requests_are_checked():
     assert checked_chat_id("491511234567@c.us") == "491511234567@c.us"
-    for bad in ("\x7f", "a" * 257, ""):
+    for bad in ("\x7f", "a" * 257, "", "491511234567@c.us\n"):
         with pytest.raises(BadRequest):
             checked_chat_id(bad)
 
