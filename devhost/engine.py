@@ -8,6 +8,7 @@ receivers drop what they have already seen. Activities are therefore at-least-on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import heapq
 import itertools
@@ -19,7 +20,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from .app_index import AppIndex
 from .events import COMPLETION_KEYS, EventType, event, iso, parse_iso, utcnow
@@ -303,15 +304,18 @@ class Engine:
         return inst
 
     async def _write(self, pk: str, upserts: dict[str, dict], deletes: Iterable[str] = ()) -> None:
-        """Writes an instance's partition. When the write fails, or its caller is cancelled (a stop, a request
-        dropped), what this process holds of the instance may be ahead of storage: it is dropped, and reloaded
-        from storage with its work and messages resumed."""
+        """Writes an instance's partition (`_stored`: a write that fails or is cut off drops what memory holds)."""
+        await self._stored(pk, self.store.write(pk, upserts, deletes))
+        self._failures.pop(pk, None)
+
+    async def _stored(self, pk: str, storage_call: Any) -> Any:
+        """`_to_the_end`; when the call fails or its caller is cancelled, the instance is dropped from memory and
+        reloaded from what storage holds (perhaps the write after all), its work and messages resumed."""
         try:
-            await self._to_the_end(pk, self.store.write(pk, upserts, deletes))
+            return await self._to_the_end(pk, storage_call)
         except BaseException:
             self._forget(pk)
             raise
-        self._failures.pop(pk, None)
 
     async def _to_the_end(self, pk: str, storage_call: Any) -> Any:
         """Runs a storage call on a partition to its end even when the caller is cancelled meanwhile, so that what
@@ -575,8 +579,7 @@ class Engine:
         then the episode). When no episode writes it (the instance is suspended, or waits for its start), it is
         written alone; the caller hears of the event only once it is stored."""
         message = {"kind": "event", "event": event(EventType.EVENT_RAISED, utcnow(), Name=name, Input=data_text)}
-        async with self._lock(instance_id):
-            inst = self._orchestration(instance_id, await self._load(instance_id))
+        async with self._orchestration_locked(instance_id) as inst:
             if inst.status in TERMINAL:
                 raise HubError(410, f"Instance with ID {instance_id} is gone: either completed or failed")
             rk = _row_key("m")
@@ -591,6 +594,12 @@ class Engine:
                 self._forget_once(instance_id)  # what is held of it may be ahead of storage: reload it
                 raise
 
+    @contextlib.asynccontextmanager
+    async def _orchestration_locked(self, instance_id: str) -> AsyncIterator[Instance]:
+        """The orchestration, loaded once under its lock (404 when there is none)."""
+        async with self._lock(instance_id):
+            yield self._orchestration(instance_id, await self._load(instance_id))
+
     @staticmethod
     def _orchestration(instance_id: str, inst: Instance | None) -> Instance:
         if inst is None or not inst.meta or inst.meta.get("kind") != "orchestration":
@@ -598,8 +607,7 @@ class Engine:
         return inst
 
     async def terminate(self, instance_id: str, reason: str) -> None:
-        async with self._lock(instance_id):
-            inst = self._orchestration(instance_id, await self._load(instance_id))
+        async with self._orchestration_locked(instance_id) as inst:
             if inst.status in TERMINAL:
                 raise HubError(410, f"Instance with ID {instance_id} is gone")
             await self._finish(inst, "Terminated", reason, Episode(), reason=reason)
@@ -611,8 +619,7 @@ class Engine:
         await self._set_suspended(instance_id, False)
 
     async def _set_suspended(self, instance_id: str, suspended: bool) -> None:
-        async with self._lock(instance_id):
-            inst = self._orchestration(instance_id, await self._load(instance_id))
+        async with self._orchestration_locked(instance_id) as inst:
             if inst.status in TERMINAL:
                 raise HubError(410, f"Instance with ID {instance_id} is gone")
             if suspended and inst.status != "Suspended":
@@ -627,8 +634,7 @@ class Engine:
 
     async def rewind(self, instance_id: str, reason: str) -> None:
         """Reruns a failed orchestration from the episode where it failed, keeping everything before it."""
-        async with self._lock(instance_id):
-            inst = self._orchestration(instance_id, await self._load(instance_id))
+        async with self._orchestration_locked(instance_id) as inst:
             if inst.status != "Failed":
                 raise HubError(410, "Only failed instances can be rewound.")
             history = inst.history
@@ -1070,11 +1076,7 @@ class Engine:
         deletes = [rk for rk in dict.fromkeys(consumed + episode.deletes) if rk not in episode.upserts]
         self._settle(inst, episode.upserts, deletes)
         if episode.create:
-            try:
-                created = await self._to_the_end(inst.pk, self.store.create(inst.pk, episode.upserts))
-            except BaseException:
-                self._forget(inst.pk)  # perhaps stored after all: if so, reloaded and resumed
-                raise
+            created = await self._stored(inst.pk, self.store.create(inst.pk, episode.upserts))
             if not created:
                 raise IdTaken(inst.pk)
             self._failures.pop(inst.pk, None)

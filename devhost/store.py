@@ -48,6 +48,11 @@ class HubLost(RuntimeError):
     """This host's lease on the task hub was taken by another host."""
 
 
+def _pending(row_keys: Iterable[str]) -> bool:
+    """Whether a partition holds work for a host: messages, activity work items or an outbox to deliver."""
+    return any(rk[0] in "mwo" for rk in row_keys)
+
+
 class MemoryStore:
     """The same partitions in a dict: fast tests, and no durability across restarts."""
 
@@ -101,7 +106,7 @@ class MemoryStore:
         return [json.loads(p[STATUS]) for p in self._partitions.values() if STATUS in p]
 
     async def pending_partitions(self) -> set[str]:
-        return {pk for pk, rows in self._partitions.items() if any(rk[0] in "mwo" for rk in rows)}
+        return {pk for pk, rows in self._partitions.items() if _pending(rows)}
 
     async def delete_partition(self, pk: str) -> None:
         self._partitions.pop(pk, None)
@@ -270,7 +275,7 @@ class TableStore:
         main = {"PartitionKey": key, "RowKey": _MAIN, "dn": len(_chunks("d", parts[0])), "spills": len(parts) - 1,
                 **_chunks("d", parts[0]), "mn": len(_chunks("m", meta)), **_chunks("m", meta),
                 "Kind": status.get("kind", ""), "RuntimeStatus": status.get("status", ""),
-                "Pending": any(rk[0] in "mwo" for rk in rows)}
+                "Pending": _pending(rows)}
         spill = [{"PartitionKey": key, "RowKey": f"x{n}", "dn": len(_chunks("d", part)), **_chunks("d", part)}
                  for n, part in enumerate(parts[1:], start=1)]
         return [main, *spill]
