@@ -99,13 +99,6 @@ class WebhookStore:
         raise NotFound(f"No webhook delivery '{delivery_id}'.", code="delivery_not_found")
 
     async def deliveries(self, subscription_id: str | None, status: str | None) -> AsyncIterator[Delivery]:
-        clauses, parameters = [], {}
-        if subscription_id:
-            clauses.append("PartitionKey eq @sub")
-            parameters["sub"] = subscription_id
-        if status:
-            clauses.append("Status eq @status")
-            parameters["status"] = status
-        where = " and ".join(clauses) or "DeliveryId ne ''"
-        async for _, _, row in self.tables.query(DELIVERIES, where, parameters):
+        where, parameters = ("Status eq @status", {"status": status}) if status else ("DeliveryId ne ''", {})
+        async for _, _, row in self.tables.query(DELIVERIES, where, parameters, partition=subscription_id or None):
             yield Delivery.model_validate(row)

@@ -157,11 +157,16 @@ class Tables:
         raise Conflict(f"The {table} row '{rk}' kept changing while it was being updated; try again.",
                        code="concurrent_update", transient=True)
 
-    async def query(self, table: str, where: str,
-                    parameters: dict | None = None) -> AsyncIterator[tuple[str, str, dict]]:
-        """Rows matching an OData filter (`Status eq @status`), as (PartitionKey, RowKey, row)."""
+    async def query(self, table: str, where: str, parameters: dict | None = None, *,
+                    partition: str | None = None) -> AsyncIterator[tuple[str, str, dict]]:
+        """Rows matching an OData filter (`Status eq @status`), as (PartitionKey, RowKey, row); within one
+        `partition` when given, its key escaped as every write escapes it."""
+        parameters = dict(parameters or {})
+        if partition is not None:
+            # spaces inside the parentheses: the SDK finds @parameters between spaces
+            where, parameters["partition_key"] = f"PartitionKey eq @partition_key and ( {where} )", _key(partition)
         client = await self._table(table)
-        async for entity in client.query_entities(where, parameters=parameters or {}):
+        async for entity in client.query_entities(where, parameters=parameters):
             yield entity["PartitionKey"], entity["RowKey"], _row(entity)
 
     async def get(self, table: str, pk: str, rk: str) -> dict | None:

@@ -70,7 +70,7 @@ async def save_message(tables: Tables, chat_id: str, row_key: str, row: dict) ->
 async def pending_messages(tables: Tables, chat_id: str) -> list[tuple[str, dict]]:
     """The chat's incoming messages not yet answered, oldest first."""
     found = [(rk, row) async for _, rk, row in tables.query(
-        MESSAGES, "PartitionKey eq @chat and Status eq 'pending' and Direction eq 'in'", {"chat": chat_id})]
+        MESSAGES, "Status eq 'pending' and Direction eq 'in'", partition=chat_id)]
     return sorted(found, key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
 
 

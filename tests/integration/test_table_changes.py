@@ -109,3 +109,14 @@ def test_a_410_and_a_success_at_the_same_time_leave_the_subscription_disabled(ta
     stored = asyncio.run(main())
     assert not stored.enabled and "410" in stored.disabled_reason  # the success did not undo the disabling
     assert stored.last_success_at == iso_utc(now)  # and the success was noted, not lost
+
+
+def test_a_query_within_a_partition_finds_rows_whose_key_had_to_be_escaped(tables):
+    async def main() -> list[str]:
+        await tables.upsert("escaped", "a/b#c?d\x7f", "r1", {"n": 1}, {"Status": "pending"})
+        await tables.upsert("escaped", "a/b#c?d\x7f", "r2", {"n": 2}, {"Status": "done"})
+        await tables.upsert("escaped", "other", "r3", {"n": 3}, {"Status": "pending"})
+        return [rk async for _, rk, _ in tables.query("escaped", "Status eq @status", {"status": "pending"},
+                                                        partition="a/b#c?d\x7f")]
+
+    assert asyncio.run(main()) == ["r1"]
