@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.automation.events import Event, new_event
 from shared.automation.notifications import NotificationIn
-from shared.automation.rules import RuleStore, check_targets, new_rule, parse_rule, plan
+from shared.automation.rules import RuleIn, RuleStore, check_targets, new_rule, parse_rule, plan
 from shared.blocking import in_thread
 from shared.clock import iso_utc
 from shared.config import get_settings
@@ -29,11 +29,15 @@ def _rules() -> RuleStore:
     return RuleStore(Tables(get_settings()))
 
 
+def _rule_in(req: func.HttpRequest) -> RuleIn:
+    """The rule a create or replace sends, its fixed webhook targets checked."""
+    return check_targets(parse_rule(decode_json(req.get_body())), get_settings().callback_allowed_hosts)
+
+
 @bp.route(route="rules", methods=["POST"])
 @handles_errors
 async def create_rule(req: func.HttpRequest) -> func.HttpResponse:
-    rule = new_rule(check_targets(parse_rule(decode_json(req.get_body())), get_settings().callback_allowed_hosts),
-                    iso_utc())
+    rule = new_rule(_rule_in(req), iso_utc())
     await _rules().save(rule)
     return json_response(rule.model_dump(mode="json"), 201, {"Location": f"/api/rules/{rule.id}"})
 
@@ -93,8 +97,7 @@ async def get_rule(req: func.HttpRequest) -> func.HttpResponse:
 async def replace_rule(req: func.HttpRequest) -> func.HttpResponse:
     store = _rules()
     existing = await store.get(req.route_params["rule_id"])
-    rule = new_rule(check_targets(parse_rule(decode_json(req.get_body())), get_settings().callback_allowed_hosts),
-                    existing.created_at, rule_id=existing.id)
+    rule = new_rule(_rule_in(req), existing.created_at, rule_id=existing.id)
     await store.save(rule)
     return json_response(rule.model_dump(mode="json"))
 

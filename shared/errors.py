@@ -88,7 +88,12 @@ class ServiceUnavailable(AppError):
 
 def invalid_body(exc: Any, what: str = "The request body", code: str = "invalid_request") -> Unprocessable:
     """A pydantic ValidationError as a 422 whose details give the path of each error (`conditions.all.0.op`)."""
-    details = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+    return schema_error([{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()],
+                        what, code)
+
+
+def schema_error(details: list[dict], what: str = "The request body", code: str = "invalid_request") -> Unprocessable:
+    """A 422 whose details (`{"field": path, "message": ...}`) say where the body breaks the schema."""
     return Unprocessable(f"{what} does not match the schema.", code=code, details=details)
 
 

@@ -9,7 +9,7 @@ import re2
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
-from ..errors import AppError, NotFound, Unprocessable, invalid_body
+from ..errors import AppError, NotFound, Unprocessable, invalid_body, schema_error
 from ..storage.tables import Tables
 from ..webhooks import validate_target
 from .events import Event, matches, validate_pattern
@@ -207,15 +207,14 @@ def check_targets(rule: RuleIn, allowed_hosts: str) -> RuleIn:
             try:
                 validate_target(action.url, allowed_hosts)
             except Unprocessable as error:
-                raise Unprocessable("The request body does not match the schema.", code="invalid_request",
-                                    details=[{"field": f"actions.{index}.url", "message": error.message}]) from None
+                raise schema_error([{"field": f"actions.{index}.url", "message": error.message}]) from None
     return rule
 
 
 def parse_rule(raw: Any) -> RuleIn:
     """A rule from JSON: errors name their path (`conditions.all.1.op`), without pydantic's union tags."""
     if isinstance(raw, dict) and raw.get("conditions") is not None and (problem := _outgrown(raw["conditions"])):
-        raise Unprocessable("The request body does not match the schema.", code="invalid_request", details=[problem])
+        raise schema_error([problem])
     try:
         return RuleIn.model_validate(raw)
     except ValidationError as exc:

@@ -6,10 +6,10 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import files as filetypes
-from ..errors import BadRequest, PayloadTooLarge, Unprocessable, decode_json
+from ..errors import BadRequest, PayloadTooLarge, Unprocessable, parse_json_body
 from ..webhooks import validate_target
 
 
@@ -117,15 +117,7 @@ def _finish(request: DocumentRequest, declared_pages: int | None, allowed_hosts:
 
 
 def parse_json(body: bytes, limits: Limits, allowed_hosts: str = "") -> DocumentRequest:
-    try:
-        raw = decode_json(filetypes.decode_text(body))
-        if not isinstance(raw, dict):
-            raise BadRequest("The JSON body must be an object.", code="invalid_json")
-        parsed = _Body.model_validate(raw)
-    except ValidationError as exc:
-        details = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        raise Unprocessable("The request body does not match the schema.", code="invalid_request",
-                            details=details) from None
+    parsed = parse_json_body(filetypes.decode_text(body), _Body, "The request body")
     common: dict[str, Any] = {"fallback_text": parsed.fallback_text, "user_id": parsed.user_id,
                               "caller_job_id": parsed.job_id, "callback_url": parsed.callback_url}
     if parsed.images_base64 is not None and parsed.file_base64 is not None:

@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import files as filetypes
-from ..errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType, decode_json, invalid_body
+from ..errors import (BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType, decode_json, invalid_body,
+                      parse_json_body)
 from ..webhooks import validate_target
 from .models import Source
 
@@ -101,13 +102,7 @@ def _finish(body: _JsonBody | dict, files: list[IngestFile], allowed_hosts: str)
 
 
 def parse_json(body: bytes, allowed_hosts: str = "") -> IngestRequest:
-    raw = decode_json(filetypes.decode_text(body))
-    if not isinstance(raw, dict):
-        raise BadRequest("The JSON body must be an object.", code="invalid_json")
-    try:
-        parsed = _JsonBody.model_validate(raw)
-    except ValidationError as exc:
-        raise invalid_body(exc) from None
+    parsed = parse_json_body(filetypes.decode_text(body), _JsonBody, "The request body")
     files = [_file(f.name, f.content_type, _decode_base64(f.content_base64, f.name))
              for f in ([parsed.file] if parsed.file else []) + parsed.files]
     return _finish(parsed, files, allowed_hosts)
