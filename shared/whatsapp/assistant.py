@@ -63,8 +63,9 @@ def _columns(row: dict) -> dict:
     return {"Status": row["status"], "Direction": row["direction"]}
 
 
-async def save_message(tables: Tables, chat_id: str, row_key: str, row: dict) -> None:
-    await tables.upsert(MESSAGES, chat_id, row_key, row, _columns(row))
+async def save_messages(tables: Tables, chat_id: str, rows: dict[str, dict]) -> None:
+    """Rows of one chat written together: one request for a whole turn, all or nothing."""
+    await tables.upsert_many(MESSAGES, chat_id, rows, _columns)
 
 
 async def pending_messages(tables: Tables, chat_id: str) -> list[tuple[str, dict]]:
@@ -266,18 +267,18 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                  "from": row.get("sender"), "received_at": row["received_at"]} for _, row in pending]
     conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {"chat_id": chat_id}
     if conversation.get("paused"):
-        for rk, row in pending:
-            await save_message(tables, chat_id, rk, {**row, "status": "held"})
+        await save_messages(tables, chat_id, {rk: {**row, "status": "held"} for rk, row in pending})
         return {"replied": False, "reason": "paused", "messages": received, "usage": []}
     state = RateState.model_validate(conversation.get("rate") or {})
-    allowed, notify = [], False
+    allowed, limited, notify = [], {}, False
     for rk, row in pending:
         decision = admit(state, row.get("timestamp") or row["received_at"], limit=deps.rate_limit)
         state = decision.state
         notify = notify or decision.notify
-        (allowed if decision.allowed else []).append((rk, row))
-        if not decision.allowed:
-            await save_message(tables, chat_id, rk, {**row, "status": "rate_limited"})
+        if decision.allowed:
+            allowed.append((rk, row))
+        else:
+            limited[rk] = {**row, "status": "rate_limited"}
     last = IncomingMessage.model_validate({k: v for k, v in pending[-1][1].items()
                                            if k in IncomingMessage.model_fields})
     usage: list[Usage] = []
@@ -287,7 +288,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
             if row.get("kind") in ("audio", "document", "image") and not row.get("transcript"):
                 row["transcript"], used = await _read_media_or_say_why(deps, row)
                 usage += used
-                await save_message(tables, chat_id, rk, row)
+                await save_messages(tables, chat_id, {rk: row})
         question = "\n".join(row.get("transcript") or row["text"] for _, row in allowed
                               if row.get("transcript") or row.get("text"))
         embedded = await in_thread(deps.provider.embed, [question])
@@ -301,13 +302,16 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
         first_received = min(row["received_at"] for _, row in allowed)
         await _send_once(deps, last, [rk for rk, _ in allowed], answer, [r["message_id"] for _, r in allowed],
                          extra={"latency_s": round(time.time() - first_received, 3), "answers": len(allowed),
-                                "usage": [u.model_dump() for u in usage]})
-        for rk, row in allowed:
-            await save_message(tables, chat_id, rk, {**row, "status": "answered"})
+                                "usage": [u.model_dump() for u in usage]},
+                         settled={**limited, **{rk: {**row, "status": "answered"} for rk, row in allowed}})
+        limited = {}  # settled with the reply: a turn run again after a crash asks the model nothing for them
         conversation["memory"] = (memory + [{"role": "user", "content": question},
                                             {"role": "assistant", "content": answer}])[-MEMORY:]
     if notify:
-        await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], RATE_NOTICE, [], quote=False)
+        await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], RATE_NOTICE, [], quote=False,
+                         settled=limited)
+    elif limited:
+        await save_messages(tables, chat_id, limited)
     # only the turn's own fields: an operator may have paused the chat while the model was answering
     await _set_conversation(tables, chat_id, {"memory": conversation.get("memory", []), "rate": state.model_dump()})
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
@@ -363,18 +367,20 @@ async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
 
 
 async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], text: str, seen_ids: list[str],
-                     quote: bool = True, extra: dict | None = None) -> None:
-    """Sends through WAHA unless this reply was sent already (an activity may run twice after a crash)."""
+                     quote: bool = True, extra: dict | None = None, settled: dict[str, dict] | None = None) -> None:
+    """Sends through WAHA unless this reply was sent already (an activity may run twice after a crash). The
+    reply's row is stored with the `settled` rows of the messages it answers, in one transaction: a message is
+    marked answered exactly when its reply is known to be sent."""
     reply_id = "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
     sent = await deps.tables.get(MESSAGES, question.chat_id, reply_id)
-    if sent and sent.get("status") == "sent":
+    if sent and sent.get("status") == "sent":  # its messages were settled with it
         return
     if seen_ids:
         await deps.waha.send_seen(question.session, question.chat_id, seen_ids)
     await deps.waha.typing(question.session, question.chat_id, True)
     await deps.waha.send_text(send_text_body(question, text, quote=quote))
-    await save_message(deps.tables, question.chat_id, reply_id, {
+    await save_messages(deps.tables, question.chat_id, {reply_id: {
         "direction": "out", "status": "sent", "text": text, "chat_id": question.chat_id, "session": question.session,
         "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
-        "kind": "reply" if quote else "notice", **(extra or {})})
+        "kind": "reply" if quote else "notice", **(extra or {})}, **(settled or {})})
     await deps.waha.typing(question.session, question.chat_id, False)

@@ -120,3 +120,26 @@ def test_a_query_within_a_partition_finds_rows_whose_key_had_to_be_escaped(table
                                                         partition="a/b#c?d\x7f")]
 
     assert asyncio.run(main()) == ["r1"]
+
+
+def test_upsert_many_writes_every_row_whatever_the_transaction_limits(tables):
+    """250 rows (past the 100 operations of one transaction) and 40 rows of 30,000 characters (past its 4 MiB):
+    all stored as given, their columns queryable, rows already there replaced."""
+    many = {f"m{n:03}": {"n": n, "status": "answered" if n % 2 else "held"} for n in range(250)}
+    big = {f"b{n:02}": {"n": n, "text": "é" * 30_000} for n in range(40)}
+
+    async def main() -> tuple[dict, dict, list, dict | None]:
+        await tables.upsert("batches", "chat", "m007", {"n": -1, "status": "pending"})
+        await tables.upsert_many("batches", "chat", many, lambda row: {"Status": row["status"]})
+        await tables.upsert_many("batches", "big/chat#1", big)
+        await tables.upsert_many("batches", "one", {"only": {"n": 1}})
+        stored = {rk: row async for rk, row in tables.partition("batches", "chat")}
+        stored_big = {rk: row async for rk, row in tables.partition("batches", "big/chat#1")}
+        held = [rk async for _, rk, _ in tables.query("batches", "Status eq 'held'", partition="chat")]
+        return stored, stored_big, held, await tables.get("batches", "one", "only")
+
+    stored, stored_big, held, only = asyncio.run(main())
+    assert stored == many
+    assert stored_big == big
+    assert sorted(held) == sorted(rk for rk, row in many.items() if row["status"] == "held")
+    assert only == {"n": 1}
