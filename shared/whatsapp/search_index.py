@@ -76,6 +76,12 @@ class AzureSearchIndex:
             self._clients[loop] = SearchClient(self.endpoint, self.index_name, self._credential())
         return self._clients[loop]
 
+    async def close(self) -> None:
+        """Closes this event loop's documents client: a script's or a test's end (the worker keeps it for life)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
     async def width(self) -> int | None:
         """The width of the index's vectors; None while there is no index."""
         from azure.core.exceptions import ResourceNotFoundError
