@@ -6,6 +6,9 @@
 2. Top-5 retrieval over 100,000 random L2-normalised 1,536-dim chunks: `VectorIndex.search` against the
    floor (`matrix @ query` + `argpartition` on the very same matrix) and qdrant-client in local mode.
 1b. The same events paced, open loop: 400 from 40 chats at 10 a second, each ack timed from when it was due.
+   This is the shape of WAHA's own traffic: it posts each event as it happens, without waiting for the answer to
+   the one before (its webhook sender does not await the POST, on a keep-alive agent with no socket limit), so
+   phase 1, a closed loop, measures saturation. `--paced-rate/--paced-chats/--paced-senders` load it harder.
 3. Reply latency with a fake model of 1 s per request (embeddings and chat alike), from the webhook POST to
    the fake WAHA receiving sendText, on fresh chats; overhead = end to end - model time - burst window.
 
@@ -622,6 +625,8 @@ def main() -> int:
     parser.add_argument("--paced-rate", type=float, default=10.0,
                         help="events per second of the paced phase (each its own turn: 20 nearly fill devhost)")
     parser.add_argument("--paced-chats", type=int, default=40)
+    parser.add_argument("--paced-senders", type=int, default=8,
+                        help="sender threads of the paced phase: enough that none waits for an ack past its due time")
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=1536)
     parser.add_argument("--queries", type=int, default=100, help="timed VectorIndex and floor searches")
@@ -757,7 +762,7 @@ def main() -> int:
         time.sleep(2.0)
         log(f"paced: {args.paced_chats * args.per_chat} events at {args.paced_rate:g}/s, open loop")
         report["webhook_paced"] = paced(port, [new_chat() for _ in range(args.paced_chats)], args.per_chat,
-                                        args.paced_rate)
+                                        args.paced_rate, args.paced_senders)
         log(f"paced: {report['webhook_paced']}")
         deadline = time.monotonic() + args.drain_timeout  # its turns drain before the reply latency is timed
         seen = -1
