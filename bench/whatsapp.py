@@ -635,7 +635,7 @@ def main() -> int:
                         help="seconds for loading qdrant; it searches what it holds when they are spent")
     parser.add_argument("--questions", type=int, default=10, help="sequential end-to-end questions")
     parser.add_argument("--drain-timeout", type=float, default=90.0)
-    parser.add_argument("--profile", choices=("burst", "e2e"), action="append", default=[],
+    parser.add_argument("--profile", choices=("burst", "paced", "e2e"), action="append", default=[],
                         help="cProfile devhost's event loop during that phase and print it to stderr "
                              "(slows the host: the figures of a profiled phase are not comparable)")
     parser.add_argument("--profile-dir", help="also keep the cProfile dumps (devhost-<phase>.prof) there")
@@ -761,8 +761,13 @@ def main() -> int:
         # ------------------------------------------------------------------------------------------ 1b
         time.sleep(2.0)
         log(f"paced: {args.paced_chats * args.per_chat} events at {args.paced_rate:g}/s, open loop")
+        if profiler and "paced" in args.profile:
+            profiler.start(host.process.pid)
         report["webhook_paced"] = paced(port, [new_chat() for _ in range(args.paced_chats)], args.per_chat,
                                         args.paced_rate, args.paced_senders)
+        if profiler and "paced" in args.profile:
+            profiler.stop(host.process.pid, "paced")
+        report["webhook_paced"]["profiled"] = "paced" in args.profile
         log(f"paced: {report['webhook_paced']}")
         deadline = time.monotonic() + args.drain_timeout  # its turns drain before the reply latency is timed
         seen = -1
