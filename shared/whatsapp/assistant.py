@@ -64,7 +64,8 @@ def _columns(row: dict) -> dict:
 
 
 async def save_messages(tables: Tables, chat_id: str, rows: dict[str, dict]) -> None:
-    """Rows of one chat written together: one request for a whole turn, all or nothing."""
+    """Rows of one chat written together: one request, all or nothing, within a transaction's limits (100 rows,
+    4 MiB)."""
     await tables.upsert_many(MESSAGES, chat_id, rows, _columns)
 
 
