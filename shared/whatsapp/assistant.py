@@ -63,17 +63,20 @@ def _columns(row: dict) -> dict:
     return {"Status": row["status"], "Direction": row["direction"]}
 
 
-async def save_messages(tables: Tables, chat_id: str, rows: dict[str, dict]) -> None:
-    """Rows of one chat written together: one request, all or nothing, within a transaction's limits (100 rows,
-    4 MiB)."""
-    await tables.upsert_many(MESSAGES, chat_id, rows, _columns)
+async def save_messages(tables: Tables, chat_id: str, rows: dict[str, dict], *, atomic: bool = False) -> bool:
+    """Rows of one chat written together: as few requests as Table storage allows, each all or nothing; `atomic`:
+    in one or not at all (False)."""
+    return await tables.upsert_many(MESSAGES, chat_id, rows, _columns, atomic=atomic)
 
 
-async def pending_messages(tables: Tables, chat_id: str) -> list[tuple[str, dict]]:
-    """The chat's incoming messages not yet answered, oldest first."""
+async def unsettled(tables: Tables, chat_id: str) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """What a turn of the chat has to do: its incoming messages not yet answered, oldest first, and the replies
+    sent whose messages are not all marked yet (see `_send_once`)."""
     found = [(rk, row) async for _, rk, row in tables.query(
-        MESSAGES, "Status eq 'pending' and Direction eq 'in'", partition=chat_id)]
-    return sorted(found, key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
+        MESSAGES, "(Status eq 'pending' and Direction eq 'in') or Status eq 'settling'", partition=chat_id)]
+    incoming = sorted(((rk, row) for rk, row in found if row["direction"] == "in"),
+                      key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
+    return incoming, [(rk, row) for rk, row in found if row["direction"] != "in"]
 
 
 async def record_duplicate(tables: Tables, message: IncomingMessage) -> None:
@@ -261,7 +264,9 @@ class KnowledgeBase:
 async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     """Answers every pending message of the chat in one reply; safe to run twice (the reply is keyed)."""
     tables = deps.tables
-    pending = await pending_messages(tables, chat_id)
+    pending, settling = await unsettled(tables, chat_id)
+    if settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
+        return await _finish_settling(tables, chat_id, pending, settling)
     if not pending:
         return {"replied": False, "reason": "nothing_pending", "usage": []}
     received = [{"message_id": row["message_id"], "kind": row.get("kind"), "text": row.get("text"),
@@ -369,19 +374,40 @@ async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
 
 async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], text: str, seen_ids: list[str],
                      quote: bool = True, extra: dict | None = None, settled: dict[str, dict] | None = None) -> None:
-    """Sends through WAHA unless this reply was sent already (an activity may run twice after a crash). The
-    reply's row is stored with the `settled` rows of the messages it answers, in one transaction: a message is
-    marked answered exactly when its reply is known to be sent."""
+    """Sends through WAHA unless this reply was sent already (an activity may run twice after a crash), and stores
+    it with the `settled` rows of the messages it answers in one transaction: a turn run again finds either the
+    reply and its messages marked, or neither. (Between WAHA taking the text and this write, a crash still sends it
+    twice: WAHA takes no idempotency key.) Rows too many for one transaction are marked in several, the reply
+    `settling` meanwhile with the list of them, so that a turn cut off in between finishes the marking."""
+    tables, chat_id = deps.tables, question.chat_id
     reply_id = "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
-    sent = await deps.tables.get(MESSAGES, question.chat_id, reply_id)
-    if sent and sent.get("status") == "sent":  # its messages were settled with it
+    sent = await tables.get(MESSAGES, chat_id, reply_id)
+    if sent and sent.get("status") == "sent":  # its messages were marked with it
         return
     if seen_ids:
-        await deps.waha.send_seen(question.session, question.chat_id, seen_ids)
-    await deps.waha.typing(question.session, question.chat_id, True)
+        await deps.waha.send_seen(question.session, chat_id, seen_ids)
+    await deps.waha.typing(question.session, chat_id, True)
     await deps.waha.send_text(send_text_body(question, text, quote=quote))
-    await save_messages(deps.tables, question.chat_id, {reply_id: {
-        "direction": "out", "status": "sent", "text": text, "chat_id": question.chat_id, "session": question.session,
-        "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
-        "kind": "reply" if quote else "notice", **(extra or {})}, **(settled or {})})
-    await deps.waha.typing(question.session, question.chat_id, False)
+    reply = {"direction": "out", "status": "sent", "text": text, "chat_id": chat_id, "session": question.session,
+             "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
+             "kind": "reply" if quote else "notice", **(extra or {})}
+    settled = settled or {}
+    if not await save_messages(tables, chat_id, {reply_id: reply, **settled}, atomic=True):
+        marks = {rk: row["status"] for rk, row in settled.items()}
+        await save_messages(tables, chat_id, {reply_id: {**reply, "status": "settling", "settles": marks}})
+        await save_messages(tables, chat_id, settled)
+        await save_messages(tables, chat_id, {reply_id: reply})
+    await deps.waha.typing(question.session, chat_id, False)
+
+
+async def _finish_settling(tables: Tables, chat_id: str, pending: list[tuple[str, dict]],
+                           settling: list[tuple[str, dict]]) -> dict[str, Any]:
+    """Marks the messages of replies cut off while `settling` as their turn meant to; the rest wait for the next."""
+    waiting = dict(pending)
+    for rk, reply in settling:
+        marks = reply.get("settles", {})
+        await save_messages(tables, chat_id, {m: {**waiting[m], "status": status} for m, status in marks.items()
+                                              if m in waiting})
+        await save_messages(tables, chat_id, {rk: {**{k: v for k, v in reply.items() if k != "settles"},
+                                                   "status": "sent"}})
+    return {"replied": False, "reason": "settled", "usage": []}

@@ -123,19 +123,23 @@ def test_a_query_within_a_partition_finds_rows_whose_key_had_to_be_escaped(table
 
 
 def test_upsert_many_writes_every_row_whatever_the_transaction_limits(tables):
-    """250 rows (past the 100 operations of one transaction) and 40 rows of 30,000 characters (past its 4 MiB):
-    all stored as given, their columns queryable, rows already there replaced."""
+    """250 rows (past the 100 operations of one transaction), 40 rows of 30,000 characters and 70 of 25,000 quotes,
+    which JSON escapes twice (past its 4 MiB, filling each transaction to the limit): all stored as given, their
+    columns queryable, rows already there replaced."""
     many = {f"m{n:03}": {"n": n, "status": "answered" if n % 2 else "held"} for n in range(250)}
     big = {f"b{n:02}": {"n": n, "text": "é" * 30_000} for n in range(40)}
+    quotes = {f"q{n:02}": {"n": n, "text": '"' * 25_000} for n in range(70)}
 
     async def main() -> tuple[dict, dict, list, dict | None]:
         await tables.upsert("batches", "chat", "m007", {"n": -1, "status": "pending"})
         await tables.upsert_many("batches", "chat", many, lambda row: {"Status": row["status"]})
         await tables.upsert_many("batches", "big/chat#1", big)
+        await tables.upsert_many("batches", "quotes", quotes)
         await tables.upsert_many("batches", "one", {"only": {"n": 1}})
         stored = {rk: row async for rk, row in tables.partition("batches", "chat")}
         stored_big = {rk: row async for rk, row in tables.partition("batches", "big/chat#1")}
         held = [rk async for _, rk, _ in tables.query("batches", "Status eq 'held'", partition="chat")]
+        assert {rk: row async for rk, row in tables.partition("batches", "quotes")} == quotes
         return stored, stored_big, held, await tables.get("batches", "one", "only")
 
     stored, stored_big, held, only = asyncio.run(main())
@@ -143,3 +147,16 @@ def test_upsert_many_writes_every_row_whatever_the_transaction_limits(tables):
     assert stored_big == big
     assert sorted(held) == sorted(rk for rk, row in many.items() if row["status"] == "held")
     assert only == {"n": 1}
+
+
+def test_upsert_many_atomic_writes_in_one_transaction_or_not_at_all(tables):
+    fits = {f"r{n}": {"n": n} for n in range(100)}
+    too_many = {f"r{n}": {"n": n} for n in range(101)}
+
+    async def main() -> tuple[bool, bool, int, int]:
+        refused = await tables.upsert_many("atomic", "too-many", too_many, atomic=True)
+        written = await tables.upsert_many("atomic", "fits", fits, atomic=True)
+        return (refused, written, len([1 async for _ in tables.partition("atomic", "too-many")]),
+                len([1 async for _ in tables.partition("atomic", "fits")]))
+
+    assert asyncio.run(main()) == (False, True, 0, 100)
