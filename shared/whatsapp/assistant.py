@@ -382,7 +382,7 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], tex
     tables, chat_id = deps.tables, question.chat_id
     reply_id = "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
     sent = await tables.get(MESSAGES, chat_id, reply_id)
-    if sent and sent.get("status") == "sent":  # its messages were marked with it
+    if sent and sent.get("status") in ("sent", "settling"):  # sent; its messages marked with it or being marked
         return
     if seen_ids:
         await deps.waha.send_seen(question.session, chat_id, seen_ids)
