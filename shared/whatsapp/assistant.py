@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from ..ai.port import AIProvider
 from ..ai.usage import Usage
@@ -31,6 +31,7 @@ KB_CONTAINER = "knowledge"
 RATE_NOTICE = ("You are sending messages faster than I can answer. I will reply to new messages in a "
                "minute.")
 MEMORY = 10
+TURN_MESSAGES = 500  # pending messages one turn takes: its reply's row lists their marks, and a row holds 1 MiB
 MEDIA_PAGES = 5  # pages of a PDF sent in a chat that are read
 MEDIA_TEXT_CHARS = 6000
 
@@ -267,6 +268,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     pending, settling = await unsettled(tables, chat_id)
     if settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
         return await _finish_settling(tables, chat_id, pending, settling)
+    pending = pending[:TURN_MESSAGES]  # a flood is answered over several turns
     if not pending:
         return {"replied": False, "reason": "nothing_pending", "usage": []}
     received = [{"message_id": row["message_id"], "kind": row.get("kind"), "text": row.get("text"),
@@ -297,24 +299,28 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                 await save_messages(tables, chat_id, {rk: row})
         question = "\n".join(row.get("transcript") or row["text"] for _, row in allowed
                               if row.get("transcript") or row.get("text"))
-        embedded = await in_thread(deps.provider.embed, [question])
-        usage += embedded.usage
-        hits = await KnowledgeBase(deps).search(embedded.value[0], k=5)
         memory = conversation.get("memory", [])
-        reply = await in_thread(deps.provider.chat, chat_messages(question, hits, memory))
-        usage += reply.usage
-        answer = reply.value
+
+        async def compose() -> tuple[str, dict]:
+            nonlocal usage
+            embedded = await in_thread(deps.provider.embed, [question])
+            usage += embedded.usage
+            hits = await KnowledgeBase(deps).search(embedded.value[0], k=5)
+            reply = await in_thread(deps.provider.chat, chat_messages(question, hits, memory))
+            usage += reply.usage
+            first_received = min(row["received_at"] for _, row in allowed)
+            return reply.value, {"latency_s": round(time.time() - first_received, 3), "answers": len(allowed),
+                                 "usage": [u.model_dump() for u in usage]}
+
+        answer = await _send_once(deps, last, [rk for rk, _ in allowed], compose,
+                                  [r["message_id"] for _, r in allowed],
+                                  settled={**limited, **{rk: {**row, "status": "answered"} for rk, row in allowed}})
+        limited = {}  # marked with the reply: a turn run again after a crash asks the model nothing for them
         handoff = handoff_reason(question, answer)
-        first_received = min(row["received_at"] for _, row in allowed)
-        await _send_once(deps, last, [rk for rk, _ in allowed], answer, [r["message_id"] for _, r in allowed],
-                         extra={"latency_s": round(time.time() - first_received, 3), "answers": len(allowed),
-                                "usage": [u.model_dump() for u in usage]},
-                         settled={**limited, **{rk: {**row, "status": "answered"} for rk, row in allowed}})
-        limited = {}  # settled with the reply: a turn run again after a crash asks the model nothing for them
         conversation["memory"] = (memory + [{"role": "user", "content": question},
                                             {"role": "assistant", "content": answer}])[-MEMORY:]
     if notify:
-        await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], RATE_NOTICE, [], quote=False,
+        await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], _rate_notice, [], quote=False,
                          settled=limited)
     elif limited:
         await save_messages(tables, chat_id, limited)
@@ -372,32 +378,53 @@ async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
     return f"{row.get('text', '')}\n[{name}]\n{content}".strip(), usage
 
 
-async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str], text: str, seen_ids: list[str],
-                     quote: bool = True, extra: dict | None = None, settled: dict[str, dict] | None = None) -> None:
-    """Sends through WAHA unless this reply was sent already (an activity may run twice after a crash), and stores
-    it with the `settled` rows of the messages it answers in one transaction: a turn run again finds either the
-    reply and its messages marked, or neither. (Between WAHA taking the text and this write, a crash still sends it
-    twice: WAHA takes no idempotency key.) Rows too many for one transaction are marked in several, the reply
-    `settling` meanwhile with the list of them, so that a turn cut off in between finishes the marking."""
+def reply_key(keys: list[str]) -> str:
+    """The row key of the reply to the messages `keys` (row keys), the same in every run of their turn."""
+    return "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
+
+
+async def _rate_notice() -> tuple[str, dict]:
+    return RATE_NOTICE, {}
+
+
+async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
+                     compose: Callable[[], Awaitable[tuple[str, dict]]], seen_ids: list[str], quote: bool = True,
+                     settled: dict[str, dict] | None = None) -> str:
+    """The text sent for the messages `keys`: `compose()` (the text and fields for its row) sent through WAHA, unless
+    a run before sent it already (an activity may run twice after a crash); then that text, and nothing composed.
+
+    The reply is stored with the `settled` rows of the messages it answers in one transaction: a turn run again
+    finds either the reply and its messages marked, or neither. (Between WAHA taking the text and this write, a
+    crash still sends it twice: WAHA takes no idempotency key.) Rows too many for one transaction are marked in
+    several, the reply `settling` meanwhile with the list of them, so that a turn cut off in between finishes."""
     tables, chat_id = deps.tables, question.chat_id
-    reply_id = "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
-    sent = await tables.get(MESSAGES, chat_id, reply_id)
-    if sent and sent.get("status") in ("sent", "settling"):  # sent; its messages marked with it or being marked
-        return
+    settled = settled or {}
+    reply_id = reply_key(keys)
+    earlier = await tables.get(MESSAGES, chat_id, reply_id)
+    if earlier and earlier.get("status") in ("sent", "settling"):  # its marks again: rows older code left pending
+        await save_messages(tables, chat_id, settled)
+        if earlier["status"] == "settling":
+            await save_messages(tables, chat_id, {reply_id: _as_sent(earlier)})
+        return earlier["text"]
+    text, extra = await compose()
     if seen_ids:
         await deps.waha.send_seen(question.session, chat_id, seen_ids)
     await deps.waha.typing(question.session, chat_id, True)
     await deps.waha.send_text(send_text_body(question, text, quote=quote))
     reply = {"direction": "out", "status": "sent", "text": text, "chat_id": chat_id, "session": question.session,
              "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
-             "kind": "reply" if quote else "notice", **(extra or {})}
-    settled = settled or {}
+             "kind": "reply" if quote else "notice", **extra}
     if not await save_messages(tables, chat_id, {reply_id: reply, **settled}, atomic=True):
         marks = {rk: row["status"] for rk, row in settled.items()}
         await save_messages(tables, chat_id, {reply_id: {**reply, "status": "settling", "settles": marks}})
         await save_messages(tables, chat_id, settled)
         await save_messages(tables, chat_id, {reply_id: reply})
     await deps.waha.typing(question.session, chat_id, False)
+    return text
+
+
+def _as_sent(reply: dict) -> dict:
+    return {**{k: v for k, v in reply.items() if k != "settles"}, "status": "sent"}
 
 
 async def _finish_settling(tables: Tables, chat_id: str, pending: list[tuple[str, dict]],
@@ -408,6 +435,5 @@ async def _finish_settling(tables: Tables, chat_id: str, pending: list[tuple[str
         marks = reply.get("settles", {})
         await save_messages(tables, chat_id, {m: {**waiting[m], "status": status} for m, status in marks.items()
                                               if m in waiting})
-        await save_messages(tables, chat_id, {rk: {**{k: v for k, v in reply.items() if k != "settles"},
-                                                   "status": "sent"}})
+        await save_messages(tables, chat_id, {rk: _as_sent(reply)})
     return {"replied": False, "reason": "settled", "usage": []}

@@ -118,3 +118,66 @@ def test_a_turn_cut_off_after_any_write_and_run_again_sends_one_reply(azurite, w
 
 async def _rows(settings: Settings, chat: str) -> list[dict]:
     return [row async for _, row in Tables(settings).partition(assistant.MESSAGES, chat)]
+
+
+class CountingProvider(OfflineProvider):
+    """The offline model, counting what it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def chat(self, messages):
+        self.asked += 1
+        return super().chat(messages)
+
+
+async def _three_messages(tables: Tables, chat: str) -> list[str]:
+    keys = []
+    for n in range(3):
+        message = IncomingMessage(session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{n}",
+                                  text=f"question {n}: what is the rent?", timestamp=time.time() + n / 1000)
+        await assistant.record_incoming(tables, message, "text")
+        keys.append(f"{message.session}:{message.message_id}")
+    return keys
+
+
+def test_a_turn_whose_reply_went_out_before_marks_its_messages_and_asks_the_model_nothing(azurite, waha):
+    """What a crash between a reply's row and its marks left under older code: the turn run again sends nothing
+    and remembers the text the customer got."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, provider, chat = Tables(settings), CountingProvider(), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+
+    async def main() -> tuple[dict, list[dict], dict]:
+        keys = await _three_messages(tables, chat)
+        await tables.upsert(assistant.MESSAGES, chat, assistant.reply_key(keys), {
+            "direction": "out", "status": "sent", "text": "The rent is 2,350 EUR.", "kind": "reply",
+            "chat_id": chat, "message_id": assistant.reply_key(keys), "received_at": time.time()},
+            {"Status": "sent", "Direction": "out"})
+        turn = await assistant.answer_turn(chat, Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"),
+                                                      provider))
+        return turn, await _rows(settings, chat), await tables.get(assistant.CONVERSATIONS, "chat", chat)
+
+    turn, rows, conversation = asyncio.run(main())
+    assert provider.asked == 0 and waha.sent(chat) == []
+    assert turn["answer"] == "The rent is 2,350 EUR." and turn["answered"] == 3
+    assert sorted(r["status"] for r in rows if r["direction"] == "in") == ["answered"] * 3
+    assert conversation["memory"][-1] == {"role": "assistant", "content": "The rent is 2,350 EUR."}
+
+
+def test_a_flood_is_answered_over_several_turns(azurite, waha, monkeypatch):
+    monkeypatch.setattr(assistant, "TURN_MESSAGES", 2)
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), OfflineProvider())
+
+    async def main() -> tuple[list[int], list[str]]:
+        await _three_messages(tables, chat)
+        answered = []
+        for _ in range(3):
+            answered.append((await assistant.answer_turn(chat, deps)).get("answered", 0))
+        return answered, [r["status"] for r in await _rows(settings, chat) if r["direction"] == "in"]
+
+    answered, statuses = asyncio.run(main())
+    assert answered == [2, 1, 0] and statuses == ["answered"] * 3
+    assert len(waha.sent(chat)) == 2
