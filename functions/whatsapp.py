@@ -138,8 +138,8 @@ def emit_turn_events(context: df.DurableOrchestrationContext, chat_id: str, turn
 
 @bp.activity_trigger(input_name="chat")
 async def whatsapp_pending(chat: dict) -> dict:
-    pending, settling = await assistant.unsettled(Tables(get_settings()), chat["chat_id"])
-    return {"count": len(pending) + len(settling), "burst_seconds": get_settings().whatsapp_burst_seconds}
+    found = await assistant.unsettled(Tables(get_settings()), chat["chat_id"])
+    return {"count": len(found.pending) + len(found.settling), "burst_seconds": get_settings().whatsapp_burst_seconds}
 
 
 @bp.activity_trigger(input_name="chat")

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Sequence
 
 from ..ai.port import AIProvider
 from ..ai.usage import Usage
@@ -31,7 +31,9 @@ KB_CONTAINER = "knowledge"
 RATE_NOTICE = ("You are sending messages faster than I can answer. I will reply to new messages in a "
                "minute.")
 MEMORY = 10
+MEMORY_CHARS = 2_000  # of each remembered question and answer: a turn may join many long messages
 TURN_MESSAGES = 500  # pending messages one turn takes: its reply's row lists their marks, and a row holds 1 MiB
+TURN_STATE = "~turn"  # row key, among a chat's messages, of what its turns carry on: memory and the rate state
 MEDIA_PAGES = 5  # pages of a PDF sent in a chat that are read
 MEDIA_TEXT_CHARS = 6000
 
@@ -70,14 +72,27 @@ async def save_messages(tables: Tables, chat_id: str, rows: dict[str, dict], *, 
     return await tables.upsert_many(MESSAGES, chat_id, rows, _columns, atomic=atomic)
 
 
-async def unsettled(tables: Tables, chat_id: str) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
-    """What a turn of the chat has to do: its incoming messages not yet answered, oldest first, and the replies
-    sent whose messages are not all marked yet (see `_send_once`)."""
+class Unsettled(NamedTuple):
+    """What a turn of a chat finds: its incoming messages not yet answered, oldest first; the replies sent whose
+    messages are not all marked yet (see `_send_once`); what the turns before carried on (None: none yet)."""
+
+    pending: list[tuple[str, dict]]
+    settling: list[tuple[str, dict]]
+    carried: dict | None
+
+
+def _is_message(row: dict) -> bool:
+    return row.get("direction") in ("in", "out")
+
+
+async def unsettled(tables: Tables, chat_id: str) -> Unsettled:
     found = [(rk, row) async for _, rk, row in tables.query(
-        MESSAGES, "(Status eq 'pending' and Direction eq 'in') or Status eq 'settling'", partition=chat_id)]
+        MESSAGES, "(Status eq 'pending' and Direction eq 'in') or Status eq 'settling' or Status eq 'state'",
+        partition=chat_id)]
     incoming = sorted(((rk, row) for rk, row in found if row["direction"] == "in"),
                       key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
-    return incoming, [(rk, row) for rk, row in found if row["direction"] != "in"]
+    return Unsettled(incoming, [(rk, row) for rk, row in found if row["direction"] == "out"],
+                     next((row for rk, row in found if rk == TURN_STATE), None))
 
 
 async def record_duplicate(tables: Tables, message: IncomingMessage) -> None:
@@ -92,7 +107,7 @@ async def messages(tables: Tables, *, chat_id: str | None, direction: str | None
         rows = [row async for _, row in tables.partition(MESSAGES, chat_id)]
     else:
         rows = [row async for _, _, row in tables.all(MESSAGES)]
-    rows = [r for r in rows if (not direction or r["direction"] == direction)
+    rows = [r for r in rows if _is_message(r) and (not direction or r["direction"] == direction)
             and (since is None or r["received_at"] >= since)]
     rows.sort(key=lambda r: (r["received_at"], r.get("message_id", "")))
     page = rows[offset:offset + limit]
@@ -102,6 +117,8 @@ async def messages(tables: Tables, *, chat_id: str | None, direction: str | None
 async def conversations(tables: Tables) -> list[dict]:
     found: dict[str, dict] = {}
     async for chat_id, _, row in tables.all(MESSAGES):
+        if not _is_message(row):
+            continue
         entry = found.setdefault(row.get("chat_id") or chat_id, {"chat_id": row.get("chat_id") or chat_id,
                                                                  "messages": 0, "last_at": 0.0, "paused": False})
         entry["messages"] += 1
@@ -117,8 +134,9 @@ async def conversation(tables: Tables, chat_id: str) -> dict | None:
     state = await tables.get(CONVERSATIONS, "chat", chat_id)
     if not rows and state is None:
         return None
+    carried = await tables.get(MESSAGES, chat_id, TURN_STATE) or state or {}  # older chats: the conversation row
     return {"chat_id": chat_id, "paused": bool((state or {}).get("paused")), "messages": rows[-50:],
-            "memory": (state or {}).get("memory", [])}
+            "memory": carried.get("memory", [])}
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -129,7 +147,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 async def stats(tables: Tables) -> dict:
-    rows = [row async for _, _, row in tables.all(MESSAGES)]
+    rows = [row async for _, _, row in tables.all(MESSAGES) if _is_message(row)]
     incoming = [r for r in rows if r["direction"] == "in"]
     replies = [r for r in rows if r["direction"] == "out" and r.get("kind") == "reply"]
     usage = [u for r in replies for u in r.get("usage", [])]
@@ -145,15 +163,9 @@ async def stats(tables: Tables) -> dict:
 
 
 async def set_paused(tables: Tables, chat_id: str, paused: bool) -> dict:
-    """Human takeover; a turn running meanwhile keeps its own fields and cannot undo it."""
-    return await _set_conversation(tables, chat_id, {"paused": paused})
-
-
-async def _set_conversation(tables: Tables, chat_id: str, fields: dict[str, Any]) -> dict:
-    """The chat's conversation row with `fields` set and every other field as stored now: the operator's pause and
-    a turn's memory are written by different hands, neither undoes the other."""
-    return await tables.change(CONVERSATIONS, "chat", chat_id, lambda row: {**row, "chat_id": chat_id, **fields},
-                               create=True)
+    """Human takeover, in the conversation row, which turns do not write: a turn running meanwhile cannot undo it."""
+    return await tables.change(CONVERSATIONS, "chat", chat_id,
+                               lambda row: {**row, "chat_id": chat_id, "paused": paused}, create=True)
 
 
 class KnowledgeBase:
@@ -265,19 +277,21 @@ class KnowledgeBase:
 async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
     """Answers every pending message of the chat in one reply; safe to run twice (the reply is keyed)."""
     tables = deps.tables
-    pending, settling = await unsettled(tables, chat_id)
-    if settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
-        return await _finish_settling(tables, chat_id, pending, settling)
-    pending = pending[:TURN_MESSAGES]  # a flood is answered over several turns
+    found = await unsettled(tables, chat_id)
+    if found.settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
+        return await _finish_settling(tables, chat_id, found.pending, found.settling)
+    pending = found.pending[:TURN_MESSAGES]  # a flood is answered over several turns
     if not pending:
         return {"replied": False, "reason": "nothing_pending", "usage": []}
     received = [{"message_id": row["message_id"], "kind": row.get("kind"), "text": row.get("text"),
                  "from": row.get("sender"), "received_at": row["received_at"]} for _, row in pending]
-    conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {"chat_id": chat_id}
+    conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {}
     if conversation.get("paused"):
         await save_messages(tables, chat_id, {rk: {**row, "status": "held"} for rk, row in pending})
         return {"replied": False, "reason": "paused", "messages": received, "usage": []}
-    state = RateState.model_validate(conversation.get("rate") or {})
+    carried = found.carried or conversation  # chats answered before the turn state row kept it in the conversation
+    memory: list[dict] = carried.get("memory", [])
+    state = RateState.model_validate(carried.get("rate") or {})
     allowed, limited, notify = [], {}, False
     for rk, row in pending:
         decision = admit(state, row.get("timestamp") or row["received_at"], limit=deps.rate_limit)
@@ -291,6 +305,12 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                                            if k in IncomingMessage.model_fields})
     usage: list[Usage] = []
     answer = handoff = None
+
+    def carry(memory: list[dict]) -> dict[str, dict]:
+        """The rows a turn writes with its reply, besides the marks of its messages: what the next turn needs."""
+        return {TURN_STATE: {"direction": "state", "status": "state", "chat_id": chat_id, "memory": memory[-MEMORY:],
+                             "rate": state.model_dump()}}
+
     if allowed:
         for rk, row in allowed:
             if row.get("kind") in ("audio", "document", "image") and not row.get("transcript"):
@@ -299,7 +319,10 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                 await save_messages(tables, chat_id, {rk: row})
         question = "\n".join(row.get("transcript") or row["text"] for _, row in allowed
                               if row.get("transcript") or row.get("text"))
-        memory = conversation.get("memory", [])
+
+        def remembered(answer: str) -> list[dict]:
+            return memory + [{"role": "user", "content": question[:MEMORY_CHARS]},
+                             {"role": "assistant", "content": answer[:MEMORY_CHARS]}]
 
         async def compose() -> tuple[str, dict]:
             nonlocal usage
@@ -312,20 +335,18 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
             return reply.value, {"latency_s": round(time.time() - first_received, 3), "answers": len(allowed),
                                  "usage": [u.model_dump() for u in usage]}
 
+        answered = {rk: {**row, "status": "answered"} for rk, row in allowed}
         answer = await _send_once(deps, last, [rk for rk, _ in allowed], compose,
                                   [r["message_id"] for _, r in allowed],
-                                  settled={**limited, **{rk: {**row, "status": "answered"} for rk, row in allowed}})
+                                  settled=lambda text: {**limited, **answered, **carry(remembered(text))})
+        memory = remembered(answer)
         limited = {}  # marked with the reply: a turn run again after a crash asks the model nothing for them
         handoff = handoff_reason(question, answer)
-        conversation["memory"] = (memory + [{"role": "user", "content": question},
-                                            {"role": "assistant", "content": answer}])[-MEMORY:]
     if notify:
         await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], _rate_notice, [], quote=False,
-                         settled=limited)
-    elif limited:
-        await save_messages(tables, chat_id, limited)
-    # only the turn's own fields: an operator may have paused the chat while the model was answering
-    await _set_conversation(tables, chat_id, {"memory": conversation.get("memory", []), "rate": state.model_dump()})
+                         settled=lambda _: {**limited, **carry(memory)})
+    elif not allowed:
+        await save_messages(tables, chat_id, {**limited, **carry(memory)})
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
             "rate_limited": len(pending) - len(allowed), "notice": notify, "messages": received,
             "handoff": handoff, "usage": [u.model_dump() for u in usage]}
@@ -389,20 +410,20 @@ async def _rate_notice() -> tuple[str, dict]:
 
 async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
                      compose: Callable[[], Awaitable[tuple[str, dict]]], seen_ids: list[str], quote: bool = True,
-                     settled: dict[str, dict] | None = None) -> str:
+                     settled: Callable[[str], dict[str, dict]] = lambda _: {}) -> str:
     """The text sent for the messages `keys`: `compose()` (the text and fields for its row) sent through WAHA, unless
     a run before sent it already (an activity may run twice after a crash); then that text, and nothing composed.
 
-    The reply is stored with the `settled` rows of the messages it answers in one transaction: a turn run again
-    finds either the reply and its messages marked, or neither. (Between WAHA taking the text and this write, a
-    crash still sends it twice: WAHA takes no idempotency key.) Rows too many for one transaction are marked in
-    several, the reply `settling` meanwhile with the list of them, so that a turn cut off in between finishes."""
+    The reply is stored with the rows `settled(text)` (the marks of the messages it answers, what the turn carries
+    on) in one transaction: a turn run again finds either the reply and its rows, or neither. (Between WAHA taking
+    the text and this write, a crash still sends it twice: WAHA takes no idempotency key.) Marks too many for one
+    transaction are written in several, the reply `settling` meanwhile with the list of them, so that a turn cut off
+    in between finishes them."""
     tables, chat_id = deps.tables, question.chat_id
-    settled = settled or {}
     reply_id = reply_key(keys)
     earlier = await tables.get(MESSAGES, chat_id, reply_id)
-    if earlier and earlier.get("status") in ("sent", "settling"):  # its marks again: rows older code left pending
-        await save_messages(tables, chat_id, settled)
+    if earlier and earlier.get("status") in ("sent", "settling"):  # its rows again: rows older code left pending
+        await save_messages(tables, chat_id, settled(earlier["text"]))
         if earlier["status"] == "settling":
             await save_messages(tables, chat_id, {reply_id: _as_sent(earlier)})
         return earlier["text"]
@@ -414,10 +435,16 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
     reply = {"direction": "out", "status": "sent", "text": text, "chat_id": chat_id, "session": question.session,
              "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
              "kind": "reply" if quote else "notice", **extra}
-    if not await save_messages(tables, chat_id, {reply_id: reply, **settled}, atomic=True):
-        marks = {rk: row["status"] for rk, row in settled.items()}
-        await save_messages(tables, chat_id, {reply_id: {**reply, "status": "settling", "settles": marks}})
-        await save_messages(tables, chat_id, settled)
+    rows = settled(text)
+    if not await save_messages(tables, chat_id, {reply_id: reply, **rows}, atomic=True):
+        marks = {rk: row for rk, row in rows.items() if _is_message(row)}
+        settles = {rk: row["status"] for rk, row in marks.items()}
+        settling = {reply_id: {**reply, "status": "settling", "settles": settles}}
+        carried = {rk: row for rk, row in rows.items() if rk not in marks}
+        if not await save_messages(tables, chat_id, {**settling, **carried}, atomic=True):
+            await save_messages(tables, chat_id, settling)  # a reply too long to go with them: the carried rows
+            await save_messages(tables, chat_id, carried)  # are lost if a crash falls between these two writes
+        await save_messages(tables, chat_id, marks)
         await save_messages(tables, chat_id, {reply_id: reply})
     await deps.waha.typing(question.session, chat_id, False)
     return text

@@ -67,13 +67,13 @@ def waha():
 
 
 @pytest.mark.parametrize("rate_limit", [10, 2], ids=["all answered", "one over the limit"])
-@pytest.mark.parametrize("transaction_chars", [None, 1_500], ids=["one transaction", "marked in several"])
+@pytest.mark.parametrize("transaction_rows", [None, 3], ids=["one transaction", "marked in several"])
 def test_a_turn_cut_off_after_any_write_and_run_again_sends_one_reply(azurite, waha, monkeypatch, rate_limit,
-                                                                     transaction_chars):
-    """Every write of the turn in turn is the last before the worker dies; the activity then runs again. With a
-    transaction too small for the turn's rows (a long one in real life), they are marked over several."""
-    if transaction_chars:
-        monkeypatch.setattr("shared.storage.tables._BATCH_CHARS", transaction_chars)
+                                                                     transaction_rows):
+    """Every write of the turn in turn is the last before the worker dies; the activity then runs again. With
+    transactions too small for the turn's rows (a long turn in real life), its messages are marked over several."""
+    if transaction_rows:
+        monkeypatch.setattr("shared.storage.tables._BATCH_ROWS", transaction_rows)
     settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
 
     def deps(tables: Tables) -> Deps:
@@ -103,7 +103,7 @@ def test_a_turn_cut_off_after_any_write_and_run_again_sends_one_reply(azurite, w
         return runs
 
     runs = asyncio.run(main())
-    assert len(runs) >= 3  # the turn writes more than once: the cuts fell inside it
+    assert len(runs) >= 2  # the last run was not cut: every write of the turn had its cut
     for after, chat in runs:
         sent = [s["text"] for s in waha.sent(chat)]
         replies = [text for text in sent if text != assistant.RATE_NOTICE]
@@ -114,6 +114,10 @@ def test_a_turn_cut_off_after_any_write_and_run_again_sends_one_reply(azurite, w
         statuses = sorted(row["status"] for row in rows if row["direction"] == "in")
         assert statuses == (["answered"] * 3 if rate_limit == 10 else ["answered", "answered", "rate_limited"]), after
         assert {row["status"] for row in rows if row["direction"] == "out"} == {"sent"}, after
+        carried = [row for row in rows if row["direction"] == "state"]  # memory and rate, kept with the reply
+        assert [m["content"] for m in carried[0]["memory"] if m["role"] == "assistant"] == replies, after
+        assert len(carried[0]["rate"]["accepted"]) == min(3, rate_limit), after  # the messages let through
+        assert carried[0]["rate"]["notified"] is (rate_limit == 2), after
 
 
 async def _rows(settings: Settings, chat: str) -> list[dict]:
@@ -148,7 +152,7 @@ def test_a_turn_whose_reply_went_out_before_marks_its_messages_and_asks_the_mode
     settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
     tables, provider, chat = Tables(settings), CountingProvider(), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
 
-    async def main() -> tuple[dict, list[dict], dict]:
+    async def main() -> tuple[dict, list[dict], dict | None]:
         keys = await _three_messages(tables, chat)
         await tables.upsert(assistant.MESSAGES, chat, assistant.reply_key(keys), {
             "direction": "out", "status": "sent", "text": "The rent is 2,350 EUR.", "kind": "reply",
@@ -156,7 +160,7 @@ def test_a_turn_whose_reply_went_out_before_marks_its_messages_and_asks_the_mode
             {"Status": "sent", "Direction": "out"})
         turn = await assistant.answer_turn(chat, Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"),
                                                       provider))
-        return turn, await _rows(settings, chat), await tables.get(assistant.CONVERSATIONS, "chat", chat)
+        return turn, await _rows(settings, chat), await assistant.conversation(tables, chat)
 
     turn, rows, conversation = asyncio.run(main())
     assert provider.asked == 0 and waha.sent(chat) == []
@@ -181,3 +185,23 @@ def test_a_flood_is_answered_over_several_turns(azurite, waha, monkeypatch):
     answered, statuses = asyncio.run(main())
     assert answered == [2, 1, 0] and statuses == ["answered"] * 3
     assert len(waha.sent(chat)) == 2
+
+
+def test_a_chat_answered_before_the_turn_state_row_keeps_its_memory_and_rate(azurite, waha):
+    """Chats from before kept memory and the rate state in their conversation row: the next turn starts from it."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    before = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+
+    async def main() -> tuple[dict, dict | None]:
+        await tables.upsert(assistant.CONVERSATIONS, "chat", chat, {
+            "chat_id": chat, "paused": False, "memory": before, "rate": {"accepted": [time.time()], "notified": False}})
+        await _three_messages(tables, chat)
+        turn = await assistant.answer_turn(chat, Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"),
+                                                      OfflineProvider(), rate_limit=3))
+        return turn, await tables.get(assistant.MESSAGES, chat, assistant.TURN_STATE)
+
+    turn, carried = asyncio.run(main())
+    assert turn["answered"] == 2 and turn["rate_limited"] == 1  # the earlier message counted towards the limit
+    assert carried["memory"][:2] == before and len(carried["memory"]) == 4
+    assert len(carried["rate"]["accepted"]) == 3
