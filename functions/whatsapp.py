@@ -138,7 +138,7 @@ def emit_turn_events(context: df.DurableOrchestrationContext, chat_id: str, turn
 
 @bp.activity_trigger(input_name="chat")
 async def whatsapp_pending(chat: dict) -> dict:
-    found = await assistant.unsettled(Tables(get_settings()), chat["chat_id"])
+    found = await assistant.unsettled(Tables(get_settings()), chat["chat_id"], carried=False)
     return {"count": len(found.pending) + len(found.settling), "burst_seconds": get_settings().whatsapp_burst_seconds}
 
 

@@ -85,10 +85,11 @@ def _is_message(row: dict) -> bool:
     return row.get("direction") in ("in", "out")
 
 
-async def unsettled(tables: Tables, chat_id: str) -> Unsettled:
+async def unsettled(tables: Tables, chat_id: str, *, carried: bool = True) -> Unsettled:
+    """`carried=False`: without reading what the turns carry on (`carried` is None)."""
     found = [(rk, row) async for _, rk, row in tables.query(
-        MESSAGES, "(Status eq 'pending' and Direction eq 'in') or Status eq 'settling' or Status eq 'state'",
-        partition=chat_id)]
+        MESSAGES, "(Status eq 'pending' and Direction eq 'in') or Status eq 'settling'"
+        + (" or Status eq 'state'" if carried else ""), partition=chat_id)]
     incoming = sorted(((rk, row) for rk, row in found if row["direction"] == "in"),
                       key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
     return Unsettled(incoming, [(rk, row) for rk, row in found if row["direction"] == "out"],
@@ -308,7 +309,8 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
 
     def carry(memory: list[dict]) -> dict[str, dict]:
         """The rows a turn writes with its reply, besides the marks of its messages: what the next turn needs."""
-        return {TURN_STATE: {"direction": "state", "status": "state", "chat_id": chat_id, "memory": memory[-MEMORY:],
+        kept = [{**m, "content": m["content"][:MEMORY_CHARS]} for m in memory[-MEMORY:]]
+        return {TURN_STATE: {"direction": "state", "status": "state", "chat_id": chat_id, "memory": kept,
                              "rate": state.model_dump()}}
 
     if allowed:
@@ -321,8 +323,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                               if row.get("transcript") or row.get("text"))
 
         def remembered(answer: str) -> list[dict]:
-            return memory + [{"role": "user", "content": question[:MEMORY_CHARS]},
-                             {"role": "assistant", "content": answer[:MEMORY_CHARS]}]
+            return memory + [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
         async def compose() -> tuple[str, dict]:
             nonlocal usage
@@ -423,9 +424,7 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
     reply_id = reply_key(keys)
     earlier = await tables.get(MESSAGES, chat_id, reply_id)
     if earlier and earlier.get("status") in ("sent", "settling"):  # its rows again: rows older code left pending
-        await save_messages(tables, chat_id, settled(earlier["text"]))
-        if earlier["status"] == "settling":
-            await save_messages(tables, chat_id, {reply_id: _as_sent(earlier)})
+        await _store(tables, chat_id, reply_id, _as_sent(earlier), settled(earlier["text"]))
         return earlier["text"]
     text, extra = await compose()
     if seen_ids:
@@ -435,19 +434,24 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
     reply = {"direction": "out", "status": "sent", "text": text, "chat_id": chat_id, "session": question.session,
              "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
              "kind": "reply" if quote else "notice", **extra}
-    rows = settled(text)
-    if not await save_messages(tables, chat_id, {reply_id: reply, **rows}, atomic=True):
-        marks = {rk: row for rk, row in rows.items() if _is_message(row)}
-        settles = {rk: row["status"] for rk, row in marks.items()}
-        settling = {reply_id: {**reply, "status": "settling", "settles": settles}}
-        carried = {rk: row for rk, row in rows.items() if rk not in marks}
-        if not await save_messages(tables, chat_id, {**settling, **carried}, atomic=True):
-            await save_messages(tables, chat_id, settling)  # a reply too long to go with them: the carried rows
-            await save_messages(tables, chat_id, carried)  # are lost if a crash falls between these two writes
-        await save_messages(tables, chat_id, marks)
-        await save_messages(tables, chat_id, {reply_id: reply})
+    await _store(tables, chat_id, reply_id, reply, settled(text))
     await deps.waha.typing(question.session, chat_id, False)
     return text
+
+
+async def _store(tables: Tables, chat_id: str, reply_id: str, reply: dict, rows: dict[str, dict]) -> None:
+    """The reply's row and `rows` in one transaction; when they do not fit one, the reply first, `settling` with
+    the marks still to write, then the marks, then the reply `sent`: a turn cut off in between finishes them."""
+    if await save_messages(tables, chat_id, {reply_id: reply, **rows}, atomic=True):
+        return
+    marks = {rk: row for rk, row in rows.items() if _is_message(row)}
+    settling = {reply_id: {**reply, "status": "settling", "settles": {rk: row["status"] for rk, row in marks.items()}}}
+    carried = {rk: row for rk, row in rows.items() if rk not in marks}
+    if not await save_messages(tables, chat_id, {**settling, **carried}, atomic=True):
+        await save_messages(tables, chat_id, settling)  # a reply too long to go with them: the carried rows
+        await save_messages(tables, chat_id, carried)  # are lost if a crash falls between these two writes
+    await save_messages(tables, chat_id, marks)
+    await save_messages(tables, chat_id, {reply_id: reply})
 
 
 def _as_sent(reply: dict) -> dict:

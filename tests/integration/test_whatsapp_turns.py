@@ -146,27 +146,49 @@ async def _three_messages(tables: Tables, chat: str) -> list[str]:
     return keys
 
 
-def test_a_turn_whose_reply_went_out_before_marks_its_messages_and_asks_the_model_nothing(azurite, waha):
+@pytest.mark.parametrize("transaction_rows", [None, 2], ids=["one transaction", "marked in several"])
+def test_a_turn_whose_reply_went_out_before_marks_its_messages_and_asks_the_model_nothing(azurite, waha, monkeypatch,
+                                                                                         transaction_rows):
     """What a crash between a reply's row and its marks left under older code: the turn run again sends nothing
-    and remembers the text the customer got."""
+    and remembers the text the customer got, also when it is cut off after any of its own writes."""
+    if transaction_rows:
+        monkeypatch.setattr("shared.storage.tables._BATCH_ROWS", transaction_rows)
     settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
-    tables, provider, chat = Tables(settings), CountingProvider(), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    plain, provider = Tables(settings), CountingProvider()
 
-    async def main() -> tuple[dict, list[dict], dict | None]:
-        keys = await _three_messages(tables, chat)
-        await tables.upsert(assistant.MESSAGES, chat, assistant.reply_key(keys), {
+    def deps(tables: Tables) -> Deps:
+        return Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), provider)
+
+    async def left_by_older_code() -> str:
+        chat = f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+        keys = await _three_messages(plain, chat)
+        await plain.upsert(assistant.MESSAGES, chat, assistant.reply_key(keys), {
             "direction": "out", "status": "sent", "text": "The rent is 2,350 EUR.", "kind": "reply",
             "chat_id": chat, "message_id": assistant.reply_key(keys), "received_at": time.time()},
             {"Status": "sent", "Direction": "out"})
-        turn = await assistant.answer_turn(chat, Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"),
-                                                      provider))
-        return turn, await _rows(settings, chat), await assistant.conversation(tables, chat)
+        return chat
 
-    turn, rows, conversation = asyncio.run(main())
-    assert provider.asked == 0 and waha.sent(chat) == []
-    assert turn["answer"] == "The rent is 2,350 EUR." and turn["answered"] == 3
-    assert sorted(r["status"] for r in rows if r["direction"] == "in") == ["answered"] * 3
-    assert conversation["memory"][-1] == {"role": "assistant", "content": "The rent is 2,350 EUR."}
+    async def main() -> list[tuple[int, str, dict | None, tuple]]:
+        runs, after, cut = [], 0, True
+        while cut:
+            after += 1
+            chat = await left_by_older_code()
+            try:
+                await assistant.answer_turn(chat, deps(CutAfter(settings, after)))
+                cut = False
+            except Crash:
+                await assistant.answer_turn(chat, deps(plain))
+            runs.append((after, chat, await assistant.conversation(plain, chat),
+                         await assistant.unsettled(plain, chat, carried=False)))
+        return runs
+
+    runs = asyncio.run(main())
+    assert provider.asked == 0
+    for after, chat, conversation, left in runs:
+        assert waha.sent(chat) == [], after
+        assert sorted(m["status"] for m in conversation["messages"] if m["direction"] == "in") == ["answered"] * 3
+        assert conversation["memory"][-1] == {"role": "assistant", "content": "The rent is 2,350 EUR."}, after
+        assert left == ([], [], None), after  # nothing left to do, and the turn state not read for the count
 
 
 def test_a_flood_is_answered_over_several_turns(azurite, waha, monkeypatch):
@@ -191,7 +213,7 @@ def test_a_chat_answered_before_the_turn_state_row_keeps_its_memory_and_rate(azu
     """Chats from before kept memory and the rate state in their conversation row: the next turn starts from it."""
     settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
     tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
-    before = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    before = [{"role": "user", "content": "hello " * 5_000}, {"role": "assistant", "content": "How can I help?"}]
 
     async def main() -> tuple[dict, dict | None]:
         await tables.upsert(assistant.CONVERSATIONS, "chat", chat, {
@@ -203,5 +225,6 @@ def test_a_chat_answered_before_the_turn_state_row_keeps_its_memory_and_rate(azu
 
     turn, carried = asyncio.run(main())
     assert turn["answered"] == 2 and turn["rate_limited"] == 1  # the earlier message counted towards the limit
-    assert carried["memory"][:2] == before and len(carried["memory"]) == 4
+    assert carried["memory"][:2] == [{"role": "user", "content": before[0]["content"][:assistant.MEMORY_CHARS]},
+                                     before[1]] and len(carried["memory"]) == 4
     assert len(carried["rate"]["accepted"]) == 3
