@@ -306,6 +306,7 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
                                            if k in IncomingMessage.model_fields})
     usage: list[Usage] = []
     answer = handoff = None
+    notice = [f"notice:{rk}" for rk, _ in pending[-1:]] if notify else None
 
     def carry(memory: list[dict]) -> dict[str, dict]:
         """The rows a turn writes with its reply, besides the marks of its messages: what the next turn needs."""
@@ -339,14 +340,13 @@ async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
         answered = {rk: {**row, "status": "answered"} for rk, row in allowed}
         answer = await _send_once(deps, last, [rk for rk, _ in allowed], compose,
                                   [r["message_id"] for _, r in allowed],
-                                  settled=lambda text: {**limited, **answered, **carry(remembered(text))})
-        memory = remembered(answer)
-        limited = {}  # marked with the reply: a turn run again after a crash asks the model nothing for them
+                                  settled=lambda text: {**limited, **answered, **carry(remembered(text))},
+                                  notice=notice)
         handoff = handoff_reason(question, answer)
-    if notify:
-        await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], _rate_notice, [], quote=False,
+    elif notice:
+        await _send_once(deps, last, notice, _rate_notice, [], quote=False,
                          settled=lambda _: {**limited, **carry(memory)})
-    elif not allowed:
+    else:
         await save_messages(tables, chat_id, {**limited, **carry(memory)})
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
             "rate_limited": len(pending) - len(allowed), "notice": notify, "messages": received,
@@ -411,32 +411,45 @@ async def _rate_notice() -> tuple[str, dict]:
 
 async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
                      compose: Callable[[], Awaitable[tuple[str, dict]]], seen_ids: list[str], quote: bool = True,
-                     settled: Callable[[str], dict[str, dict]] = lambda _: {}) -> str:
+                     settled: Callable[[str], dict[str, dict]] = lambda _: {}, notice: list[str] | None = None) -> str:
     """The text sent for the messages `keys`: `compose()` (the text and fields for its row) sent through WAHA, unless
     a run before sent it already (an activity may run twice after a crash); then that text, and nothing composed.
+    `notice`: the keys of a rate notice sent after it (unless a run before sent that too).
 
-    The reply is stored with the rows `settled(text)` (the marks of the messages it answers, what the turn carries
-    on) in one transaction: a turn run again finds either the reply and its rows, or neither. (Between WAHA taking
-    the text and this write, a crash still sends it twice: WAHA takes no idempotency key.) Marks too many for one
-    transaction are written in several, the reply `settling` meanwhile with the list of them, so that a turn cut off
-    in between finishes them."""
+    What was sent is stored with the rows `settled(text)` (the marks of the messages it answers, what the turn
+    carries on) in one transaction: a turn run again finds either all of them or none. (Between WAHA taking the text
+    and this write, a crash still sends it twice: WAHA takes no idempotency key.) Marks too many for one transaction
+    are written in several, the reply `settling` meanwhile with the list of them, so that a turn cut off in between
+    finishes them."""
     tables, chat_id = deps.tables, question.chat_id
     reply_id = reply_key(keys)
+    notice_id = reply_key(notice) if notice else None
     earlier = await tables.get(MESSAGES, chat_id, reply_id)
     if earlier and earlier.get("status") in ("sent", "settling"):  # its rows again: rows older code left pending
-        await _store(tables, chat_id, reply_id, _as_sent(earlier), settled(earlier["text"]))
+        rows = settled(earlier["text"])
+        if notice_id and await tables.get(MESSAGES, chat_id, notice_id) is None:
+            rows[notice_id] = await _send(deps, question, notice_id, RATE_NOTICE, quote=False)
+        await _store(tables, chat_id, reply_id, _as_sent(earlier), rows)
         return earlier["text"]
     text, extra = await compose()
     if seen_ids:
         await deps.waha.send_seen(question.session, chat_id, seen_ids)
     await deps.waha.typing(question.session, chat_id, True)
-    await deps.waha.send_text(send_text_body(question, text, quote=quote))
-    reply = {"direction": "out", "status": "sent", "text": text, "chat_id": chat_id, "session": question.session,
-             "message_id": reply_id, "timestamp": time.time(), "received_at": time.time(),
-             "kind": "reply" if quote else "notice", **extra}
-    await _store(tables, chat_id, reply_id, reply, settled(text))
+    reply = {**await _send(deps, question, reply_id, text, quote=quote), **extra}
+    rows = settled(text)
+    if notice_id:
+        rows[notice_id] = await _send(deps, question, notice_id, RATE_NOTICE, quote=False)
+    await _store(tables, chat_id, reply_id, reply, rows)
     await deps.waha.typing(question.session, chat_id, False)
     return text
+
+
+async def _send(deps: Deps, question: IncomingMessage, row_key: str, text: str, *, quote: bool) -> dict:
+    """`text` sent to the chat (quoting `question` when `quote`); its row, to be stored."""
+    await deps.waha.send_text(send_text_body(question, text, quote=quote))
+    return {"direction": "out", "status": "sent", "text": text, "chat_id": question.chat_id,
+            "session": question.session, "message_id": row_key, "timestamp": time.time(), "received_at": time.time(),
+            "kind": "reply" if quote else "notice"}
 
 
 async def _store(tables: Tables, chat_id: str, reply_id: str, reply: dict, rows: dict[str, dict]) -> None:
@@ -444,7 +457,7 @@ async def _store(tables: Tables, chat_id: str, reply_id: str, reply: dict, rows:
     the marks still to write, then the marks, then the reply `sent`: a turn cut off in between finishes them."""
     if await save_messages(tables, chat_id, {reply_id: reply, **rows}, atomic=True):
         return
-    marks = {rk: row for rk, row in rows.items() if _is_message(row)}
+    marks = {rk: row for rk, row in rows.items() if row["direction"] == "in"}
     settling = {reply_id: {**reply, "status": "settling", "settles": {rk: row["status"] for rk, row in marks.items()}}}
     carried = {rk: row for rk, row in rows.items() if rk not in marks}
     if not await save_messages(tables, chat_id, {**settling, **carried}, atomic=True):
