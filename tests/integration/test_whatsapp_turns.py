@@ -227,3 +227,24 @@ def test_a_chat_answered_before_the_turn_state_row_keeps_its_memory_and_rate(azu
     assert carried["memory"][:2] == [{"role": "user", "content": before[0]["content"][:assistant.MEMORY_CHARS]},
                                      before[1]] and len(carried["memory"]) == 4
     assert len(carried["rate"]["accepted"]) == 3
+
+
+def test_a_reply_sent_before_without_its_notice_gets_the_notice_alone(azurite, waha):
+    """Older code sent the rate notice after the reply's marks: a crash before them left the notice unsent."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, provider, chat = Tables(settings), CountingProvider(), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+
+    async def main() -> list[dict]:
+        keys = await _three_messages(tables, chat)
+        replied = assistant.reply_key(keys[:2])  # the two let through under a limit of 2
+        await tables.upsert(assistant.MESSAGES, chat, replied, {
+            "direction": "out", "status": "sent", "text": "The rent is 2,350 EUR.", "kind": "reply",
+            "chat_id": chat, "message_id": replied, "received_at": time.time()}, {"Status": "sent", "Direction": "out"})
+        await assistant.answer_turn(chat, Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), provider,
+                                               rate_limit=2))
+        return await _rows(settings, chat)
+
+    rows = asyncio.run(main())
+    assert provider.asked == 0 and [s["text"] for s in waha.sent(chat)] == [assistant.RATE_NOTICE]
+    assert sorted(r["status"] for r in rows if r["direction"] == "in") == ["answered", "answered", "rate_limited"]
+    assert sorted(r["kind"] for r in rows if r["direction"] == "out") == ["notice", "reply"]
