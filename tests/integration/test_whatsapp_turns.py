@@ -82,10 +82,7 @@ def test_a_turn_cut_off_after_any_write_and_run_again_sends_one_reply(azurite, w
     async def turn_cut_after(after: int) -> tuple[str, bool]:
         chat = f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
         plain = Tables(settings)
-        for n in range(3):
-            await assistant.record_incoming(plain, IncomingMessage(
-                session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{n}",
-                text=f"question {n}: what is the rent?", timestamp=time.time() + n / 1000), "text")
+        await _three_messages(plain, chat)
         try:
             await assistant.answer_turn(chat, deps(CutAfter(settings, after)))
             cut = False
