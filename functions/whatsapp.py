@@ -58,6 +58,7 @@ def _deps() -> assistant.Deps:
     return assistant.Deps(Tables(settings), BlobStore(settings),
                           Waha(settings.waha_base_url, settings.waha_api_key.get_secret_value()), get_provider(),
                           rate_limit=settings.whatsapp_rate_limit, piece_s=settings.call_piece_seconds,
+                          burst_s=settings.whatsapp_burst_seconds,
                           search=_search_index())
 
 
@@ -80,16 +81,21 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
     if not await assistant.record_incoming(tables, message, decision.kind):
         log_event("whatsapp.duplicate", session=message.session, dedup=dedup_key(envelope))
         await assistant.record_duplicate(tables, message)
+        # WAHA delivers again when an attempt broke off, perhaps after the message was stored and before its
+        # conversation was woken: wake it whatever the claims say (a wake-up too many costs one episode).
+        await _wake(client, message.session, message.chat_id, settings.whatsapp_burst_seconds)
         return json_response({"status": "duplicate"})
     log_event("whatsapp.message.received", chat_id=message.chat_id, message_id=message.message_id)
-    await _wake(client, message.session, message.chat_id)
+    if await assistant.claim_wake(tables, message.chat_id, time.time()):
+        await _wake(client, message.session, message.chat_id, settings.whatsapp_burst_seconds)
     return json_response({"status": "accepted"})
 
 
-async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: str) -> None:
+async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: str, burst_s: float) -> None:
     """The chat's conversation runs forever: tell it a message came, or start it when it does not run.
 
-    Raising first costs one round trip in the common case (the conversation runs).
+    Raising first costs one round trip in the common case (the conversation runs). A conversation started
+    here knows that a message just came, so its first turn is due one burst window from now.
     """
     instance = assistant.conversation_id(session, chat_id)
     try:
@@ -98,29 +104,45 @@ async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: st
     except Exception:  # noqa: BLE001 - not running (404) or ended (410): start it
         pass
     try:
-        await client.start_new("whatsapp_conversation", instance, {"session": session, "chat_id": chat_id})
+        await client.start_new("whatsapp_conversation", instance,
+                               {"session": session, "chat_id": chat_id, "due_in_s": burst_s})
     except Exception:  # noqa: BLE001 - a concurrent message started it first: wake that one
         await client.raise_event(instance, "message", {"chat_id": chat_id})
 
 
 @bp.orchestration_trigger(context_name="context")
 def whatsapp_conversation(context: df.DurableOrchestrationContext):
-    """Wait for a message, let a burst settle, answer the turn, start over (continue_as_new keeps history small).
+    """Wait for a message, wait until the chat is quiet for the burst window, answer the turn, start over
+    (continue_as_new keeps history small).
 
-    Messages live in table storage, so a wake-up lost between executions costs nothing: each execution
-    first asks whether something is pending.
+    Messages live in table storage, so a wake-up that comes while the conversation is busy costs nothing:
+    each execution first asks what is pending (and clears the claim of a wake-up when nothing is).
     """
-    chat = context.get_input()
-    pending = yield context.call_activity("whatsapp_pending", chat)
-    if not pending["count"]:
-        yield context.wait_for_external_event("message")
-    yield context.create_timer(context.current_utc_datetime + timedelta(seconds=pending["burst_seconds"]))
+    chat = dict(context.get_input())
+    due_in_s = chat.pop("due_in_s", None)  # started for a message that just came: no need to ask
+    if due_in_s is None:
+        plan = yield context.call_activity("whatsapp_pending", chat)
+        due_in_s = _due_in_s(plan)
+        if due_in_s is None:
+            yield context.wait_for_external_event("message")
+            due_in_s = plan["burst_seconds"]
+    while due_in_s:  # someone is still typing: each line moves the turn on, up to a limit
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=due_in_s))
+        due_in_s = _due_in_s((yield context.call_activity("whatsapp_pending", chat)))
     outcome = yield from call_with_retries(context, "whatsapp_answer", chat)
     turn = outcome["value"] if outcome["ok"] else {}
     if not context.is_replaying and turn.get("replied"):
         log_event("whatsapp.reply.sent", chat_id=chat["chat_id"], usage=summarize(outcome["usage"]))
     yield from emit_turn_events(context, chat["chat_id"], turn)
     context.continue_as_new(chat)
+
+
+def _due_in_s(plan: dict) -> float | None:
+    """What `whatsapp_pending` answered; in the history of a conversation that slept through the deployment of
+    this version, an older answer: how many messages were pending."""
+    if "due_in_s" in plan:
+        return plan["due_in_s"]
+    return plan["burst_seconds"] if plan["count"] else None
 
 
 def emit_turn_events(context: df.DurableOrchestrationContext, chat_id: str, turn: dict):
@@ -138,8 +160,11 @@ def emit_turn_events(context: df.DurableOrchestrationContext, chat_id: str, turn
 
 @bp.activity_trigger(input_name="chat")
 async def whatsapp_pending(chat: dict) -> dict:
-    found = await assistant.unsettled(Tables(get_settings()), chat["chat_id"], carried=False)
-    return {"count": len(found.pending) + len(found.settling), "burst_seconds": get_settings().whatsapp_burst_seconds}
+    """`due_in_s`: seconds until the chat's turn is due, None when nothing is pending."""
+    settings = get_settings()
+    due_in_s = await assistant.next_turn(Tables(settings), chat["chat_id"], window_s=settings.whatsapp_burst_seconds,
+                                         now=time.time())
+    return {"due_in_s": due_in_s, "burst_seconds": settings.whatsapp_burst_seconds}
 
 
 @bp.activity_trigger(input_name="chat")

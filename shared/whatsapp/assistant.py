@@ -16,6 +16,7 @@ from ..errors import AppError
 from ..observability import log_event
 from ..storage.blobs import BlobStore
 from ..storage.tables import Tables
+from .burst import Turn, plan_turn
 from .events import IncomingMessage
 from .ratelimit import RateState, admit
 from .replies import chat_messages, handoff_reason, send_text_body
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 MESSAGES, CONVERSATIONS, DOCUMENTS = "WhatsAppMessages", "WhatsAppConversations", "KnowledgeDocuments"
 DUPLICATES = "WhatsAppDuplicates"
+WAKES = "WhatsAppWakes"
+WAKE_CLAIM_SECONDS = 60  # a claim is kept at most this long after its conversation died (see `claim_wake`)
 KB_CONTAINER = "knowledge"
 RATE_NOTICE = ("You are sending messages faster than I can answer. I will reply to new messages in a "
                "minute.")
@@ -34,6 +37,7 @@ MEMORY = 10
 MEMORY_CHARS = 2_000  # of each remembered question and answer: a turn may join many long messages
 TURN_MESSAGES = 500  # pending messages one turn takes: its reply's row lists their marks, and a row holds 1 MiB
 TURN_STATE = "~turn"  # row key, among a chat's messages, of what its turns carry on: memory and the rate state
+MAX_TURN_WAIT_S = 15.0  # someone typing on and on is answered after this long all the same
 MEDIA_PAGES = 5  # pages of a PDF sent in a chat that are read
 MEDIA_TEXT_CHARS = 6000
 
@@ -46,6 +50,7 @@ class Deps:
     provider: AIProvider
     rate_limit: int = 10
     piece_s: float = 30.0  # voice notes are heard as calls are: see `shared.calls.service.transcribe_audio`
+    burst_s: float = 0.0  # lines typed within this of each other form one turn (0: every pending message)
     search: "AzureSearchIndex | None" = None  # the knowledge base in Azure AI Search; None: in memory
 
 
@@ -59,6 +64,49 @@ async def record_incoming(tables: Tables, message: IncomingMessage, kind: str) -
            "received_at": time.time()}
     return await tables.insert(MESSAGES, message.chat_id, f"{message.session}:{message.message_id}", row,
                                _columns(row))
+
+
+async def claim_wake(tables: Tables, chat_id: str, now: float) -> bool:
+    """Whether the webhook that just stored a message of the chat must wake its conversation: True for one
+    message until the conversation next finds nothing pending (`next_turn` clears the claim then).
+
+    A busy conversation reads what is pending before it sleeps again, so waking it once per turn is enough,
+    and the rest of a burst costs one insert each instead of an orchestrator episode. The message must be
+    stored before the claim is tried: a claim exists only while its conversation has yet to look. Claims are
+    per minute, so one left by a conversation that died (terminated, or its task hub replaced) stops its chat
+    from being woken for at most a minute; a webhook cut off between claiming and waking is repaired by WAHA's
+    redelivery, which wakes the conversation regardless (see `functions.whatsapp.waha_webhook`).
+    """
+    return await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}", {"at": now})
+
+
+async def _clear_wake_claims(tables: Tables, chat_id: str) -> None:
+    async for rk, _ in tables.partition(WAKES, chat_id):
+        await tables.delete(WAKES, chat_id, rk)
+
+
+async def next_turn(tables: Tables, chat_id: str, *, window_s: float, now: float) -> float | None:
+    """Seconds until the chat's next turn is due (0: now), None when nothing is pending: then the claim of a
+    wake-up is cleared first, so that the next message wakes the conversation (see `claim_wake`)."""
+    found = await unsettled(tables, chat_id, carried=False)
+    if not found.pending and not found.settling:
+        await _clear_wake_claims(tables, chat_id)
+        found = await unsettled(tables, chat_id, carried=False)  # what came before the claims were gone
+    if found.settling:
+        return 0.0
+    if not found.pending:
+        return None
+    turn = _turn(found.pending, now, window_s)
+    return 0.0 if turn.ready else max(turn.wake_at - now, 0.0)
+
+
+def _turn(pending: list[tuple[str, dict]], now: float, window_s: float) -> Turn[tuple[str, dict]]:
+    """The turn among the chat's pending messages: lines typed within `window_s` of each other, answered once
+    the chat is quiet for `window_s` or the first of them waited `MAX_TURN_WAIT_S` (see `plan_turn`)."""
+    if window_s <= 0:
+        return Turn(ready=True, messages=list(pending))
+    return plan_turn(pending, now, window_s=window_s, max_wait_s=max(MAX_TURN_WAIT_S, window_s),
+                     at=lambda kv: kv[1]["received_at"])
 
 
 def _columns(row: dict) -> dict:
@@ -276,12 +324,15 @@ class KnowledgeBase:
 
 
 async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
-    """Answers every pending message of the chat in one reply; safe to run twice (the reply is keyed)."""
+    """Answers the chat's turn (its pending messages up to the first pause of `deps.burst_s`) in one reply; safe
+    to run twice (the reply is keyed)."""
     tables = deps.tables
     found = await unsettled(tables, chat_id)
     if found.settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
         return await _finish_settling(tables, chat_id, found.pending, found.settling)
-    pending = found.pending[:TURN_MESSAGES]  # a flood is answered over several turns
+    turn = _turn(found.pending, time.time(), deps.burst_s)
+    # A message that came since the turn was found due joins it: the conversation decided to answer now.
+    pending = (turn.messages if turn.ready else found.pending)[:TURN_MESSAGES]  # a flood takes several turns
     if not pending:
         return {"replied": False, "reason": "nothing_pending", "usage": []}
     received = [{"message_id": row["message_id"], "kind": row.get("kind"), "text": row.get("text"),

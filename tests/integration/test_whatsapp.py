@@ -1,6 +1,7 @@
 """WhatsApp assistant over real HTTP: signed WAHA events in, grounded replies out through a fake WAHA."""
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -10,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.config import Settings
+from shared.storage.tables import Tables
+from shared.whatsapp import assistant
+from shared.whatsapp.events import classify, parse_envelope
 from shared.whatsapp.signature import sign
 from tests.support.fake_waha import FakeWaha
 from tests.support.http import Http, wait_until
@@ -130,6 +135,43 @@ def test_burst_of_messages_gets_one_reply(api, waha):
     assert "2,350" in reply["text"]
     time.sleep(2)
     assert len(waha.sent(chat)) == 1
+
+
+def test_lines_typed_a_little_apart_wait_for_the_chat_to_go_quiet_and_get_one_reply(api, waha):
+    """The burst window (1 s here) counts from the last line, not the first: four lines 0.6 s apart, 1.8 s in
+    all, are one turn."""
+    chat = new_chat()
+    for text in ("Hi", "I have a question", "about the apartment", "how much is the monthly rent?"):
+        assert post(api, event(text, chat))[0] == 200
+        time.sleep(0.6)
+    [reply] = wait_until(lambda: waha.sent(chat), timeout=30)
+    assert "2,350" in reply["text"]
+    time.sleep(2)
+    assert len(waha.sent(chat)) == 1
+
+
+def test_a_delivery_cut_off_before_waking_the_conversation_is_answered_when_waha_delivers_it_again(
+        api, waha, azurite_module):
+    """The webhook died after storing the message and claiming the wake-up, before waking the sleeping
+    conversation: WAHA's redelivery is a duplicate, and it wakes the conversation all the same."""
+    chat = new_chat()
+    assert post(api, event("Hello", chat))[0] == 200
+    wait_until(lambda: waha.sent(chat), timeout=30)
+    time.sleep(1.5)  # the conversation found nothing more and sleeps
+    body = event("How much is the monthly rent?", chat)
+    message = classify(parse_envelope(json.dumps(body).encode())).message
+    tables = Tables(Settings.model_validate({"AzureWebJobsStorage": azurite_module.connection_string}))
+
+    async def cut_off_webhook() -> bool:
+        await assistant.record_incoming(tables, message, "text")
+        return await assistant.claim_wake(tables, chat, time.time())
+
+    assert asyncio.run(cut_off_webhook())
+    time.sleep(1.5)
+    assert len(waha.sent(chat)) == 1  # nobody woke the conversation
+    assert post(api, body) == (200, {"status": "duplicate"})
+    wait_until(lambda: len(waha.sent(chat)) == 2, timeout=30)
+    assert "2,350" in waha.sent(chat)[-1]["text"]
 
 
 def test_paused_chat_gets_no_reply_until_resumed(api, waha):

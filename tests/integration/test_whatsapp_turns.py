@@ -245,3 +245,58 @@ def test_a_reply_sent_before_without_its_notice_gets_the_notice_alone(azurite, w
     assert provider.asked == 0 and [s["text"] for s in waha.sent(chat)] == [assistant.RATE_NOTICE]
     assert sorted(r["status"] for r in rows if r["direction"] == "in") == ["answered", "answered", "rate_limited"]
     assert sorted(r["kind"] for r in rows if r["direction"] == "out") == ["notice", "reply"]
+
+
+def test_a_conversation_is_woken_once_per_turn_and_again_after_it_found_nothing(azurite, waha):
+    """The wake-up claims: the first message of a turn claims the wake-up, the rest of the burst need not wake
+    the conversation, and once it found nothing pending (and sleeps) the next message claims again."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), OfflineProvider())
+
+    async def message(n: int) -> bool:
+        await assistant.record_incoming(tables, IncomingMessage(
+            session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{n}", text=f"line {n}",
+            timestamp=time.time()), "text")
+        return await assistant.claim_wake(tables, chat, time.time())
+
+    async def main() -> dict:
+        seen: dict = {"claims": [await message(0), await message(1)]}
+        seen["due"] = await assistant.next_turn(tables, chat, window_s=1.0, now=time.time())
+        seen["claims"].append(await message(2))  # the conversation has yet to answer: it reads this one too
+        seen["answered"] = (await assistant.answer_turn(chat, deps))["answered"]
+        seen["stale"] = await assistant.claim_wake(tables, chat, time.time() - 120)  # one left from long ago
+        seen["idle"] = await assistant.next_turn(tables, chat, window_s=1.0, now=time.time())
+        seen["left"] = [rk async for rk, _ in tables.partition(assistant.WAKES, chat)]
+        seen["claims"].append(await message(3))
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen["claims"] == [True, False, False, True]
+    assert 0 < seen["due"] <= 1.0 and seen["answered"] == 3
+    assert seen["stale"] is True and seen["idle"] is None and seen["left"] == []
+
+
+def test_lines_typed_after_a_pause_are_the_next_turn(azurite, waha):
+    """With a burst window, a turn is the lines typed within it of each other; it is due once the chat was quiet
+    that long, and what came after a longer pause is answered in a turn of its own."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), OfflineProvider(), burst_s=1.0)
+    start = time.time() - 60
+
+    async def received(n: int, at: float) -> None:
+        row = {"session": "default", "chat_id": chat, "sender": chat, "message_id": f"m{n}", "text": f"line {n}",
+               "timestamp": at, "kind": "text", "direction": "in", "status": "pending", "received_at": at}
+        await tables.insert(assistant.MESSAGES, chat, f"default:m{n}", row, {"Status": "pending", "Direction": "in"})
+
+    async def main() -> tuple[list, list[int]]:
+        for n, at in enumerate((start, start + 0.8, start + 1.6)):
+            await received(n, at)
+        due = [await assistant.next_turn(tables, chat, window_s=1.0, now=at) for at in (start + 2.0, start + 2.6)]
+        await received(3, start + 5.0)  # the turn was late (a restart, say): these lines came after a pause
+        return due, [(await assistant.answer_turn(chat, deps)).get("answered", 0) for _ in range(3)]
+
+    due, answered = asyncio.run(main())
+    assert due[0] == pytest.approx(0.6) and due[1] == 0.0
+    assert answered == [3, 1, 0] and len(waha.sent(chat)) == 2
