@@ -105,8 +105,10 @@ def _turn(pending: list[tuple[str, dict]], now: float, window_s: float) -> Turn[
     the chat is quiet for `window_s` or the first of them waited `MAX_TURN_WAIT_S` (see `plan_turn`)."""
     if window_s <= 0:
         return Turn(ready=True, messages=list(pending))
-    return plan_turn(pending, now, window_s=window_s, max_wait_s=max(MAX_TURN_WAIT_S, window_s),
+    turn = plan_turn(pending, now, window_s=window_s, max_wait_s=max(MAX_TURN_WAIT_S, window_s),
                      at=lambda kv: kv[1]["received_at"])
+    order = {rk: n for n, (rk, _) in enumerate(pending)}  # as `unsettled` has them: the time the user sent them
+    return Turn(turn.ready, sorted(turn.messages, key=lambda kv: order[kv[0]]), turn.rest, turn.wake_at)
 
 
 def _columns(row: dict) -> dict:

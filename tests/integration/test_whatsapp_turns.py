@@ -125,10 +125,11 @@ class CountingProvider(OfflineProvider):
 
     def __init__(self) -> None:
         super().__init__()
-        self.asked = 0
+        self.asked, self.questions = 0, []
 
     def chat(self, messages):
         self.asked += 1
+        self.questions.append(messages)
         return super().chat(messages)
 
 
@@ -282,17 +283,19 @@ def test_lines_typed_after_a_pause_are_the_next_turn(azurite, waha):
     that long, and what came after a longer pause is answered in a turn of its own."""
     settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
     tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
-    deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), OfflineProvider(), burst_s=1.0)
+    provider = CountingProvider()
+    deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), provider, burst_s=1.0)
     start = time.time() - 60
 
-    async def received(n: int, at: float) -> None:
+    async def received(n: int, at: float, sent: float | None = None) -> None:
         row = {"session": "default", "chat_id": chat, "sender": chat, "message_id": f"m{n}", "text": f"line {n}",
-               "timestamp": at, "kind": "text", "direction": "in", "status": "pending", "received_at": at}
+               "timestamp": at if sent is None else sent, "kind": "text", "direction": "in", "status": "pending",
+               "received_at": at}
         await tables.insert(assistant.MESSAGES, chat, f"default:m{n}", row, {"Status": "pending", "Direction": "in"})
 
     async def main() -> tuple[list, list[int]]:
         for n, at in enumerate((start, start + 0.8, start + 1.6)):
-            await received(n, at)
+            await received(n, at, sent=at if n != 1 else start - 1)  # WAHA delivered line 1 late
         due = [await assistant.next_turn(tables, chat, window_s=1.0, now=at) for at in (start + 2.0, start + 2.6)]
         await received(3, start + 5.0)  # the turn was late (a restart, say): these lines came after a pause
         return due, [(await assistant.answer_turn(chat, deps)).get("answered", 0) for _ in range(3)]
@@ -300,3 +303,4 @@ def test_lines_typed_after_a_pause_are_the_next_turn(azurite, waha):
     due, answered = asyncio.run(main())
     assert due[0] == pytest.approx(0.6) and due[1] == 0.0
     assert answered == [3, 1, 0] and len(waha.sent(chat)) == 2
+    assert [q[-1]["content"] for q in provider.questions] == ["line 1\nline 0\nline 2", "line 3"]  # as sent
