@@ -32,7 +32,7 @@ from shared.whatsapp.waha import Waha
 from ._http import handles_errors, json_response, uploaded_files
 from ._jobs import respond_with_job, start_job
 from ._observe import observed_activity, observed_orchestrator
-from ._retry import call_with_retries
+from ._retry import CRASH_RETRY, call_with_retries
 from .events import emit_all
 
 if TYPE_CHECKING:
@@ -121,14 +121,14 @@ def whatsapp_conversation(context: df.DurableOrchestrationContext):
     chat = dict(context.get_input())
     due_in_s = chat.pop("due_in_s", None)  # started for a message that just came: no need to ask
     if due_in_s is None:
-        plan = yield context.call_activity("whatsapp_pending", chat)
+        plan = yield context.call_activity_with_retry("whatsapp_pending", CRASH_RETRY, chat)
         due_in_s = _due_in_s(plan)
         if due_in_s is None:
             yield context.wait_for_external_event("message")
             due_in_s = plan["burst_seconds"]
     while due_in_s:  # someone is still typing: each line moves the turn on, up to a limit
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=due_in_s))
-        due_in_s = _due_in_s((yield context.call_activity("whatsapp_pending", chat)))
+        due_in_s = _due_in_s((yield context.call_activity_with_retry("whatsapp_pending", CRASH_RETRY, chat)))
     outcome = yield from call_with_retries(context, "whatsapp_answer", chat)
     turn = outcome["value"] if outcome["ok"] else {}
     if not context.is_replaying and turn.get("replied"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -304,3 +305,47 @@ def test_lines_typed_after_a_pause_are_the_next_turn(azurite, waha):
     assert due[0] == pytest.approx(0.6) and due[1] == 0.0
     assert answered == [3, 1, 0] and len(waha.sent(chat)) == 2
     assert [q[-1]["content"] for q in provider.questions] == ["line 1\nline 0\nline 2", "line 3"]  # as sent
+
+
+def test_a_conversation_outlives_a_storage_blip_while_it_asks_what_is_pending(azurite, monkeypatch):
+    """The conversation's first step fails once (storage unreachable): Durable retries it, the conversation goes
+    on to sleep until a message comes instead of failing for good (which would leave its wake-up claimed)."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)  # what importing the app checks
+    import function_app
+    from devhost.app_index import AppIndex
+    from devhost.engine import Engine
+    from devhost.store import STATUS, MemoryStore
+    from functions import whatsapp
+
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    monkeypatch.setattr(whatsapp, "get_settings", lambda: settings)
+    real, calls = assistant.next_turn, []
+
+    async def blip_once(*args, **kwargs):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise ConnectionError("storage unreachable")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(assistant, "next_turn", blip_once)
+    chat = f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+
+    async def run() -> dict:
+        store = MemoryStore()
+        engine = Engine(AppIndex.build(function_app.app, "api"), store, hub_wait=0)
+        await engine.start()
+        try:
+            await engine.start_new("whatsapp_conversation", "conversation", json.dumps(
+                {"session": "default", "chat_id": chat}))
+            for _ in range(100):
+                status = await store.read_row("conversation", STATUS)
+                if len(calls) == 2 and status["history_len"] and status["status"] != "Pending":
+                    await asyncio.sleep(0.2)
+                    return await store.read_row("conversation", STATUS)
+                await asyncio.sleep(0.1)
+            return await store.read_row("conversation", STATUS)
+        finally:
+            await engine.stop()
+
+    status = asyncio.run(run())
+    assert len(calls) == 2 and status["status"] == "Running", (calls, status)
