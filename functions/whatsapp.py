@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import time
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 bp = df.Blueprint()
 _DOC_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+LOOK_AGAIN_S = 60  # after a conversation's step failed through all its retries
 
 
 @lru_cache(maxsize=1)
@@ -116,20 +118,20 @@ def whatsapp_conversation(context: df.DurableOrchestrationContext):
     (continue_as_new keeps history small).
 
     Messages live in table storage, so a wake-up that comes while the conversation is busy costs nothing:
-    each execution first asks what is pending (and clears the claim of a wake-up when nothing is).
+    each execution first asks what is pending (and clears the claim of a wake-up when nothing is). A step that
+    fails through all its retries (storage gone, a bug) does not end the conversation: it looks again later.
     """
     chat = dict(context.get_input())
-    due_in_s = chat.pop("due_in_s", None)  # started for a message that just came: no need to ask
-    if due_in_s is None:
-        plan = yield context.call_activity_with_retry("whatsapp_pending", CRASH_RETRY, chat)
-        due_in_s = _due_in_s(plan)
-        if due_in_s is None:
-            yield context.wait_for_external_event("message")
-            due_in_s = plan["burst_seconds"]
-    while due_in_s:  # someone is still typing: each line moves the turn on, up to a limit
-        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=due_in_s))
-        due_in_s = _due_in_s((yield context.call_activity_with_retry("whatsapp_pending", CRASH_RETRY, chat)))
-    outcome = yield from call_with_retries(context, "whatsapp_answer", chat)
+    try:
+        yield from _until_turn_due(context, chat, chat.pop("due_in_s", None))
+        outcome = yield from call_with_retries(context, "whatsapp_answer", chat)
+    except Exception as exc:  # noqa: BLE001 - the messages stay pending for the next execution
+        if not context.is_replaying:
+            log_event("whatsapp.conversation.failed", level=logging.ERROR, chat_id=chat["chat_id"],
+                      error=str(exc)[:300])
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=LOOK_AGAIN_S))
+        context.continue_as_new(chat)
+        return
     turn = outcome["value"] if outcome["ok"] else {}
     if not context.is_replaying and turn.get("replied"):
         log_event("whatsapp.reply.sent", chat_id=chat["chat_id"], usage=summarize(outcome["usage"]))
@@ -137,12 +139,22 @@ def whatsapp_conversation(context: df.DurableOrchestrationContext):
     context.continue_as_new(chat)
 
 
-def _due_in_s(plan: dict) -> float | None:
-    """What `whatsapp_pending` answered; in the history of a conversation that slept through the deployment of
-    this version, an older answer: how many messages were pending."""
-    if "due_in_s" in plan:
-        return plan["due_in_s"]
-    return plan["burst_seconds"] if plan["count"] else None
+def _until_turn_due(context: df.DurableOrchestrationContext, chat: dict, due_in_s: float | None):
+    """Returns once the chat's turn is due; `due_in_s` given: started for a message that just came."""
+    if due_in_s is None:
+        plan = yield context.call_activity_with_retry("whatsapp_pending", CRASH_RETRY, chat)
+        if "count" in plan:  # the history of a conversation from before turns waited for quiet: its steps
+            if not plan["count"]:
+                yield context.wait_for_external_event("message")
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=plan["burst_seconds"]))
+            return
+        due_in_s = plan["due_in_s"]
+        if due_in_s is None:
+            yield context.wait_for_external_event("message")
+            due_in_s = plan["burst_seconds"]
+    while due_in_s:  # someone is still typing: each line moves the turn on, up to a limit
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=due_in_s))
+        due_in_s = (yield context.call_activity_with_retry("whatsapp_pending", CRASH_RETRY, chat))["due_in_s"]
 
 
 def emit_turn_events(context: df.DurableOrchestrationContext, chat_id: str, turn: dict):

@@ -1,8 +1,10 @@
 """The Durable management API, through the real DurableOrchestrationClient and over plain HTTP."""
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -57,6 +59,10 @@ def test_start_new_with_the_id_of_a_running_instance_is_rejected(host, client):
     with pytest.raises(Exception, match="already exists"):
         host.run(client.start_new("chain", "busy", 1))
     assert host.run(client.get_status("busy")).name == "wait_with_timeout"
+    # In Azure the extension does the same only when host.json says so (a WhatsApp conversation must never be
+    # replaced mid-turn by a start that followed a failed raise_event).
+    host_json = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
+    assert host_json["extensions"]["durableTask"]["overridableExistingInstanceStates"] == "NonRunningStates"
 
 
 def test_get_status_all_and_get_status_by_filter_instances(host, client, wait_done, status):

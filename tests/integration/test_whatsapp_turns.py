@@ -307,9 +307,10 @@ def test_lines_typed_after_a_pause_are_the_next_turn(azurite, waha):
     assert [q[-1]["content"] for q in provider.questions] == ["line 1\nline 0\nline 2", "line 3"]  # as sent
 
 
-def test_a_conversation_outlives_a_storage_blip_while_it_asks_what_is_pending(azurite, monkeypatch):
-    """The conversation's first step fails once (storage unreachable): Durable retries it, the conversation goes
-    on to sleep until a message comes instead of failing for good (which would leave its wake-up claimed)."""
+@pytest.mark.parametrize("failures", [1, 3], ids=["a blip: retried", "through every retry: looks again later"])
+def test_a_conversation_outlives_storage_failing_while_it_asks_what_is_pending(azurite, monkeypatch, failures):
+    """The conversation's first step fails (storage unreachable): Durable retries it, and when every retry fails
+    the conversation waits to look again; it does not fail for good (which would leave its wake-up claimed)."""
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)  # what importing the app checks
     import function_app
     from devhost.app_index import AppIndex
@@ -323,7 +324,7 @@ def test_a_conversation_outlives_a_storage_blip_while_it_asks_what_is_pending(az
 
     async def blip_once(*args, **kwargs):
         calls.append(time.monotonic())
-        if len(calls) == 1:
+        if len(calls) <= failures:
             raise ConnectionError("storage unreachable")
         return await real(*args, **kwargs)
 
@@ -337,9 +338,9 @@ def test_a_conversation_outlives_a_storage_blip_while_it_asks_what_is_pending(az
         try:
             await engine.start_new("whatsapp_conversation", "conversation", json.dumps(
                 {"session": "default", "chat_id": chat}))
-            for _ in range(100):
+            for _ in range(150):
                 status = await store.read_row("conversation", STATUS)
-                if len(calls) == 2 and status["history_len"] and status["status"] != "Pending":
+                if len(calls) == expected_calls and status["history_len"] and status["status"] != "Pending":
                     await asyncio.sleep(0.2)
                     return await store.read_row("conversation", STATUS)
                 await asyncio.sleep(0.1)
@@ -347,5 +348,42 @@ def test_a_conversation_outlives_a_storage_blip_while_it_asks_what_is_pending(az
         finally:
             await engine.stop()
 
+    expected_calls = min(failures + 1, 3)  # three attempts in all (CRASH_RETRY)
     status = asyncio.run(run())
-    assert len(calls) == 2 and status["status"] == "Running", (calls, status)
+    assert len(calls) == expected_calls and status["status"] == "Running", (calls, status)
+
+
+def test_a_conversation_started_before_this_version_replays_its_steps_and_answers(monkeypatch):
+    """A conversation that slept through the deployment has the older steps in its history (asked how many were
+    pending, waited for a message, a timer of the burst window): it replays them and goes on to answer."""
+    from datetime import timedelta
+
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")  # what importing the app checks
+    import function_app
+    from devhost.app_index import AppIndex
+    from devhost.engine import _flatten
+    from devhost.events import EventType, event, iso, utcnow
+
+    orchestrator = AppIndex.build(function_app.app, "api").orchestrators["whatsapp_conversation"].func
+    chat, now = {"session": "default", "chat_id": "15550001111@c.us"}, utcnow()
+    fire = now + timedelta(seconds=1)
+    history = [
+        event(EventType.ORCHESTRATOR_STARTED, now),
+        event(EventType.EXECUTION_STARTED, now, Name="whatsapp_conversation", Version="", Input=json.dumps(chat),
+              OrchestrationInstance={"InstanceId": "c", "ExecutionId": "e"}, ParentInstance=None),
+        event(EventType.TASK_SCHEDULED, now, 0, Name="whatsapp_pending", Input=json.dumps(chat)),
+        event(EventType.ORCHESTRATOR_COMPLETED, now),
+        event(EventType.ORCHESTRATOR_STARTED, now),
+        event(EventType.TASK_COMPLETED, now, TaskScheduledId=0, Result=json.dumps({"count": 0, "burst_seconds": 1.0})),
+        event(EventType.ORCHESTRATOR_COMPLETED, now),
+        event(EventType.ORCHESTRATOR_STARTED, now),
+        event(EventType.EVENT_RAISED, now, Name="message", Input=json.dumps({"chat_id": chat["chat_id"]})),
+        event(EventType.TIMER_CREATED, now, 1, FireAt=iso(fire)),
+        event(EventType.ORCHESTRATOR_COMPLETED, now),
+        event(EventType.ORCHESTRATOR_STARTED, fire),
+        event(EventType.TIMER_FIRED, fire, TimerId=1, FireAt=iso(fire))]
+    state = json.loads(orchestrator(json.dumps({
+        "history": history, "input": json.dumps(chat), "instanceId": "c", "isReplaying": False,
+        "parentInstanceId": None, "upperSchemaVersion": 1, "upperSchemaVersionNew": 2})))
+    actions = [(a["actionType"], a.get("functionName")) for a in _flatten(state["actions"])]
+    assert not state.get("isDone") and actions[-1] == (1, "whatsapp_answer"), state  # CallActivityWithRetry
