@@ -88,7 +88,7 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
         await _wake(client, message.session, message.chat_id, settings.whatsapp_burst_seconds)
         return json_response({"status": "duplicate"})
     log_event("whatsapp.message.received", chat_id=message.chat_id, message_id=message.message_id)
-    if await assistant.claim_wake(tables, message.chat_id, time.time()):
+    if await assistant.claim_wake(tables, message.session, message.chat_id, time.time()):
         await _wake(client, message.session, message.chat_id, settings.whatsapp_burst_seconds)
     return json_response({"status": "accepted"})
 
@@ -110,6 +110,23 @@ async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: st
                                {"session": session, "chat_id": chat_id, "due_in_s": burst_s})
     except Exception:  # noqa: BLE001 - a concurrent message started it first: wake that one
         await client.raise_event(instance, "message", {"chat_id": chat_id})
+
+
+@bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False)
+@bp.durable_client_input(client_name="client")
+async def whatsapp_wake_sweep(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """Once a minute: a chat whose messages wait behind a wake-up claim that stood for minutes is woken (see
+    `assistant.sweep_wake_claims`), so no message waits for the customer to write again."""
+    burst_s = get_settings().whatsapp_burst_seconds
+
+    async def wake(session: str, chat_id: str) -> None:
+        await _wake(client, session, chat_id, burst_s)
+
+    swept = await assistant.sweep_wake_claims(Tables(get_settings()), time.time(), wake)
+    for chat_id in swept.woken:
+        log_event("whatsapp.wake.repaired", level=logging.WARNING, chat_id=chat_id)
+    if swept.cleared:
+        log_event("whatsapp.wake.claims_cleared", count=swept.cleared)
 
 
 @bp.orchestration_trigger(context_name="context")

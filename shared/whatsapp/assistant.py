@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 MESSAGES, CONVERSATIONS, DOCUMENTS = "WhatsAppMessages", "WhatsAppConversations", "KnowledgeDocuments"
 DUPLICATES = "WhatsAppDuplicates"
 WAKES = "WhatsAppWakes"
-WAKE_CLAIM_SECONDS = 60  # a claim is kept at most this long after its conversation died (see `claim_wake`)
+WAKE_CLAIM_SECONDS = 60  # claims are per minute (see `claim_wake` and `sweep_wake_claims`)
 KB_CONTAINER = "knowledge"
 RATE_NOTICE = ("You are sending messages faster than I can answer. I will reply to new messages in a "
                "minute.")
@@ -66,18 +66,48 @@ async def record_incoming(tables: Tables, message: IncomingMessage, kind: str) -
                                _columns(row))
 
 
-async def claim_wake(tables: Tables, chat_id: str, now: float) -> bool:
+async def claim_wake(tables: Tables, session: str, chat_id: str, now: float) -> bool:
     """Whether the webhook that just stored a message of the chat must wake its conversation: True for one
     message until the conversation next finds nothing pending (`next_turn` clears the claim then).
 
     A busy conversation reads what is pending before it sleeps again, so waking it once per turn is enough,
     and the rest of a burst costs one insert each instead of an orchestrator episode. The message must be
     stored before the claim is tried: a claim exists only while its conversation has yet to look. Claims are
-    per minute, so one left by a conversation that died (terminated, or its task hub replaced) stops its chat
-    from being woken for at most a minute; a webhook cut off between claiming and waking is repaired by WAHA's
-    redelivery, which wakes the conversation regardless (see `functions.whatsapp.waha_webhook`).
+    per minute, and a claim that stands for minutes while messages wait is a wake-up that went missing:
+    `sweep_wake_claims` wakes its conversation (a webhook cut off between claiming and waking is also
+    repaired by WAHA's redelivery, which wakes the conversation regardless: see `functions.whatsapp`).
     """
-    return await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}", {"at": now})
+    return await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}",
+                               {"at": now, "session": session})
+
+
+class Swept(NamedTuple):
+    woken: list[str]  # chats with messages waiting behind a claim that stood for minutes
+    cleared: int  # such claims of chats with nothing waiting, deleted
+
+
+async def sweep_wake_claims(tables: Tables, now: float, wake: Callable[[str, str], Awaitable[None]]) -> Swept:
+    """Claims that have stood a minute or more (the last two minutes' are left alone): a turn takes seconds,
+    so such a claim tells of a wake-up that went missing (a webhook cut off after claiming, whose delivery
+    WAHA did not retry; a claim stored whose insert still answered an error; a conversation that died) or of
+    a turn held up (WAHA down). `wake(session, chat_id)` the chats with messages waiting (a wake-up too many
+    costs a busy conversation one look), and delete the claims of chats with none."""
+    cutoff = f"{int(now // WAKE_CLAIM_SECONDS) - 1:012d}"
+    woken: list[str] = []
+    cleared = 0
+    async for chat_id, rk, claim in tables.query(WAKES, "RowKey lt @cutoff", {"cutoff": cutoff}):
+        if chat_id in woken:
+            continue
+        found = await unsettled(tables, chat_id, carried=False)
+        # claims from before they named their session: the messages do
+        session = claim.get("session") or next((row["session"] for _, row in found.pending), None)
+        if (found.pending or found.settling) and session:
+            await wake(session, chat_id)
+            woken.append(chat_id)
+        else:
+            await tables.delete(WAKES, chat_id, rk)
+            cleared += 1
+    return Swept(woken, cleared)
 
 
 async def _clear_wake_claims(tables: Tables, chat_id: str) -> None:

@@ -334,3 +334,8 @@ def signal_and_finish(context: df.DurableOrchestrationContext):
 def every_second(timer: func.TimerRequest) -> None:
     timer_requests.append(timer)
     _count("timer")
+
+
+@app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", run_on_startup=False)
+def once_a_year(timer: func.TimerRequest) -> None:
+    _count("yearly")

@@ -8,7 +8,7 @@ import azure.functions as func
 import pytest
 import sample_app
 from azure.durable_functions import EntityId
-from helpers import eventually
+from helpers import FUNCTION_KEY, MASTER_KEY, Http, eventually
 
 
 def _types(status: dict) -> list[str]:
@@ -98,10 +98,29 @@ def test_event_raised_before_the_orchestrator_waits_is_not_lost(host, client, st
 
 
 def test_timer_trigger_with_six_field_ncrontab_schedule_fires_every_second(host):
-    [timer] = host.host.index.timers
+    [timer] = [t for t in host.host.index.timers if t.name == "every_second"]
     assert len(timer.trigger["schedule"].split()) == 6
     before = sample_app.calls.get("timer", 0)
     eventually(lambda: sample_app.calls.get("timer", 0) >= before + 2, timeout=5,
                what="two firings of every_second")
     request = sample_app.timer_requests[-1]
     assert isinstance(request, func.TimerRequest) and request.past_due is False
+
+
+@pytest.mark.parametrize("key, name, status", [
+    (None, "once_a_year", 401), ("function", "once_a_year", 401),  # running a function by hand is for admins
+    ("master", "no_such_function", 404), ("master", "echo", 404),  # HTTP-triggered: call its route instead
+], ids=["no key", "function key", "unknown", "http function"])
+def test_a_function_not_run_by_hand_says_why(host, key, name, status):
+    keys = {"function": FUNCTION_KEY, "master": MASTER_KEY}
+    answer = Http(host.base_url, keys.get(key)).request("POST", f"/admin/functions/{name}", {"input": ""})
+    assert answer[0] == status and answer[2]["error"]["code"] == {401: "unauthorized", 404: "not_found"}[status]
+    time.sleep(0.2)
+    assert sample_app.calls.get("yearly", 0) == 0
+
+
+def test_a_timer_function_is_run_by_hand_with_the_master_key(host):
+    """Azure's `POST /admin/functions/{name}`: 202, and the function runs now, as if its schedule were due."""
+    answer = Http(host.base_url, MASTER_KEY).request("POST", "/admin/functions/Once_A_Year", {"input": ""})
+    assert answer[0] == 202
+    eventually(lambda: sample_app.calls.get("yearly", 0) == 1, timeout=5, what="the yearly timer run by hand")

@@ -19,7 +19,7 @@ from shared.whatsapp.signature import sign
 from tests.support.fake_waha import FakeWaha
 from tests.support.http import Http, wait_until
 from tests.support.receiver import Receiver
-from tests.support.processes import FUNCTION_KEY, DevhostProcess, free_port
+from tests.support.processes import FUNCTION_KEY, MASTER_KEY, DevhostProcess, free_port
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 KEY = "integration-waha-hmac-key"
@@ -154,7 +154,7 @@ def test_a_delivery_cut_off_before_waking_the_conversation_is_answered_when_waha
 
     async def cut_off_webhook() -> bool:
         await assistant.record_incoming(tables, message, "text")
-        return await assistant.claim_wake(tables, chat, time.time())
+        return await assistant.claim_wake(tables, message.session, chat, time.time())
 
     assert asyncio.run(cut_off_webhook())
     time.sleep(1.5)
@@ -162,6 +162,37 @@ def test_a_delivery_cut_off_before_waking_the_conversation_is_answered_when_waha
     assert post(api, body) == (200, {"status": "duplicate"})
     wait_until(lambda: len(waha.sent(chat)) == 2, timeout=30)
     assert "2,350" in waha.sent(chat)[-1]["text"]
+
+
+def test_a_wake_up_gone_missing_is_repaired_by_the_minutely_sweep(api, waha, azurite_module):
+    """A claim stored without its wake-up (its insert landed but answered an error, or the webhook died and WAHA
+    did not deliver again): the next sweep of claims that stood for minutes wakes the conversation. The sweep
+    is the `whatsapp_wake_sweep` timer, run here by hand as Azure's admin API allows."""
+    chat = new_chat()
+    assert post(api, event("Hello", chat))[0] == 200
+    wait_until(lambda: waha.sent(chat), timeout=30)
+    message = classify(parse_envelope(json.dumps(event("How much is the monthly rent?", chat)).encode())).message
+    tables = Tables(Settings.model_validate({"AzureWebJobsStorage": azurite_module.connection_string}))
+
+    async def lost_wake_up() -> bool:
+        await assistant.record_incoming(tables, message, "text")
+        return await assistant.claim_wake(tables, message.session, chat, time.time() - 150)
+
+    time.sleep(1.5)  # the conversation found nothing more and sleeps
+    if time.time() % 60 > 55:  # clear of the timer's own run at the minute
+        time.sleep(60 - time.time() % 60 + 1)
+    assert asyncio.run(lost_wake_up())
+    time.sleep(1.5)
+    assert len(waha.sent(chat)) == 1  # nobody woke the conversation
+    run = Http(api.base_url, MASTER_KEY).request("POST", "/admin/functions/whatsapp_wake_sweep", {"input": ""})
+    assert run[0] == 202
+    wait_until(lambda: len(waha.sent(chat)) == 2, timeout=30)
+    assert "2,350" in waha.sent(chat)[-1]["text"]
+
+    async def claims() -> list[str]:
+        return [rk async for rk, _ in tables.partition(assistant.WAKES, chat)]
+
+    wait_until(lambda: asyncio.run(claims()) == [], timeout=10)  # the conversation found nothing more
 
 
 def test_paused_chat_gets_no_reply_until_resumed(api, waha):

@@ -260,14 +260,14 @@ def test_a_conversation_is_woken_once_per_turn_and_again_after_it_found_nothing(
         await assistant.record_incoming(tables, IncomingMessage(
             session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{n}", text=f"line {n}",
             timestamp=time.time()), "text")
-        return await assistant.claim_wake(tables, chat, time.time())
+        return await assistant.claim_wake(tables, "default", chat, time.time())
 
     async def main() -> dict:
         seen: dict = {"claims": [await message(0), await message(1)]}
         seen["due"] = await assistant.next_turn(tables, chat, window_s=1.0, now=time.time())
         seen["claims"].append(await message(2))  # the conversation has yet to answer: it reads this one too
         seen["answered"] = (await assistant.answer_turn(chat, deps))["answered"]
-        seen["stale"] = await assistant.claim_wake(tables, chat, time.time() - 120)  # one left from long ago
+        seen["stale"] = await assistant.claim_wake(tables, "default", chat, time.time() - 120)  # one left from long ago
         seen["idle"] = await assistant.next_turn(tables, chat, window_s=1.0, now=time.time())
         seen["left"] = [rk async for rk, _ in tables.partition(assistant.WAKES, chat)]
         seen["claims"].append(await message(3))
@@ -277,6 +277,49 @@ def test_a_conversation_is_woken_once_per_turn_and_again_after_it_found_nothing(
     assert seen["claims"] == [True, False, False, True]
     assert 0 < seen["due"] <= 1.0 and seen["answered"] == 3
     assert seen["stale"] is True and seen["idle"] is None and seen["left"] == []
+
+
+def test_claims_that_stood_for_minutes_wake_the_chats_whose_messages_wait_and_are_deleted_otherwise(azurite):
+    """The sweep repairs a wake-up that went missing: a claim older than the last two minutes with messages
+    waiting wakes its conversation (once, whatever the number of claims), one with nothing waiting is deleted,
+    and the claims of turns under way (this minute's and the last) are left alone."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, now = Tables(settings), time.time()
+    chats = {name: f"1556{uuid.uuid4().int % 10**7:07d}@c.us" for name in
+             ("lost", "lost twice", "older claim", "idle", "this minute", "last minute")}
+
+    async def stored(name: str, session: str = "biz") -> None:
+        chat = chats[name]
+        await assistant.record_incoming(tables, IncomingMessage(
+            session=session, chat_id=chat, sender=chat, message_id=f"false_{chat}_0", text="Are you open?",
+            timestamp=now), "text")
+
+    async def main() -> tuple[list, Any, dict]:
+        for name, ago in [("lost", 150), ("lost twice", 150), ("lost twice", 250), ("this minute", 0),
+                          ("last minute", 60)]:
+            await stored(name)
+            assert await assistant.claim_wake(tables, "biz", chats[name], now - ago)
+        await assistant.claim_wake(tables, "biz", chats["idle"], now - 150)
+        await stored("older claim", session="other")
+        # a claim from before claims named their session: the waiting message does
+        await tables.insert(assistant.WAKES, chats["older claim"], f"{int((now - 150) // 60):012d}", {"at": now})
+        woken: list[tuple[str, str]] = []
+
+        async def wake(session: str, chat_id: str) -> None:
+            woken.append((session, chat_id))
+
+        swept = await assistant.sweep_wake_claims(tables, now, wake)
+        left = {name: len([rk async for rk, _ in tables.partition(assistant.WAKES, chat)])
+                for name, chat in chats.items()}
+        return woken, swept, left
+
+    woken, swept, left = asyncio.run(main())
+    mine = {chat: name for name, chat in chats.items()}
+    assert sorted((session, mine[chat]) for session, chat in woken if chat in mine) == [
+        ("biz", "lost"), ("biz", "lost twice"), ("other", "older claim")]
+    assert {mine[chat] for chat in swept.woken if chat in mine} == {"lost", "lost twice", "older claim"}
+    assert swept.cleared >= 1
+    assert left == {"lost": 1, "lost twice": 2, "older claim": 1, "idle": 0, "this minute": 1, "last minute": 1}
 
 
 def test_lines_typed_after_a_pause_are_the_next_turn(azurite, waha):
