@@ -65,7 +65,9 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def summary(samples: list[float], digits: int = 2) -> dict:
+def summary(samples: list[float], digits: int = 2) -> dict | None:
+    if not samples:  # say, the later messages of chats sent one message each
+        return None
     return {"p50": round(percentile(samples, 50), digits), "p99": round(percentile(samples, 99), digits),
             "mean": round(statistics.fmean(samples), digits), "max": round(max(samples), digits),
             "n": len(samples)}
@@ -158,8 +160,16 @@ class HostProfiler:
 TEXT_EVENT = json.loads((FIXTURES / "waha" / "message.text.direct.json").read_text())
 
 
+_issued_chats: set[str] = set()
+
+
 def new_chat() -> str:
-    return f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    """A chat id no other of this run has: ids drawn at random meet now and then (two chats of the burst as
+    one would fail its order check)."""
+    while (chat := f"1555{uuid.uuid4().int % 10**7:07d}@c.us") in _issued_chats:
+        pass
+    _issued_chats.add(chat)
+    return chat
 
 
 def signed_event(text: str, chat: str) -> tuple[bytes, dict]:

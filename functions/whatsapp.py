@@ -6,6 +6,7 @@ import logging
 import math
 import re
 import time
+from collections import OrderedDict
 from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -93,23 +94,40 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
     return json_response({"status": "accepted"})
 
 
+RUNNING_HINTS = 10_000  # conversations a worker remembers having seen running (see `_wake`)
+_seen_running: OrderedDict[str, None] = OrderedDict()
+
+
+def _saw_running(instance: str) -> None:
+    _seen_running[instance] = None
+    _seen_running.move_to_end(instance)
+    if len(_seen_running) > RUNNING_HINTS:
+        _seen_running.popitem(last=False)
+
+
 async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: str, burst_s: float) -> None:
     """The chat's conversation runs forever: tell it a message came, or start it when it does not run.
 
-    Raising first costs one round trip in the common case (the conversation runs). A conversation started
-    here knows that a message just came, so its first turn is due one burst window from now.
+    Which call comes first is a guess that costs one call when wrong: a conversation this worker saw running
+    is raised (one that ended since answers 404 or 410, and is started), any other is started (one that runs
+    answers 409: host.json's NonRunningStates keeps a running instance from being replaced; it is raised). So
+    a new chat costs one call, as does a chat this worker woke before. A conversation started here knows that
+    a message just came, so its first turn is due one burst window from now.
     """
     instance = assistant.conversation_id(session, chat_id)
-    try:
-        await client.raise_event(instance, "message", {"chat_id": chat_id})
-        return
-    except Exception:  # noqa: BLE001 - not running (404) or ended (410): start it
-        pass
+    if instance in _seen_running:
+        try:
+            await client.raise_event(instance, "message", {"chat_id": chat_id})
+            _saw_running(instance)
+            return
+        except Exception:  # noqa: BLE001 - not running any more: start it
+            pass
     try:
         await client.start_new("whatsapp_conversation", instance,
                                {"session": session, "chat_id": chat_id, "due_in_s": burst_s})
-    except Exception:  # noqa: BLE001 - a concurrent message started it first: wake that one
+    except Exception:  # noqa: BLE001 - it runs (or a concurrent message started it first): wake it
         await client.raise_event(instance, "message", {"chat_id": chat_id})
+    _saw_running(instance)
 
 
 @bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False)

@@ -430,3 +430,52 @@ def test_a_conversation_started_before_this_version_replays_its_steps_and_answer
         "parentInstanceId": None, "upperSchemaVersion": 1, "upperSchemaVersionNew": 2})))
     actions = [(a["actionType"], a.get("functionName")) for a in _flatten(state["actions"])]
     assert not state.get("isDone") and actions[-1] == (1, "whatsapp_answer"), state  # CallActivityWithRetry
+
+
+def test_a_conversation_is_woken_with_one_call_when_the_worker_guessed_right_and_two_when_not(azurite, monkeypatch):
+    """A new chat's conversation is started (one call), one this worker saw running is raised (one call); one
+    started elsewhere answers the start with 409 and is raised, one that ended answers the raise with 410 and
+    is started: either way it runs and got the message."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)  # what importing the app checks
+    import function_app
+    from azure.durable_functions import DurableOrchestrationClient
+
+    from devhost.host import DevHost, HostConfig, HostThread
+    from devhost.management import ManagementApi
+    from devhost.store import MemoryStore
+    from functions import whatsapp
+
+    calls: list[tuple[str, str, int]] = []
+    handle = ManagementApi.handle
+
+    async def recorded(self, request, tail):
+        response = await handle(self, request, tail)
+        if "/raiseEvent/" in tail or tail.startswith("orchestrators/"):
+            calls.append(("raise" if "/raiseEvent/" in tail else "start", tail.split("/")[-1], response.status))
+        return response
+
+    monkeypatch.setattr(ManagementApi, "handle", recorded)
+    monkeypatch.setattr(whatsapp, "_seen_running", whatsapp.OrderedDict())
+    chat = f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    instance = assistant.conversation_id("default", chat)
+    with HostThread(DevHost(function_app.app, MemoryStore(), HostConfig(port=0, master_key="k"))) as host:
+        client = DurableOrchestrationClient(host.host.management.binding())
+
+        def wake() -> list[tuple[str, int]]:
+            calls.clear()
+            host.run(whatsapp._wake(client, "default", chat, 30.0))
+            return [(kind, status) for kind, _, status in calls]
+
+        def status() -> str:
+            return host.run(client.get_status(instance)).runtime_status.value
+
+        new_chat = wake()
+        again = wake()
+        whatsapp._seen_running.clear()  # as a worker that did not start it
+        elsewhere = wake()
+        host.run(client.terminate(instance, "test"))
+        ended = wake()
+        last = status()
+    assert new_chat == [("start", 202)] and again == [("raise", 202)]
+    assert elsewhere == [("start", 409), ("raise", 202)] and ended == [("raise", 410), ("start", 202)]
+    assert last == "Running" and {name for _, name, _ in calls} == {instance, "message"}
