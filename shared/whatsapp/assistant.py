@@ -78,7 +78,7 @@ async def claim_wake(tables: Tables, session: str, chat_id: str, now: float) -> 
     repaired by WAHA's redelivery, which wakes the conversation regardless: see `functions.whatsapp`).
     """
     return await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}",
-                               {"at": now, "session": session})
+                               {"at": now, "session": session, "chat_id": chat_id})
 
 
 class Swept(NamedTuple):
@@ -91,22 +91,32 @@ async def sweep_wake_claims(tables: Tables, now: float, wake: Callable[[str, str
     so such a claim tells of a wake-up that went missing (a webhook cut off after claiming, whose delivery
     WAHA did not retry; a claim stored whose insert still answered an error; a conversation that died) or of
     a turn held up (WAHA down). `wake(session, chat_id)` the chats with messages waiting (a wake-up too many
-    costs a busy conversation one look), and delete the claims of chats with none."""
+    costs a busy conversation one look), and delete the claims of chats with none. A chat that cannot be woken
+    now is tried again at the next sweep; the others are not held up by it."""
     cutoff = f"{int(now // WAKE_CLAIM_SECONDS) - 1:012d}"
+    idle: set[str] = set()
+    tried: set[str] = set()
     woken: list[str] = []
     cleared = 0
-    async for chat_id, rk, claim in tables.query(WAKES, "RowKey lt @cutoff", {"cutoff": cutoff}):
-        if chat_id in woken:
+    async for key, rk, claim in tables.query(WAKES, "RowKey lt @cutoff", {"cutoff": cutoff}):
+        chat_id = claim.get("chat_id", key)  # claims from before they named their chat: its (escaped) key
+        if chat_id in tried:
             continue
-        found = await unsettled(tables, chat_id, carried=False)
-        # claims from before they named their session: the messages do
-        session = claim.get("session") or next((row["session"] for _, row in found.pending), None)
-        if (found.pending or found.settling) and session:
-            await wake(session, chat_id)
-            woken.append(chat_id)
-        else:
-            await tables.delete(WAKES, chat_id, rk)
-            cleared += 1
+        if chat_id not in idle:
+            found = await unsettled(tables, chat_id, carried=False)
+            session = claim.get("session") or next((row["session"] for _, row in found.pending), None)
+            if (found.pending or found.settling) and session:
+                tried.add(chat_id)
+                try:
+                    await wake(session, chat_id)
+                except Exception as exc:  # noqa: BLE001 - the host busy or restarting: tried at the next sweep
+                    log_event("whatsapp.wake.failed", level=logging.WARNING, chat_id=chat_id, error=str(exc)[:300])
+                    continue
+                woken.append(chat_id)
+                continue
+            idle.add(chat_id)
+        await tables.delete(WAKES, chat_id, rk)
+        cleared += 1
     return Swept(woken, cleared)
 
 

@@ -282,11 +282,13 @@ def test_a_conversation_is_woken_once_per_turn_and_again_after_it_found_nothing(
 def test_claims_that_stood_for_minutes_wake_the_chats_whose_messages_wait_and_are_deleted_otherwise(azurite):
     """The sweep repairs a wake-up that went missing: a claim older than the last two minutes with messages
     waiting wakes its conversation (once, whatever the number of claims), one with nothing waiting is deleted,
-    and the claims of turns under way (this minute's and the last) are left alone."""
+    and the claims of turns under way (this minute's and the last) are left alone. A chat that cannot be woken
+    keeps its claim for the next sweep, and holds up no other."""
     settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
     tables, now = Tables(settings), time.time()
     chats = {name: f"1556{uuid.uuid4().int % 10**7:07d}@c.us" for name in
-             ("lost", "lost twice", "older claim", "idle", "this minute", "last minute")}
+             ("unreachable", "lost", "lost twice", "older claim", "idle", "idle twice", "this minute",
+              "last minute")}
 
     async def stored(name: str, session: str = "biz") -> None:
         chat = chats[name]
@@ -295,10 +297,12 @@ def test_claims_that_stood_for_minutes_wake_the_chats_whose_messages_wait_and_ar
             timestamp=now), "text")
 
     async def main() -> tuple[list, Any, dict]:
-        for name, ago in [("lost", 150), ("lost twice", 150), ("lost twice", 250), ("this minute", 0),
-                          ("last minute", 60)]:
+        for name, ago in [("unreachable", 150), ("lost", 150), ("lost twice", 150), ("lost twice", 250),
+                          ("this minute", 0), ("last minute", 60)]:
             await stored(name)
             assert await assistant.claim_wake(tables, "biz", chats[name], now - ago)
+        for ago in (150, 250):
+            await assistant.claim_wake(tables, "biz", chats["idle twice"], now - ago)
         await assistant.claim_wake(tables, "biz", chats["idle"], now - 150)
         await stored("older claim", session="other")
         # a claim from before claims named their session: the waiting message does
@@ -306,6 +310,8 @@ def test_claims_that_stood_for_minutes_wake_the_chats_whose_messages_wait_and_ar
         woken: list[tuple[str, str]] = []
 
         async def wake(session: str, chat_id: str) -> None:
+            if chat_id == chats["unreachable"]:
+                raise ConnectionError("the host is restarting")
             woken.append((session, chat_id))
 
         swept = await assistant.sweep_wake_claims(tables, now, wake)
@@ -318,8 +324,9 @@ def test_claims_that_stood_for_minutes_wake_the_chats_whose_messages_wait_and_ar
     assert sorted((session, mine[chat]) for session, chat in woken if chat in mine) == [
         ("biz", "lost"), ("biz", "lost twice"), ("other", "older claim")]
     assert {mine[chat] for chat in swept.woken if chat in mine} == {"lost", "lost twice", "older claim"}
-    assert swept.cleared >= 1
-    assert left == {"lost": 1, "lost twice": 2, "older claim": 1, "idle": 0, "this minute": 1, "last minute": 1}
+    assert swept.cleared >= 3
+    assert left == {"unreachable": 1, "lost": 1, "lost twice": 2, "older claim": 1, "idle": 0, "idle twice": 0,
+                    "this minute": 1, "last minute": 1}
 
 
 def test_lines_typed_after_a_pause_are_the_next_turn(azurite, waha):
