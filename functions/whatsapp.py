@@ -141,8 +141,8 @@ async def whatsapp_wake_sweep(timer: func.TimerRequest, client: df.DurableOrches
         await _wake(client, session, chat_id, burst_s)
 
     swept = await assistant.sweep_wake_claims(Tables(get_settings()), time.time(), wake)
-    for chat_id in swept.woken:
-        log_event("whatsapp.wake.repaired", level=logging.WARNING, chat_id=chat_id)
+    for chat_id in swept.woken:  # a wake-up gone missing, or a turn held up for minutes (WAHA down)
+        log_event("whatsapp.wake.swept", chat_id=chat_id)
     if swept.cleared:
         log_event("whatsapp.wake.claims_cleared", count=swept.cleared)
 

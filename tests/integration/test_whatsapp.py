@@ -179,7 +179,7 @@ def test_a_wake_up_gone_missing_is_repaired_by_the_minutely_sweep(api, waha, azu
         return await assistant.claim_wake(tables, message.session, chat, time.time() - 150)
 
     time.sleep(1.5)  # the conversation found nothing more and sleeps
-    if time.time() % 60 > 55:  # clear of the timer's own run at the minute
+    if time.time() % 60 > 45:  # clear of the timer's own run at the minute, on a slow machine too
         time.sleep(60 - time.time() % 60 + 1)
     assert asyncio.run(lost_wake_up())
     time.sleep(1.5)
