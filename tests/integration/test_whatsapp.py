@@ -140,25 +140,36 @@ def test_burst_of_messages_gets_one_reply(api, waha, gap):
     assert len(waha.sent(chat)) == 1
 
 
-def test_a_delivery_cut_off_before_waking_the_conversation_is_answered_when_waha_delivers_it_again(
-        api, waha, azurite_module):
-    """The webhook died after storing the message and claiming the wake-up, before waking the sleeping
-    conversation: WAHA's redelivery is a duplicate, and it wakes the conversation all the same."""
+def stored_without_waking(api: Http, waha: FakeWaha, connection_string: str,
+                          claimed_ago: float = 0.0) -> tuple[str, dict, Tables]:
+    """A chat answered once, whose conversation sleeps; then its rent question stored and its wake-up claimed
+    (`claimed_ago` s ago) as the webhook does, but nobody wakes the conversation. The chat, the event, tables."""
     chat = new_chat()
     assert post(api, event("Hello", chat))[0] == 200
     wait_until(lambda: waha.sent(chat), timeout=30)
     time.sleep(1.5)  # the conversation found nothing more and sleeps
     body = event("How much is the monthly rent?", chat)
     message = classify(parse_envelope(json.dumps(body).encode())).message
-    tables = Tables(Settings.model_validate({"AzureWebJobsStorage": azurite_module.connection_string}))
+    tables = Tables(Settings.model_validate({"AzureWebJobsStorage": connection_string}))
 
-    async def cut_off_webhook() -> bool:
+    async def store_and_claim() -> bool:
         await assistant.record_incoming(tables, message, "text")
-        return await assistant.claim_wake(tables, message.session, chat, time.time())
+        return await assistant.claim_wake(tables, message.session, chat, time.time() - claimed_ago)
 
-    assert asyncio.run(cut_off_webhook())
+    # a claim the sweep takes: clear of the host's own run at the minute, on a slow machine too
+    if claimed_ago >= assistant.WAKE_CLAIM_SECONDS and time.time() % 60 > 45:
+        time.sleep(60 - time.time() % 60 + 1)
+    assert asyncio.run(store_and_claim())
     time.sleep(1.5)
     assert len(waha.sent(chat)) == 1  # nobody woke the conversation
+    return chat, body, tables
+
+
+def test_a_delivery_cut_off_before_waking_the_conversation_is_answered_when_waha_delivers_it_again(
+        api, waha, azurite_module):
+    """The webhook died after storing the message and claiming the wake-up, before waking the sleeping
+    conversation: WAHA's redelivery is a duplicate, and it wakes the conversation all the same."""
+    chat, body, _ = stored_without_waking(api, waha, azurite_module.connection_string)
     assert post(api, body) == (200, {"status": "duplicate"})
     wait_until(lambda: len(waha.sent(chat)) == 2, timeout=30)
     assert "2,350" in waha.sent(chat)[-1]["text"]
@@ -168,22 +179,7 @@ def test_a_wake_up_gone_missing_is_repaired_by_the_minutely_sweep(api, waha, azu
     """A claim stored without its wake-up (its insert landed but answered an error, or the webhook died and WAHA
     did not deliver again): the next sweep of claims that stood for minutes wakes the conversation. The sweep
     is the `whatsapp_wake_sweep` timer, run here by hand as Azure's admin API allows."""
-    chat = new_chat()
-    assert post(api, event("Hello", chat))[0] == 200
-    wait_until(lambda: waha.sent(chat), timeout=30)
-    message = classify(parse_envelope(json.dumps(event("How much is the monthly rent?", chat)).encode())).message
-    tables = Tables(Settings.model_validate({"AzureWebJobsStorage": azurite_module.connection_string}))
-
-    async def lost_wake_up() -> bool:
-        await assistant.record_incoming(tables, message, "text")
-        return await assistant.claim_wake(tables, message.session, chat, time.time() - 150)
-
-    time.sleep(1.5)  # the conversation found nothing more and sleeps
-    if time.time() % 60 > 45:  # clear of the timer's own run at the minute, on a slow machine too
-        time.sleep(60 - time.time() % 60 + 1)
-    assert asyncio.run(lost_wake_up())
-    time.sleep(1.5)
-    assert len(waha.sent(chat)) == 1  # nobody woke the conversation
+    chat, _, tables = stored_without_waking(api, waha, azurite_module.connection_string, claimed_ago=150)
     run = Http(api.base_url, MASTER_KEY).request("POST", "/admin/functions/whatsapp_wake_sweep", {"input": ""})
     assert run[0] == 202
     wait_until(lambda: len(waha.sent(chat)) == 2, timeout=30)
