@@ -135,12 +135,12 @@ async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: st
 async def whatsapp_wake_sweep(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """Once a minute: a chat whose messages wait behind a wake-up claim that stood for minutes is woken (see
     `assistant.sweep_wake_claims`), so no message waits for the customer to write again."""
-    burst_s = get_settings().whatsapp_burst_seconds
+    settings = get_settings()
 
     async def wake(session: str, chat_id: str) -> None:
-        await _wake(client, session, chat_id, burst_s)
+        await _wake(client, session, chat_id, settings.whatsapp_burst_seconds)
 
-    swept = await assistant.sweep_wake_claims(Tables(get_settings()), time.time(), wake)
+    swept = await assistant.sweep_wake_claims(Tables(settings), time.time(), wake)
     for chat_id in swept.woken:  # a wake-up gone missing, or a turn held up for minutes (WAHA down)
         log_event("whatsapp.wake.swept", chat_id=chat_id)
     if swept.cleared:
