@@ -41,3 +41,11 @@ def cpu_used_since(before: dict[str, float | None], pids: dict[str, int]) -> dic
     """CPU seconds each named process has used since `before` (from `processes_cpu_s`); unreadable ones left out."""
     now = processes_cpu_s(pids)
     return {name: now[name] - before[name] for name in pids if before.get(name) is not None and now[name] is not None}
+
+
+def closed_loop_mean_floor_ms(cpu_s: float, requests: int, in_flight: int, cores: int) -> float:
+    """The least mean latency `in_flight` clients that each send again as soon as answered can see, when every
+    request costs `cpu_s / requests` of CPU (all processes together): at best the `cores` do nothing else, so
+    requests are answered at most `cores / cost` a second, and by Little's law the mean latency is at least
+    `in_flight * cost / cores`."""
+    return in_flight * cpu_s / requests / cores * 1000

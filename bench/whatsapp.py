@@ -2,7 +2,8 @@
 
 1. 1,000 signed WAHA events from 100 chats (10 each) sent by 16 client threads on keep-alive connections:
    ack p50/p99, none lost (all `accepted`, all stored, all answered) and each chat's order kept (in the
-   table and in the questions the model was asked).
+   table and in the questions the model was asked). Also the CPU the burst cost per event (devhost, Azurite and
+   the clients together) and the least mean ack that cost allows 16 clients on this machine's cores.
 2. Top-5 retrieval over 100,000 random L2-normalised 1,536-dim chunks: `VectorIndex.search` against the
    floor (`matrix @ query` + `argpartition` on the very same matrix) and qdrant-client in local mode.
 1b. The same events paced, open loop: 400 from 40 chats at 10 a second, each ack timed from when it was due.
@@ -44,7 +45,8 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if p and Path(p).resolve() != R
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")  # every connection stays on the loopback
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
-from bench.machine import busy_cpu_s, cpu_used_since, own_cpu_s, processes_cpu_s  # noqa: E402
+from bench.machine import (busy_cpu_s, closed_loop_mean_floor_ms, cpu_used_since, own_cpu_s,  # noqa: E402
+                           processes_cpu_s)
 
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 HMAC_KEY = "bench-waha-hmac-key"
@@ -731,7 +733,8 @@ def main() -> int:
         pids = {"devhost": host.process.pid, "azurite": azurite.process.pid, "bench_clients_and_fakes": os.getpid()}
         cpu_before = processes_cpu_s(pids)
         shot = burst(port, chats, args.per_chat, args.threads)
-        cpu_used = {name: round(used, 1) for name, used in cpu_used_since(cpu_before, pids).items()}
+        cpu_spent = cpu_used_since(cpu_before, pids)
+        cpu_used = {name: round(used, 1) for name, used in cpu_spent.items()}
         if profiler and "burst" in args.profile:
             profiler.stop(host.process.pid, "burst")
         acks = [s["ms"] for s in shot["sent"]]
@@ -766,6 +769,11 @@ def main() -> int:
             "server_side_function_ms": summary(server) if server else None,
             "acks_per_s": round(len(shot["sent"]) / shot["wall_s"], 1), "wall_s": round(shot["wall_s"], 2),
             "cpu_s_during_burst": dict(cpu_used, cores=os.cpu_count()),
+            # all the CPU the burst cost (acks and the conversations' work meanwhile), per event, and the mean
+            # ack that this cost allows at best with `client_threads` always waiting (see the function)
+            "cpu_ms_per_event": round(sum(cpu_spent.values()) / len(shot["sent"]) * 1000, 2),
+            "ack_ms_mean_floor": round(closed_loop_mean_floor_ms(sum(cpu_spent.values()), len(shot["sent"]),
+                                                                 args.threads, os.cpu_count() or 1), 1),
             "answers": answers, "none_lost": none_lost, "per_chat_order_kept": order_kept, "checks": checked,
             "host_invocations_until_drained": work,
             "profiled": "burst" in args.profile}
@@ -848,7 +856,8 @@ def main() -> int:
     qdrant_ms = (retrieval_report["qdrant_local"].get("ms") or {}).get("p50")
     report["aims"] = {
         "ack_p99_under_50ms": {"value": burst_report["ack_ms"]["p99"],
-                               "met": burst_report["ack_ms"]["p99"] < AIMS["ack_p99_ms_max"]},
+                               "met": burst_report["ack_ms"]["p99"] < AIMS["ack_p99_ms_max"],
+                               "mean_floor_ms": burst_report["ack_ms_mean_floor"]},
         "burst_none_lost_order_kept": {"met": burst_report["none_lost"] and burst_report["per_chat_order_kept"]},
         "paced_ack_p99_under_50ms": {"value": report["webhook_paced"]["ack_ms"]["p99"],
                                      "met": report["webhook_paced"]["ack_ms"]["p99"] < AIMS["ack_p99_ms_max"]},
