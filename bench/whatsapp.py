@@ -576,6 +576,7 @@ def kb_refresh(connection_string: str, documents: int, chunks_per_document: int,
 
     from shared.ai.offline import OfflineProvider
     from shared.config import Settings
+    from shared.storage import close_clients
     from shared.storage.blobs import BlobStore
     from shared.storage.tables import Tables
     from shared.whatsapp.assistant import DOCUMENTS, KB_CONTAINER, Deps, KnowledgeBase
@@ -620,6 +621,7 @@ def kb_refresh(connection_string: str, documents: int, chunks_per_document: int,
         for n in range(documents):
             await tables.delete(DOCUMENTS, "kb", f"bench-kb-{n}")
         KnowledgeBase._cache.clear()
+        await close_clients()
         return {"documents": documents, "chunks": documents * chunks_per_document, "dim": dim,
                 "indexed_chunks": len(index), "cold_load_s": round(cold, 3),
                 "one_changed_refresh_s": round(refresh, 3),

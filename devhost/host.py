@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.storage import close_clients
+
 from .app_index import AppIndex, FunctionInfo, HttpFunction
 from .engine import Engine
 from .management import ManagementApi
@@ -160,6 +162,7 @@ class DevHost:
         if self.engine is not None:
             await self.engine.stop()
         await release_sdk_session()
+        await close_clients()  # the app's storage clients on this loop
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ auth

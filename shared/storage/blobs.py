@@ -1,23 +1,22 @@
 """Bytes in Blob storage, addressed by `container/name` references that orchestrations carry instead of bytes."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ..clock import iso_utc
 from ..config import Settings
-from .clients import blob_service
+from .clients import PerLoop, blob_service
 
-_services: dict[int, Any] = {}
-_created: set[tuple[int, str]] = set()
+_per_loop = PerLoop()  # per loop: "service", and ("container", name) once the container is known to exist
+close_loop_clients = _per_loop.close_here
 
 
 def _service(settings: Settings) -> Any:
     """One async client per event loop: aio clients must not cross loops."""
-    loop = id(asyncio.get_running_loop())
-    if loop not in _services:
-        _services[loop] = blob_service(settings)
-    return _services[loop]
+    made = _per_loop.here()
+    if "service" not in made:
+        made["service"] = blob_service(settings)
+    return made["service"]
 
 
 class BlobStore:
@@ -29,13 +28,13 @@ class BlobStore:
 
         service = _service(self.settings)
         client = service.get_container_client(container)
-        key = (id(asyncio.get_running_loop()), container)
-        if key not in _created:
+        made = _per_loop.here()
+        if ("container", container) not in made:
             try:
                 await client.create_container()
             except ResourceExistsError:
                 pass
-            _created.add(key)
+            made[("container", container)] = True
         return client
 
     async def put(self, container: str, name: str, data: bytes, content_type: str | None = None) -> str:

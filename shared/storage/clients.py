@@ -2,10 +2,41 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
+from typing import Any
 
 from ..config import Settings
 from ..errors import ServiceUnavailable
 from .connection import client_options, expand_connection_string
+
+
+class PerLoop:
+    """What a module makes once per event loop (aio clients must not cross loops), as a dict for each loop. A loop
+    that ended takes its dict with it: a new loop that gets the old one's id starts empty."""
+
+    def __init__(self) -> None:
+        self._made: dict[int, tuple[weakref.ref, dict[Any, Any]]] = {}
+
+    def here(self) -> dict[Any, Any]:
+        """The running loop's dict."""
+        loop = asyncio.get_running_loop()
+        entry = self._made.get(id(loop))
+        if entry is None or entry[0]() is not loop:
+            self._made = {key: kept for key, kept in self._made.items() if kept[0]() is not None}
+            entry = self._made[id(loop)] = (weakref.ref(loop), {})
+        return entry[1]
+
+    def forget_here(self) -> dict[Any, Any]:
+        """The running loop's dict, no longer kept."""
+        loop = asyncio.get_running_loop()
+        entry = self._made.pop(id(loop), None)
+        return entry[1] if entry is not None and entry[0]() is loop else {}
+
+    async def close_here(self) -> None:
+        """Closes the clients the running loop made (their connections), and forgets them."""
+        for made in self.forget_here().values():
+            if hasattr(made, "close"):
+                await made.close()
 
 
 def blob_service(settings: Settings, **options):

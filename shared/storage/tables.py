@@ -9,28 +9,30 @@ from typing import Any, AsyncIterator, Callable
 
 from ..config import Settings
 from ..errors import Conflict
+from .clients import PerLoop
 from .connection import NO_ECHO, client_options, expand_connection_string
 
-_services: dict[int, Any] = {}
-_clients: dict[tuple[int, str], Any] = {}  # (loop, table) -> a client made once: building one costs real CPU
+# per loop: "service", and ("table", name) -> a client made once (building one costs real CPU)
+_per_loop = PerLoop()
+close_loop_clients = _per_loop.close_here
 
 
 def _service(settings: Settings) -> Any:
     """One async client per event loop: aio clients must not cross loops."""
     from azure.data.tables.aio import TableServiceClient
 
-    loop = id(asyncio.get_running_loop())
-    if loop not in _services:
+    made = _per_loop.here()
+    if "service" not in made:
         if settings.storage_connection:
-            _services[loop] = TableServiceClient.from_connection_string(
+            made["service"] = TableServiceClient.from_connection_string(
                 expand_connection_string(settings.storage_connection), **client_options())
         else:
             from azure.identity.aio import DefaultAzureCredential
 
             credential = DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id or None)
-            _services[loop] = TableServiceClient(f"https://{settings.storage_account}.table.core.windows.net",
+            made["service"] = TableServiceClient(f"https://{settings.storage_account}.table.core.windows.net",
                                                  credential=credential, **client_options())
-    return _services[loop]
+    return made["service"]
 
 
 def _key(value: str) -> str:
@@ -61,15 +63,15 @@ class Tables:
     async def _table(self, name: str) -> Any:
         from azure.core.exceptions import ResourceExistsError
 
-        key = (id(asyncio.get_running_loop()), name)
-        client = _clients.get(key)
+        made = _per_loop.here()
+        client = made.get(("table", name))
         if client is None:
             service = _service(self.settings)
             try:
                 await service.create_table(name)
             except ResourceExistsError:
                 pass
-            client = _clients[key] = service.get_table_client(name)
+            client = made[("table", name)] = service.get_table_client(name)
         return client
 
     @staticmethod
