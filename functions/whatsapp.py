@@ -89,20 +89,29 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
         await _wake(client, message.session, message.chat_id, settings.whatsapp_burst_seconds)
         return json_response({"status": "duplicate"})
     log_event("whatsapp.message.received", chat_id=message.chat_id, message_id=message.message_id)
-    if await assistant.claim_wake(tables, message.session, message.chat_id, time.time()):
+    instance = assistant.conversation_id(message.session, message.chat_id)
+    if time.time() < _held_awake.get(instance, 0.0) - CLOCK_SKEW_S:
+        # stored before the claim this worker made lapses: the conversation it woke reads it before it sleeps
+        return json_response({"status": "accepted"})
+    until = await assistant.claim_wake(tables, message.session, message.chat_id, time.time(),
+                                       settings.whatsapp_burst_seconds)
+    if until is not None:
         await _wake(client, message.session, message.chat_id, settings.whatsapp_burst_seconds)
+        _remember(_held_awake, instance, until)
     return json_response({"status": "accepted"})
 
 
-RUNNING_HINTS = 10_000  # conversations a worker remembers having seen running (see `_wake`)
+RUNNING_HINTS = 10_000  # conversations a worker remembers having seen running or woken (see `_wake`)
+CLOCK_SKEW_S = 0.5  # how far the clocks of the worker that claimed and of the conversation's may differ
 _seen_running: OrderedDict[str, None] = OrderedDict()
+_held_awake: OrderedDict[str, float] = OrderedDict()  # conversation -> until when this worker's claim holds it
 
 
-def _saw_running(instance: str) -> None:
-    _seen_running[instance] = None
-    _seen_running.move_to_end(instance)
-    if len(_seen_running) > RUNNING_HINTS:
-        _seen_running.popitem(last=False)
+def _remember(hints: OrderedDict, instance: str, value: float | None = None) -> None:
+    hints[instance] = value
+    hints.move_to_end(instance)
+    if len(hints) > RUNNING_HINTS:
+        hints.popitem(last=False)
 
 
 async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: str, burst_s: float) -> None:
@@ -118,7 +127,7 @@ async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: st
     if instance in _seen_running:
         try:
             await client.raise_event(instance, "message", {"chat_id": chat_id})
-            _saw_running(instance)
+            _remember(_seen_running, instance)
             return
         except Exception:  # noqa: BLE001 - not running any more: start it
             pass
@@ -127,7 +136,7 @@ async def _wake(client: df.DurableOrchestrationClient, session: str, chat_id: st
                                {"session": session, "chat_id": chat_id, "due_in_s": burst_s})
     except Exception:  # noqa: BLE001 - it runs (or a concurrent message started it first): wake it
         await client.raise_event(instance, "message", {"chat_id": chat_id})
-    _saw_running(instance)
+    _remember(_seen_running, instance)
 
 
 @bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False)

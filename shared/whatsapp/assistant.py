@@ -66,9 +66,9 @@ async def record_incoming(tables: Tables, message: IncomingMessage, kind: str) -
                                _columns(row))
 
 
-async def claim_wake(tables: Tables, session: str, chat_id: str, now: float) -> bool:
-    """Whether the webhook that just stored a message of the chat must wake its conversation: True for one
-    message until the conversation next finds nothing pending (`next_turn` clears the claim then).
+async def claim_wake(tables: Tables, session: str, chat_id: str, now: float, hold_s: float = 0.0) -> float | None:
+    """Whether the webhook that just stored a message of the chat must wake its conversation: yes for one
+    message until the conversation next finds nothing pending (`next_turn` clears the claim then); None: no.
 
     A busy conversation reads what is pending before it sleeps again, so waking it once per turn is enough,
     and the rest of a burst costs one insert each instead of an orchestrator episode. The message must be
@@ -76,9 +76,16 @@ async def claim_wake(tables: Tables, session: str, chat_id: str, now: float) -> 
     per minute, and a claim that stands for minutes while messages wait is a wake-up that went missing:
     `sweep_wake_claims` wakes its conversation (a webhook cut off between claiming and waking is also
     repaired by WAHA's redelivery, which wakes the conversation regardless: see `functions.whatsapp`).
+
+    A claim also holds its conversation awake for `hold_s` (up to `MAX_TURN_WAIT_S`): until then `next_turn`
+    neither clears it nor lets the conversation sleep, so a message stored before the time answered (the claim's
+    `until`) is read by a look still to come, and the webhook that claimed needs neither to claim nor to wake for
+    it (see `functions.whatsapp.waha_webhook`).
     """
-    return await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}",
-                               {"at": now, "session": session, "chat_id": chat_id})
+    until = now + min(max(hold_s, 0.0), MAX_TURN_WAIT_S)
+    claimed = await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}",
+                                  {"at": now, "until": until, "session": session, "chat_id": chat_id})
+    return until if claimed else None
 
 
 class Swept(NamedTuple):
@@ -120,17 +127,27 @@ async def sweep_wake_claims(tables: Tables, now: float, wake: Callable[[str, str
     return Swept(woken, cleared)
 
 
-async def _clear_wake_claims(tables: Tables, chat_id: str) -> None:
-    async for rk, _ in tables.partition(WAKES, chat_id):
+async def _clear_wake_claims(tables: Tables, chat_id: str, now: float) -> float | None:
+    """Deletes the chat's claims, unless one still holds the conversation awake: then the time it lapses."""
+    claims = [(rk, claim) async for rk, claim in tables.partition(WAKES, chat_id)]
+    held = max((claim.get("until", 0.0) for _, claim in claims), default=0.0)
+    if held > now:
+        return held
+    for rk, _ in claims:
         await tables.delete(WAKES, chat_id, rk)
+    return None
 
 
 async def next_turn(tables: Tables, chat_id: str, *, window_s: float, now: float) -> float | None:
     """Seconds until the chat's next turn is due (0: now), None when nothing is pending: then the claim of a
-    wake-up is cleared first, so that the next message wakes the conversation (see `claim_wake`)."""
+    wake-up is cleared first, so that the next message wakes the conversation (see `claim_wake`). With nothing
+    pending while a claim holds the conversation awake: the seconds until it lapses, when the conversation looks
+    again (messages the claiming webhook stored meanwhile did not wake it)."""
     found = await unsettled(tables, chat_id, carried=False)
     if not found.pending and not found.settling:
-        await _clear_wake_claims(tables, chat_id)
+        held = await _clear_wake_claims(tables, chat_id, now)
+        if held is not None:
+            return held - now
         found = await unsettled(tables, chat_id, carried=False)  # what came before the claims were gone
     if found.settling:
         return 0.0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import time
 import uuid
@@ -260,14 +261,14 @@ def test_a_conversation_is_woken_once_per_turn_and_again_after_it_found_nothing(
         await assistant.record_incoming(tables, IncomingMessage(
             session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{n}", text=f"line {n}",
             timestamp=time.time()), "text")
-        return await assistant.claim_wake(tables, "default", chat, time.time())
+        return await assistant.claim_wake(tables, "default", chat, time.time()) is not None
 
     async def main() -> dict:
         seen: dict = {"claims": [await message(0), await message(1)]}
         seen["due"] = await assistant.next_turn(tables, chat, window_s=1.0, now=time.time())
         seen["claims"].append(await message(2))  # the conversation has yet to answer: it reads this one too
         seen["answered"] = (await assistant.answer_turn(chat, deps))["answered"]
-        seen["stale"] = await assistant.claim_wake(tables, "default", chat, time.time() - 120)  # one left from long ago
+        seen["stale"] = await assistant.claim_wake(tables, "default", chat, time.time() - 120, hold_s=5)  # long ago
         seen["idle"] = await assistant.next_turn(tables, chat, window_s=1.0, now=time.time())
         seen["left"] = [rk async for rk, _ in tables.partition(assistant.WAKES, chat)]
         seen["claims"].append(await message(3))
@@ -276,7 +277,49 @@ def test_a_conversation_is_woken_once_per_turn_and_again_after_it_found_nothing(
     seen = asyncio.run(main())
     assert seen["claims"] == [True, False, False, True]
     assert 0 < seen["due"] <= 1.0 and seen["answered"] == 3
-    assert seen["stale"] is True and seen["idle"] is None and seen["left"] == []
+    assert seen["stale"] is not None and seen["idle"] is None and seen["left"] == []
+
+
+def test_a_claim_keeps_its_conversation_from_sleeping_until_it_lapses(azurite, waha):
+    """A claim holds its conversation awake for a while: a message the claiming webhook stored meanwhile woke
+    nothing, so a conversation that found nothing pending must not clear the claim and sleep, but look again once
+    the claim lapses, and answer it."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), OfflineProvider())
+
+    async def store(n: int) -> None:
+        await assistant.record_incoming(tables, IncomingMessage(
+            session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{n}", text=f"line {n}",
+            timestamp=time.time()), "text")
+
+    async def main() -> dict:
+        now = time.time()
+        await store(0)
+        seen: dict = {"held_for": await assistant.claim_wake(tables, "default", chat, now, hold_s=2.0) - now}
+        seen["first"] = (await assistant.answer_turn(chat, deps))["answered"]
+        seen["while_held"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 0.5)
+        await store(1)  # under the claim: the webhook that claimed neither claims again nor wakes
+        seen["claims_kept"] = len([rk async for rk, _ in tables.partition(assistant.WAKES, chat)])
+        seen["lapsed"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 2.5)
+        seen["second"] = (await assistant.answer_turn(chat, deps))["answered"]
+        seen["then"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 3.0)
+        seen["claims_left"] = len([rk async for rk, _ in tables.partition(assistant.WAKES, chat)])
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen["held_for"] == pytest.approx(2.0) and seen["first"] == 1
+    assert seen["while_held"] == pytest.approx(1.5) and seen["claims_kept"] == 1  # it looks again in 1.5 s
+    assert seen["lapsed"] == 0.0 and seen["second"] == 1  # the message stored meanwhile is its next turn
+    assert seen["then"] is None and seen["claims_left"] == 0  # now it sleeps, and the next message claims
+
+
+def test_claims_hold_a_conversation_awake_for_at_most_the_longest_turn_wait(azurite):
+    tables = Tables(Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string}))
+    now = time.time()
+    until = asyncio.run(assistant.claim_wake(tables, "default", f"1555{uuid.uuid4().int % 10**7:07d}@c.us", now,
+                                             hold_s=3600))
+    assert until == pytest.approx(now + assistant.MAX_TURN_WAIT_S)  # well inside the sweep's minute
 
 
 def test_claims_that_stood_for_minutes_wake_the_chats_whose_messages_wait_and_are_deleted_otherwise(azurite):
@@ -486,3 +529,67 @@ def test_a_conversation_is_woken_with_one_call_when_the_worker_guessed_right_and
     assert new_chat == [("start", 202)] and again == [("raise", 202)]
     assert elsewhere == [("start", 409), ("raise", 202)] and ended == [("raise", 410), ("start", 202)]
     assert last == "Running" and {name for _, name, _ in calls} == {instance, "message"}
+
+
+def test_messages_stored_while_this_workers_claim_holds_the_conversation_neither_claim_nor_wake(azurite, monkeypatch):
+    """Through the webhook: a new chat's first message claims and starts the conversation; the lines that follow
+    within the claim's hold (the burst window, less the clock skew allowed) cost one insert each, nothing else;
+    once it lapsed, a message tries the claim again (taken still: the conversation has yet to look)."""
+    from shared.config import get_settings
+    from shared.whatsapp.signature import sign
+
+    key = "turns-test-hmac"
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("WAHA_HMAC_KEY", key)
+    monkeypatch.setenv("WHATSAPP_BURST_SECONDS", "30")  # no turn while the test runs
+    get_settings.cache_clear()
+    import function_app
+
+    from devhost.host import DevHost, HostConfig, HostThread
+    from devhost.management import ManagementApi
+    from devhost.store import MemoryStore
+    from functions import whatsapp
+    from tests.integration.test_whatsapp import event
+
+    calls: list[str] = []
+    handle, claim = ManagementApi.handle, assistant.claim_wake
+
+    async def recorded(self, request, tail):
+        response = await handle(self, request, tail)
+        calls.append(f"{'raise' if '/raiseEvent/' in tail else 'start'} {response.status}")
+        return response
+
+    async def claimed(*args, **kwargs):
+        until = await claim(*args, **kwargs)
+        calls.append(f"claim {'won' if until is not None else 'taken'}")
+        return until
+
+    monkeypatch.setattr(ManagementApi, "handle", recorded)
+    monkeypatch.setattr(assistant, "claim_wake", claimed)
+    monkeypatch.setattr(whatsapp, "_held_awake", whatsapp.OrderedDict())
+    chat = f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    instance = assistant.conversation_id("default", chat)
+    try:
+        with HostThread(DevHost(function_app.app, MemoryStore(), HostConfig(port=0, master_key="k"))) as host:
+            def post(n: int) -> list[str]:
+                calls.clear()
+                raw = json.dumps(event(f"line {n}", chat)).encode()
+                conn = http.client.HTTPConnection("127.0.0.1", host.host.port, timeout=30)
+                conn.request("POST", "/api/webhook", body=raw, headers={
+                    "content-type": "application/json", "X-Webhook-Hmac": sign(raw, key),
+                    "X-Webhook-Hmac-Algorithm": "sha512"})
+                response = conn.getresponse()
+                assert (response.status, json.loads(response.read())) == (200, {"status": "accepted"})
+                conn.close()
+                return list(calls)
+
+            first, second, third = post(0), post(1), post(2)
+            whatsapp._held_awake[instance] = time.time() + whatsapp.CLOCK_SKEW_S  # as if the hold had lapsed
+            lapsed = post(3)
+    finally:
+        get_settings.cache_clear()
+    stored = asyncio.run(assistant.unsettled(Tables(Settings.model_validate(
+        {"AzureWebJobsStorage": azurite.connection_string})), chat)).pending
+    assert first == ["claim won", "start 202"] and second == third == []
+    assert lapsed == ["claim taken"]
+    assert [row["text"] for _, row in stored] == [f"line {n}" for n in range(4)]  # all waiting for the turn
