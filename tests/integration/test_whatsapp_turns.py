@@ -6,7 +6,7 @@ import http.client
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import pytest
 
@@ -250,17 +250,27 @@ def test_a_reply_sent_before_without_its_notice_gets_the_notice_alone(azurite, w
     assert sorted(r["kind"] for r in rows if r["direction"] == "out") == ["notice", "reply"]
 
 
-def test_a_conversation_is_woken_once_per_turn_and_again_after_it_found_nothing(azurite, waha):
-    """The wake-up claims: the first message of a turn claims the wake-up, the rest of the burst need not wake
-    the conversation, and once it found nothing pending (and sleeps) the next message claims again."""
+def a_chat(azurite, waha: FakeWaha) -> tuple[Tables, str, Deps, Callable[[int], Awaitable[None]]]:
+    """Tables, a new chat, what its turns need, and `line(n)`, which stores the chat's line n as the webhook does."""
     settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
     tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
     deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), OfflineProvider())
 
-    async def message(n: int) -> bool:
+    async def line(n: int) -> None:
         await assistant.record_incoming(tables, IncomingMessage(
             session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{n}", text=f"line {n}",
             timestamp=time.time()), "text")
+
+    return tables, chat, deps, line
+
+
+def test_a_conversation_is_woken_once_per_turn_and_again_after_it_found_nothing(azurite, waha):
+    """The wake-up claims: the first message of a turn claims the wake-up, the rest of the burst need not wake
+    the conversation, and once it found nothing pending (and sleeps) the next message claims again."""
+    tables, chat, deps, line = a_chat(azurite, waha)
+
+    async def message(n: int) -> bool:
+        await line(n)
         return await assistant.claim_wake(tables, "default", chat, time.time()) is not None
 
     async def main() -> dict:
@@ -284,22 +294,15 @@ def test_a_claim_keeps_its_conversation_from_sleeping_until_it_lapses(azurite, w
     """A claim holds its conversation awake for a while: a message the claiming webhook stored meanwhile woke
     nothing, so a conversation that found nothing pending must not clear the claim and sleep, but look again once
     the claim lapses, and answer it."""
-    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
-    tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
-    deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), OfflineProvider())
-
-    async def store(n: int) -> None:
-        await assistant.record_incoming(tables, IncomingMessage(
-            session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{n}", text=f"line {n}",
-            timestamp=time.time()), "text")
+    tables, chat, deps, line = a_chat(azurite, waha)
 
     async def main() -> dict:
         now = time.time()
-        await store(0)
+        await line(0)
         seen: dict = {"held_for": await assistant.claim_wake(tables, "default", chat, now, hold_s=2.0) - now}
         seen["first"] = (await assistant.answer_turn(chat, deps))["answered"]
         seen["while_held"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 0.5)
-        await store(1)  # under the claim: the webhook that claimed neither claims again nor wakes
+        await line(1)  # under the claim: the webhook that claimed neither claims again nor wakes
         seen["claims_kept"] = len([rk async for rk, _ in tables.partition(assistant.WAKES, chat)])
         seen["lapsed"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 2.5)
         seen["second"] = (await assistant.answer_turn(chat, deps))["answered"]
