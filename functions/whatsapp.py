@@ -90,7 +90,7 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
         return json_response({"status": "duplicate"})
     log_event("whatsapp.message.received", chat_id=message.chat_id, message_id=message.message_id)
     instance = assistant.conversation_id(message.session, message.chat_id)
-    if time.time() < _held_awake.get(instance, 0.0) - CLOCK_SKEW_S:
+    if time.time() < _held_awake.get(instance, 0.0) - assistant.CLOCK_SKEW_S:
         # stored before the claim this worker made lapses: the conversation it woke reads it before it sleeps
         return json_response({"status": "accepted"})
     until = await assistant.claim_wake(tables, message.session, message.chat_id, time.time(),
@@ -102,7 +102,6 @@ async def waha_webhook(req: func.HttpRequest, client: df.DurableOrchestrationCli
 
 
 RUNNING_HINTS = 10_000  # conversations a worker remembers having seen running or woken (see `_wake`)
-CLOCK_SKEW_S = 0.5  # how far the clocks of the worker that claimed and of the conversation's may differ
 _seen_running: OrderedDict[str, None] = OrderedDict()
 _held_awake: OrderedDict[str, float] = OrderedDict()  # conversation -> until when this worker's claim holds it
 
@@ -167,8 +166,10 @@ def whatsapp_conversation(context: df.DurableOrchestrationContext):
     """
     chat = dict(context.get_input())
     try:
-        yield from _until_turn_due(context, chat, chat.pop("due_in_s", None))
-        outcome = yield from call_with_retries(context, "whatsapp_answer", chat)
+        due = yield from _until_turn_due(context, chat, chat.pop("due_in_s", None))
+        # found nothing pending: a line that came since is answered only once its own turn is due
+        outcome = yield from call_with_retries(context, "whatsapp_answer", chat,
+                                               first_only=None if due else {"only_if_due": True})
     except Exception as exc:  # noqa: BLE001 - the messages stay pending for the next execution
         if not context.is_replaying:
             log_event("whatsapp.conversation.failed", level=logging.ERROR, chat_id=chat["chat_id"],
@@ -184,14 +185,15 @@ def whatsapp_conversation(context: df.DurableOrchestrationContext):
 
 
 def _until_turn_due(context: df.DurableOrchestrationContext, chat: dict, due_in_s: float | None):
-    """Returns once the chat's turn is due; `due_in_s` given: started for a message that just came."""
+    """Returns once the chat's turn is due (True), or once nothing is pending any more (False: a claim's hold that
+    kept the conversation awake lapsed, say); `due_in_s` given: started for a message that just came."""
     if due_in_s is None:
         plan = yield context.call_activity_with_retry("whatsapp_pending", CRASH_RETRY, chat)
         if "count" in plan:  # the history of a conversation from before turns waited for quiet: its steps
             if not plan["count"]:
                 yield context.wait_for_external_event("message")
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=plan["burst_seconds"]))
-            return
+            return True
         due_in_s = plan["due_in_s"]
         if due_in_s is None:
             yield context.wait_for_external_event("message")
@@ -199,6 +201,7 @@ def _until_turn_due(context: df.DurableOrchestrationContext, chat: dict, due_in_
     while due_in_s:  # someone is still typing: each line moves the turn on, up to a limit
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=due_in_s))
         due_in_s = (yield context.call_activity_with_retry("whatsapp_pending", CRASH_RETRY, chat))["due_in_s"]
+    return due_in_s is not None
 
 
 def emit_turn_events(context: df.DurableOrchestrationContext, chat_id: str, turn: dict):
@@ -228,7 +231,8 @@ async def whatsapp_pending(chat: dict) -> dict:
 async def whatsapp_answer(chat: dict) -> dict:
     settings = get_settings()
     try:
-        result = await assistant.answer_turn(chat["chat_id"], _deps())
+        result = await assistant.answer_turn(chat["chat_id"], _deps(),
+                                             only_if_due=chat.get("only_if_due", False))
     except AppError as error:  # WAHA down or the session not WORKING: retried on a durable timer
         return failed(error, attempt=chat.get("attempt", 1), max_attempts=settings.whatsapp_send_attempts,
                       base_delay=settings.ai_retry_base_seconds)

@@ -11,8 +11,11 @@ from .connection import client_options, expand_connection_string
 
 
 class PerLoop:
-    """What a module makes once per event loop (aio clients must not cross loops), as a dict for each loop. A loop
-    that ended takes its dict with it: a new loop that gets the old one's id starts empty."""
+    """What a module makes once per event loop (aio clients must not cross loops), as a dict for each loop.
+
+    The clients hold on to their loop until `close_here` (see `shared.storage.close_clients`); a loop given the id
+    of an earlier one that was never closed still gets a dict of its own. One dict operation at a time, so loops
+    in several threads may share it."""
 
     def __init__(self) -> None:
         self._made: dict[int, tuple[weakref.ref, dict[Any, Any]]] = {}
@@ -22,7 +25,6 @@ class PerLoop:
         loop = asyncio.get_running_loop()
         entry = self._made.get(id(loop))
         if entry is None or entry[0]() is not loop:
-            self._made = {key: kept for key, kept in self._made.items() if kept[0]() is not None}
             entry = self._made[id(loop)] = (weakref.ref(loop), {})
         return entry[1]
 
@@ -33,10 +35,12 @@ class PerLoop:
         return entry[1] if entry is not None and entry[0]() is loop else {}
 
     async def close_here(self) -> None:
-        """Closes the clients the running loop made (their connections), and forgets them."""
-        for made in self.forget_here().values():
-            if hasattr(made, "close"):
-                await made.close()
+        """Closes the clients the running loop made (their connections), all of them even if one fails, and
+        forgets them."""
+        closing = [made.close() for made in self.forget_here().values() if hasattr(made, "close")]
+        for failed in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(failed, BaseException):
+                raise failed
 
 
 def blob_service(settings: Settings, **options):

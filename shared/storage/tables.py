@@ -217,9 +217,14 @@ class Tables:
         return _row(entity), entity.metadata["etag"]
 
     async def partition(self, table: str, pk: str) -> AsyncIterator[tuple[str, dict]]:
+        async for rk, row, _ in self.partition_tagged(table, pk):
+            yield rk, row
+
+    async def partition_tagged(self, table: str, pk: str) -> AsyncIterator[tuple[str, dict, str]]:
+        """`partition` with each row's ETag (for `delete_unchanged`)."""
         client = await self._table(table)
         async for entity in client.query_entities("PartitionKey eq @pk", parameters={"pk": _key(pk)}):
-            yield entity["RowKey"], _row(entity)
+            yield entity["RowKey"], _row(entity), entity.metadata["etag"]
 
     async def all(self, table: str) -> AsyncIterator[tuple[str, str, dict]]:
         client = await self._table(table)
@@ -229,3 +234,16 @@ class Tables:
     async def delete(self, table: str, pk: str, rk: str) -> None:
         client = await self._table(table)
         await client.delete_entity(_key(pk), _key(rk))
+
+    async def delete_unchanged(self, table: str, pk: str, rk: str, etag: str) -> bool:
+        """Deletes the row only if it is still as it was at `etag`; False when it was written meanwhile (a row
+        already gone counts as deleted)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+
+        client = await self._table(table)
+        try:
+            await client.delete_entity(_key(pk), _key(rk), etag=etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            return False
+        return True

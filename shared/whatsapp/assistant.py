@@ -30,6 +30,8 @@ MESSAGES, CONVERSATIONS, DOCUMENTS = "WhatsAppMessages", "WhatsAppConversations"
 DUPLICATES = "WhatsAppDuplicates"
 WAKES = "WhatsAppWakes"
 WAKE_CLAIM_SECONDS = 60  # claims are per minute (see `claim_wake` and `sweep_wake_claims`)
+CLOCK_SKEW_S = 0.5  # how far two workers' clocks may differ: each side trusts a claim's hold this much less
+RECLAIMED_LOOK_S = 0.1  # how soon a conversation looks again when a claim was made anew while it cleared them
 KB_CONTAINER = "knowledge"
 RATE_NOTICE = ("You are sending messages faster than I can answer. I will reply to new messages in a "
                "minute.")
@@ -82,10 +84,10 @@ async def claim_wake(tables: Tables, session: str, chat_id: str, now: float, hol
     `until`) is read by a look still to come, and the webhook that claimed needs neither to claim nor to wake for
     it (see `functions.whatsapp.waha_webhook`).
     """
-    until = now + min(max(hold_s, 0.0), MAX_TURN_WAIT_S)
-    claimed = await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}",
-                                  {"at": now, "until": until, "session": session, "chat_id": chat_id})
-    return until if claimed else None
+    hold_s = min(max(hold_s, 0.0), MAX_TURN_WAIT_S)
+    claim = {"at": now, "session": session, "chat_id": chat_id, **({"until": now + hold_s} if hold_s else {})}
+    claimed = await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}", claim)
+    return now + hold_s if claimed else None
 
 
 class Swept(NamedTuple):
@@ -128,13 +130,16 @@ async def sweep_wake_claims(tables: Tables, now: float, wake: Callable[[str, str
 
 
 async def _clear_wake_claims(tables: Tables, chat_id: str, now: float) -> float | None:
-    """Deletes the chat's claims, unless one still holds the conversation awake: then the time it lapses."""
-    claims = [(rk, claim) async for rk, claim in tables.partition(WAKES, chat_id)]
-    held = max((claim.get("until", 0.0) for _, claim in claims), default=0.0)
+    """Deletes the chat's claims, unless one still holds the conversation awake: then the time it lapses (on this
+    clock, `CLOCK_SKEW_S` after the claiming worker's). A claim written since it was read (made again under the
+    same key, after a look running at the same time deleted it) is not deleted: it is looked at again soon."""
+    claims = [claim async for claim in tables.partition_tagged(WAKES, chat_id)]
+    held = max((row["until"] + CLOCK_SKEW_S for _, row, _ in claims if "until" in row), default=0.0)
     if held > now:
         return held
-    for rk, _ in claims:
-        await tables.delete(WAKES, chat_id, rk)
+    for rk, _, etag in claims:
+        if not await tables.delete_unchanged(WAKES, chat_id, rk, etag):
+            return now + RECLAIMED_LOOK_S
     return None
 
 
@@ -382,14 +387,17 @@ class KnowledgeBase:
         return True
 
 
-async def answer_turn(chat_id: str, deps: Deps) -> dict[str, Any]:
+async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False) -> dict[str, Any]:
     """Answers the chat's turn (its pending messages up to the first pause of `deps.burst_s`) in one reply; safe
-    to run twice (the reply is keyed)."""
+    to run twice (the reply is keyed). `only_if_due`: unless the turn is due yet (the conversation found nothing
+    pending before: lines that came since wait for their turn, or the rest of their burst would be a second one)."""
     tables = deps.tables
     found = await unsettled(tables, chat_id)
     if found.settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
         return await _finish_settling(tables, chat_id, found.pending, found.settling)
     turn = _turn(found.pending, time.time(), deps.burst_s)
+    if only_if_due and not turn.ready:
+        return {"replied": False, "reason": "not_due", "usage": []}
     # A message that came since the turn was found due joins it: the conversation decided to answer now.
     pending = (turn.messages if turn.ready else found.pending)[:TURN_MESSAGES]  # a flood takes several turns
     if not pending:

@@ -304,7 +304,7 @@ def test_a_claim_keeps_its_conversation_from_sleeping_until_it_lapses(azurite, w
         seen["while_held"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 0.5)
         await line(1)  # under the claim: the webhook that claimed neither claims again nor wakes
         seen["claims_kept"] = len([rk async for rk, _ in tables.partition(assistant.WAKES, chat)])
-        seen["lapsed"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 2.5)
+        seen["lapsed"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 2.6)
         seen["second"] = (await assistant.answer_turn(chat, deps))["answered"]
         seen["then"] = await assistant.next_turn(tables, chat, window_s=1.0, now=now + 3.0)
         seen["claims_left"] = len([rk async for rk, _ in tables.partition(assistant.WAKES, chat)])
@@ -312,9 +312,99 @@ def test_a_claim_keeps_its_conversation_from_sleeping_until_it_lapses(azurite, w
 
     seen = asyncio.run(main())
     assert seen["held_for"] == pytest.approx(2.0) and seen["first"] == 1
-    assert seen["while_held"] == pytest.approx(1.5) and seen["claims_kept"] == 1  # it looks again in 1.5 s
+    # it looks again once the hold lapsed on its clock too: 2 s after the claim, plus the skew allowed
+    assert seen["while_held"] == pytest.approx(2.0) and seen["claims_kept"] == 1
     assert seen["lapsed"] == 0.0 and seen["second"] == 1  # the message stored meanwhile is its next turn
     assert seen["then"] is None and seen["claims_left"] == 0  # now it sleeps, and the next message claims
+
+
+def test_a_line_that_came_after_the_conversation_found_nothing_waits_for_its_own_turn(azurite, waha):
+    """When the conversation's wait ended with nothing pending (a claim's hold lapsed), a line that came just
+    after is not answered at once: the rest of its burst would get a second reply. It is answered as its turn."""
+    tables, chat, deps, line = a_chat(azurite, waha)
+    deps.burst_s = 1.0
+
+    async def main() -> tuple[str, str, int]:
+        await line(0)
+        early = await assistant.answer_turn(chat, deps, only_if_due=True)
+        await asyncio.sleep(1.1)  # quiet for the window: now it is its turn
+        due = await assistant.answer_turn(chat, deps, only_if_due=True)
+        return early["reason"], due.get("reason", "answered"), due.get("answered", 0)
+
+    assert asyncio.run(main()) == ("not_due", "answered", 1)
+
+
+def test_the_answer_after_a_wait_that_found_nothing_pending_asks_for_a_due_turn_only(monkeypatch):
+    """The orchestrator tells the answer step how its wait ended: a turn found due (any line since joins it), or
+    nothing pending (only a turn due by now is answered)."""
+    from datetime import timedelta
+
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")  # what importing the app checks
+    import function_app
+    from devhost.app_index import AppIndex
+    from devhost.engine import _flatten
+    from devhost.events import EventType, event, iso, utcnow
+
+    orchestrator = AppIndex.build(function_app.app, "api").orchestrators["whatsapp_conversation"].func
+    chat, now = {"session": "default", "chat_id": "15550001111@c.us"}, utcnow()
+    fire = now + timedelta(seconds=1)
+
+    def answer_input(last_look: dict) -> dict:
+        history = [
+            event(EventType.ORCHESTRATOR_STARTED, now),
+            event(EventType.EXECUTION_STARTED, now, Name="whatsapp_conversation", Version="",
+                  Input=json.dumps(chat), OrchestrationInstance={"InstanceId": "c", "ExecutionId": "e"},
+                  ParentInstance=None),
+            event(EventType.TASK_SCHEDULED, now, 0, Name="whatsapp_pending", Input=json.dumps(chat)),
+            event(EventType.ORCHESTRATOR_COMPLETED, now),
+            event(EventType.ORCHESTRATOR_STARTED, now),
+            event(EventType.TASK_COMPLETED, now, TaskScheduledId=0,
+                  Result=json.dumps({"due_in_s": 1.0, "burst_seconds": 3.0})),  # held awake, nothing pending
+            event(EventType.TIMER_CREATED, now, 1, FireAt=iso(fire)),
+            event(EventType.ORCHESTRATOR_COMPLETED, now),
+            event(EventType.ORCHESTRATOR_STARTED, fire),
+            event(EventType.TIMER_FIRED, fire, TimerId=1, FireAt=iso(fire)),
+            event(EventType.TASK_SCHEDULED, fire, 2, Name="whatsapp_pending", Input=json.dumps(chat)),
+            event(EventType.ORCHESTRATOR_COMPLETED, fire),
+            event(EventType.ORCHESTRATOR_STARTED, fire),
+            event(EventType.TASK_COMPLETED, fire, TaskScheduledId=2, Result=json.dumps(last_look))]
+        state = json.loads(orchestrator(json.dumps({
+            "history": history, "input": json.dumps(chat), "instanceId": "c", "isReplaying": False,
+            "parentInstanceId": None, "upperSchemaVersion": 1, "upperSchemaVersionNew": 2})))
+        action = list(_flatten(state["actions"]))[-1]
+        assert (action["actionType"], action["functionName"]) == (1, "whatsapp_answer"), state
+        return json.loads(action["input"])
+
+    assert answer_input({"due_in_s": None, "burst_seconds": 3.0}).get("only_if_due") is True
+    assert "only_if_due" not in answer_input({"due_in_s": 0.0, "burst_seconds": 3.0})
+
+
+def test_a_claim_made_anew_while_a_look_clears_the_claims_is_kept(azurite, waha):
+    """Two looks at one chat at once (an activity run twice): the other deletes the claim this one listed, a
+    webhook claims anew under the same key (and may hold the conversation awake); this one must not delete the
+    new claim, but look again soon."""
+    tables, chat, deps, line = a_chat(azurite, waha)
+    now = time.time()
+
+    class Racing(Tables):
+        async def partition_tagged(self, table: str, pk: str):
+            listed = [found async for found in super().partition_tagged(table, pk)]
+            if table == assistant.WAKES:
+                for rk, _, _ in listed:
+                    await self.delete(table, pk, rk)
+                assert await assistant.claim_wake(self, "default", chat, now) is not None  # the same minute's key
+            for found in listed:
+                yield found
+
+    async def main() -> tuple[float | None, int]:
+        await line(0)
+        await assistant.claim_wake(tables, "default", chat, now)
+        await assistant.answer_turn(chat, deps)
+        due = await assistant.next_turn(Racing(tables.settings), chat, window_s=1.0, now=now)
+        return due, len([rk async for rk, _ in tables.partition(assistant.WAKES, chat)])
+
+    due, claims = asyncio.run(main())
+    assert due == pytest.approx(assistant.RECLAIMED_LOOK_S) and claims == 1
 
 
 def test_claims_hold_a_conversation_awake_for_at_most_the_longest_turn_wait(azurite):
@@ -587,7 +677,7 @@ def test_messages_stored_while_this_workers_claim_holds_the_conversation_neither
                 return list(calls)
 
             first, second, third = post(0), post(1), post(2)
-            whatsapp._held_awake[instance] = time.time() + whatsapp.CLOCK_SKEW_S  # as if the hold had lapsed
+            whatsapp._held_awake[instance] = time.time() + assistant.CLOCK_SKEW_S  # as if the hold had lapsed
             lapsed = post(3)
     finally:
         get_settings.cache_clear()
