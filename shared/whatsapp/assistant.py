@@ -69,8 +69,9 @@ async def record_incoming(tables: Tables, message: IncomingMessage, kind: str) -
 
 
 async def claim_wake(tables: Tables, session: str, chat_id: str, now: float, hold_s: float = 0.0) -> float | None:
-    """Whether the webhook that just stored a message of the chat must wake its conversation: yes for one
-    message until the conversation next finds nothing pending (`next_turn` clears the claim then); None: no.
+    """Whether the webhook that just stored a message of the chat must wake its conversation: it must for one
+    message until the conversation next finds nothing pending (`next_turn` clears the claim then), and is given
+    the time until which its claim holds the conversation awake (see below); None: it need not.
 
     A busy conversation reads what is pending before it sleeps again, so waking it once per turn is enough,
     and the rest of a burst costs one insert each instead of an orchestrator episode. The message must be
