@@ -154,7 +154,7 @@ def stored_without_waking(api: Http, waha: FakeWaha, connection_string: str,
 
     async def store_and_claim() -> bool:
         await assistant.record_incoming(tables, message, "text")
-        return await assistant.claim_wake(tables, message.session, chat, time.time() - claimed_ago)
+        return await assistant.claim_wake(tables, message.session, chat, time.time() - claimed_ago) is not None
 
     # a claim the sweep takes: clear of the host's own run at the minute, on a slow machine too
     if claimed_ago >= assistant.WAKE_CLAIM_SECONDS and time.time() % 60 > 45:
