@@ -8,14 +8,28 @@ from typing import Any, Awaitable, Callable
 
 import azure.functions as func
 
-from shared.errors import AppError
+from shared.errors import AppError, Unprocessable
+from shared.files import MAX_FILE_NAME_CHARS
 
 log = logging.getLogger("intake.http")
 
 
 def uploaded_files(req: func.HttpRequest) -> list[tuple[str | None, str | None, bytes]]:
     """Every file of a multipart request as (file name, declared type, bytes), in form order."""
-    return [(f.filename, f.content_type, f.read()) for name in req.files for f in req.files.getlist(name)]
+    files = [(f.filename, f.content_type, f.read()) for name in req.files for f in req.files.getlist(name)]
+    for name, _, _ in files:
+        if name and len(name) > MAX_FILE_NAME_CHARS:
+            raise Unprocessable(f"A file name has at most {MAX_FILE_NAME_CHARS} characters; one has {len(name):,}.",
+                                code="invalid_file_name")
+    return files
+
+
+def uploaded_file(req: func.HttpRequest) -> tuple[str | None, str | None, bytes]:
+    """The one file of a multipart request that takes one: more is a 422, not files silently left out."""
+    files = uploaded_files(req)
+    if len(files) != 1:
+        raise Unprocessable(f"Send one file per request; this one holds {len(files)}.", code="too_many_files")
+    return files[0]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:

@@ -33,9 +33,10 @@ async def read_job(client: df.DurableOrchestrationClient, job_id: str) -> dict |
     return job_json(snapshot(status))
 
 
-async def require_job(client: df.DurableOrchestrationClient, job_id: str) -> dict:
+async def require_job(client: df.DurableOrchestrationClient, job_id: str, orchestrator: str | None = None) -> dict:
+    """The job, 404 when there is none; `orchestrator`: a route for one kind of job sees no other kind."""
     job = await read_job(client, job_id)
-    if job is None:
+    if job is None or (orchestrator is not None and job["type"] != orchestrator):
         raise NotFound(f"No job with id '{job_id}'.", code="job_not_found")
     return job
 

@@ -24,7 +24,7 @@ from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 from shared.webhooks import validate_target
 
-from ._http import handles_errors, json_response, uploaded_files
+from ._http import handles_errors, json_response, uploaded_file
 from ._jobs import require_job, respond_with_job, snapshot, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
@@ -53,7 +53,7 @@ def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
     settings = get_settings()
     check_size(len(req.get_body()), settings.call_max_bytes)
     if req.files:
-        name, _, data = uploaded_files(req)[0]
+        name, _, data = uploaded_file(req)
         name, fields = name or "call", dict(req.form)
     else:
         data, name, fields = req.get_body(), req.params.get("filename") or "call", dict(req.params)
@@ -153,7 +153,7 @@ async def _result(call_id: str) -> dict | None:
 @handles_errors
 async def get_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     call_id = validate_job_id(req.route_params["call_id"])
-    job = await require_job(client, call_id)
+    job = await require_job(client, call_id, "call_analysis")
 
     async def with_transcript(j: dict) -> dict:
         stored = await _result(call_id) if j["status"] == "done" else None
@@ -210,7 +210,7 @@ async def list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClien
 @handles_errors
 async def delete_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     call_id = validate_job_id(req.route_params["call_id"])
-    job = await require_job(client, call_id)
+    job = await require_job(client, call_id, "call_analysis")
     if not is_finished(job):
         raise Conflict("The call is still being analysed; cancel it first.", code="job_not_finished")
     removed = await BlobStore(get_settings()).delete_prefix(CALLS, f"{call_id}/")

@@ -31,7 +31,7 @@ from shared.whatsapp.events import checked_chat_id, classify, dedup_key, is_fres
 from shared.whatsapp.signature import verify_hmac
 from shared.whatsapp.waha import Waha
 
-from ._http import handles_errors, json_response, uploaded_files
+from ._http import handles_errors, json_response, uploaded_file
 from ._jobs import respond_with_job, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, call_with_retries
@@ -265,7 +265,7 @@ async def resume_conversation(req: func.HttpRequest) -> func.HttpResponse:
 async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     body = req.get_body()
     if req.files:
-        name, declared, body = uploaded_files(req)[0]
+        name, declared, body = uploaded_file(req)
         name = name or "document"
     else:
         name, declared = req.params.get("name") or "document", req.headers.get("content-type")

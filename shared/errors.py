@@ -1,6 +1,7 @@
 """The one exception tree of the app, and the error JSON every endpoint answers with."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -104,15 +105,27 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 def decode_json(body: bytes | str, what: str = "The body", code: str = "invalid_json") -> Any:
     """Any JSON value (an empty body is null); 400 when it is not JSON, nests too deep or holds a number of
     more than 4,300 digits. A lone UTF-16 surrogate (`"\\ud800"`, valid JSON but no character) becomes U+FFFD,
-    so that nothing stored can break the JSON answers that read it back."""
+    so that nothing stored can break the JSON answers that read it back. NaN, Infinity and numbers too large for
+    a float (`1e999`) are not JSON either: Python's reader takes them, and answers holding them could not be read."""
     import json
 
     try:
         text = (body.decode("utf-8-sig") if isinstance(body, bytes) else body) or "null"
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
         return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(text) else value
     except (ValueError, RecursionError):  # ValueError: not UTF-8, not JSON, or an integer too long to read
         raise BadRequest(f"{what} is not valid JSON (or nests too deep).", code=code) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
 
 
 def _without_lone_surrogates(value: Any) -> Any:

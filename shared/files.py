@@ -20,6 +20,7 @@ IMAGES = {PNG, JPEG, WEBP}
 MAX_IMAGE_PIXELS = 64_000_000  # a phone's full-resolution 48-50 MP photo passes (8064 x 6048 is 48.8 M)
 MAX_RENDER_PIXELS = 16_000_000  # a PDF page rendered for a vision model: A4 at scale 2 is 2 M
 MAX_EML_ATTACHMENTS = 20
+MAX_FILE_NAME_CHARS = 255  # of a file's name as sent (most file systems allow no more)
 MAX_DOCX_XML_BYTES = 32 << 20
 MAX_DOCX_UNPACKED_BYTES = 256 << 20
 _ALIASES = {"image/jpg": JPEG, "image/pjpeg": JPEG, "application/x-pdf": PDF, "text/markdown": TEXT,

@@ -31,7 +31,8 @@ for _runtime, _status in _STATUS_BY_RUNTIME.items():
     RUNTIME_BY_STATUS.setdefault(_status, []).append(_runtime)
 
 FINISHED: frozenset[str] = frozenset({"done", "failed", "canceled"})
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 _TRACE_MARKER = re.compile(r'\s*\n\s*(Traceback|\s*File ").*', re.DOTALL)
 
 
@@ -194,9 +195,9 @@ def parse_status_filter(value: str | None) -> list[str]:
     """`?status=done,failed` to the runtime statuses that produce them."""
     if not value:
         return []
-    wanted = [s.strip() for s in value.split(",") if s.strip()]
+    wanted = list(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))  # a status named twice: once
     unknown = [s for s in wanted if s not in RUNTIME_BY_STATUS]
     if unknown:
         raise BadRequest(f"Unknown status {', '.join(unknown)}; use one of {', '.join(RUNTIME_BY_STATUS)}.",
                          code="invalid_status")
-    return [runtime for s in wanted for runtime in RUNTIME_BY_STATUS[s]]
+    return list(dict.fromkeys(runtime for s in wanted for runtime in RUNTIME_BY_STATUS[s]))

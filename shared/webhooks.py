@@ -71,13 +71,24 @@ def _as_address(host: str) -> str:
         raise
 
 
+MAX_URL_CHARS = 2048  # what browsers and most servers take; callback URLs are far shorter
+
+
 def validate_target(url: str, allowed_hosts: str = "") -> str:
     """https and a public host; hosts in `allowed_hosts` may be plain http or private (for tests)."""
+    if len(url) > MAX_URL_CHARS:
+        raise Unprocessable(f"callback_url has {len(url):,} characters; at most {MAX_URL_CHARS:,}.",
+                            code="invalid_callback_url")
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if parts.port == 0 or any(c.isspace() or not c.isprintable() for c in url) or "%" in host:
             raise ValueError("whitespace, control characters, an escaped host or port 0")
+        if "[" in parts.netloc:
+            ipaddress.IPv6Address(host)  # [v1.x] and the like: no address a request can go to
+        elif "" in host.removesuffix(".").split("."):
+            raise ValueError("an empty label: .com, a..b")
+        host = host.removesuffix(".")  # localhost. is localhost
     except ValueError:
         raise Unprocessable("callback_url is not a valid URL.", code="invalid_callback_url") from None
     if not host or parts.scheme not in ("http", "https") or parts.username or parts.password:

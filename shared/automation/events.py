@@ -65,6 +65,9 @@ def new_event(type_: str, subject: str, data: dict[str, Any], *, event_id: str |
                  occurred_at=iso_utc(occurred_at))
 
 
+MAX_PATTERN_CHARS = 200  # of an event pattern a rule or subscription listens to
+
+
 def validate_pattern(pattern: str) -> str:
     """`offer.parsed`, `offer.*`, `whatsapp.*`, `*` or `custom.*`; a pattern that can match nothing is a ValueError."""
     probe = [t for t in CATALOGUE if fnmatch.fnmatchcase(t, pattern)]

@@ -12,13 +12,16 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 from ..errors import AppError, NotFound, Unprocessable, invalid_body, schema_error
 from ..storage.tables import Tables
 from ..webhooks import validate_target
-from .events import Event, matches, validate_pattern
+from .events import MAX_PATTERN_CHARS, Event, matches, validate_pattern
 from .notifications import Channel
 from .snapshot import Snapshot
 from .templates import compile_part, render_string
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "matches", "exists"]
-_PATH = re.compile(r"^(\$\.)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+|\[\d+\])*$")
+_PATH = re.compile(r"^(\$\.)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+|\[\d{1,9}\])*$")
+_STORED_PATH = re.compile(r"^(\$\.)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+|\[\d+\])*$")  # as once checked
+_MAX_PATH_CHARS = 500
+MAX_RULE_CHARS = 100_000  # of a rule as JSON: far more than rules need, far less than a table row holds
 _MISSING = object()
 _MAX_CONDITIONS, _MAX_DEPTH = 100, 5
 # `matches` runs RE2, whose time is linear in pattern and text (no backtracking), on at most this much of a
@@ -49,9 +52,14 @@ class Condition(BaseModel):
 
     @field_validator("field")
     @classmethod
-    def _path(cls, value: str) -> str:
-        if not _PATH.match(value):
-            raise ValueError(f"'{value}' is not a JSON path like data.total_gross or data.items[0].name")
+    def _path(cls, value: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get("stored"):  # saved under older checks: it loads (see `lookup`)
+            valid = bool(_STORED_PATH.match(value))
+        else:
+            valid = len(value) <= _MAX_PATH_CHARS and bool(_PATH.match(value))
+        if not valid:
+            raise ValueError(f"'{value[:100]}' is not a JSON path like data.total_gross or data.items[0].name "
+                             f"(of at most {_MAX_PATH_CHARS} characters, indexes of at most 9 digits)")
         return value
 
     @field_validator("value")
@@ -165,8 +173,16 @@ class RuleIn(BaseModel):
 
     @field_validator("event")
     @classmethod
-    def _event(cls, value: str) -> str:
+    def _event(cls, value: str, info: ValidationInfo) -> str:
+        if len(value) > MAX_PATTERN_CHARS and not (info.context or {}).get("stored"):
+            raise ValueError(f"an event pattern has at most {MAX_PATTERN_CHARS} characters")
         return validate_pattern(value)
+
+    @model_validator(mode="after")
+    def _bounded(self, info: ValidationInfo) -> "RuleIn":
+        if not (info.context or {}).get("stored") and len(self.model_dump_json()) > MAX_RULE_CHARS:
+            raise ValueError(f"a rule holds at most {MAX_RULE_CHARS:,} characters as JSON")
+        return self
 
     @field_validator("actions")
     @classmethod
@@ -228,6 +244,8 @@ def lookup(document: Any, path: str) -> Any:
     current = document
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", path.removeprefix("$.")):
         if part.startswith("["):
+            if len(part) > 11:  # an index no list reaches (rules saved before paths were checked for it)
+                return _MISSING
             index = int(part[1:-1])
             if not isinstance(current, list) or index >= len(current):
                 return _MISSING

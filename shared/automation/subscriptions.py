@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..clock import iso_utc
 from ..webhooks import validate_target
-from .events import matches, validate_pattern
+from .events import MAX_PATTERN_CHARS, matches, validate_pattern
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -30,6 +30,8 @@ class SubscriptionIn(BaseModel):
     @field_validator("events")
     @classmethod
     def _known(cls, events: list[str]) -> list[str]:
+        if any(len(e) > MAX_PATTERN_CHARS for e in events):
+            raise ValueError(f"an event pattern has at most {MAX_PATTERN_CHARS} characters")
         return sorted({validate_pattern(e) for e in events})
 
 

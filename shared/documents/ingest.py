@@ -6,10 +6,11 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import files as filetypes
-from ..errors import BadRequest, PayloadTooLarge, Unprocessable, parse_json_body
+from ..errors import BadRequest, PayloadTooLarge, Unprocessable, invalid_body, parse_json_body
+from ..jobs import JOB_ID_PATTERN
 from ..webhooks import validate_target
 
 
@@ -48,7 +49,7 @@ class DocumentRequest:
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str | None = Field(None, max_length=100)
+    job_id: str | None = Field(None, pattern=JOB_ID_PATTERN, description="names the job: /api/job-status/{job_id}")
     user_id: str | None = Field(None, max_length=200)
     images_base64: list[str] | None = None
     file_base64: str | None = None
@@ -56,6 +57,9 @@ class _Body(BaseModel):
     file_type: str | None = Field(None, max_length=100)
     fallback_text: str | None = Field(None, max_length=200_000)
     callback_url: str | None = None
+
+
+_FORM_FIELDS = ("job_id", "user_id", "num_pages", "fallback_text", "callback_url")
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -138,9 +142,13 @@ def parse_upload(uploads: list[tuple[bytes, str | None, str | None]], fields: di
     """A raw PDF or image body, or multipart files (one PDF, or images in page order)."""
     if not uploads or not any(data for data, _, _ in uploads):
         raise BadRequest("No file was sent.", code="empty_request")
-    common = {"fallback_text": fields.get("fallback_text"), "user_id": fields.get("user_id"),
-              "caller_job_id": fields.get("job_id"), "callback_url": fields.get("callback_url")}
-    declared = int(fields["num_pages"]) if fields.get("num_pages", "").isdigit() else None
+    try:  # the form's fields, checked as the JSON body's are (an empty one is not sent)
+        form = _Body.model_validate({k: v for k, v in fields.items() if k in _FORM_FIELDS and v != ""})
+    except ValidationError as exc:
+        raise invalid_body(exc, "The form") from None
+    common = {"fallback_text": form.fallback_text, "user_id": form.user_id, "caller_job_id": form.job_id,
+              "callback_url": form.callback_url}
+    declared = form.num_pages
     first, content_type, name = uploads[0]
     if filetypes.sniff(first) == filetypes.PDF or filetypes.normalise_type(content_type) == filetypes.PDF:
         if len(uploads) > 1:

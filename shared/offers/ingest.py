@@ -49,7 +49,7 @@ class IngestRequest(BaseModel):
 class _JsonFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("upload", max_length=255)
+    name: str = Field("upload", max_length=filetypes.MAX_FILE_NAME_CHARS)
     content_base64: str
     content_type: str | None = None
 

@@ -32,6 +32,7 @@ _DIRECT_SUFFIXES = ("@c.us", "@lid", "@s.whatsapp.net")
 _ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f/\\#?]{1,256}$"
 WahaId = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 MAX_TEXT_CHARS = 8_000  # of a message kept and answered: ten of them with their answers fit a conversation's row
+MAX_TIMESTAMP_S = 1e11  # seconds: the year 5138; a later message time (1e308, say) is no time
 
 
 def checked_chat_id(value: str) -> str:
@@ -116,6 +117,12 @@ class MessagePayload(_Tolerant):
     @classmethod
     def _bounded(cls, value: str | None) -> str | None:
         return value[:MAX_TEXT_CHARS] if value else value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible(cls, value: float | None) -> float | None:
+        """A phone's clock may be wrong, but not beyond any date (1e308, NaN): such a time is no time at all."""
+        return value if value is not None and 0 <= value < MAX_TIMESTAMP_S else None
 
 
 class IncomingMessage(BaseModel):
@@ -245,7 +252,7 @@ def event_time_ms(envelope: Envelope) -> int | None:
     if envelope.timestamp is not None:
         return envelope.timestamp
     stamp = envelope.payload.get("timestamp")
-    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and 0 <= stamp < MAX_TIMESTAMP_S:
         return int(stamp * 1000)
     return None
 

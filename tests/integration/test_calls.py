@@ -133,6 +133,14 @@ def test_transcript_formats_listing_and_delete(api):
     assert api.request("GET", f"/api/calls/{call_id}/transcript")[0] == 404
 
 
+def test_the_call_routes_see_no_other_kind_of_job(api):
+    status, _, offer = api.request("POST", "/api/ingest", {"text": "1 chair 5 EUR"})
+    assert status == 202, offer
+    assert api.request("GET", f"/api/calls/{offer['job_id']}")[0] == 404
+    assert api.request("DELETE", f"/api/calls/{offer['job_id']}")[0] == 404  # once purged the offer job
+    assert api.request("GET", f"/api/jobs/{offer['job_id']}")[2]["job_id"] == offer["job_id"]
+
+
 def _wav_header_only() -> bytes:
     wav = (FIXTURE / "call.wav").read_bytes()
     return wav[: len(wav) // 3]

@@ -3,6 +3,7 @@ storage keys with control characters, and bodies too large for the task hub."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -13,9 +14,12 @@ from shared.jobs import job_id_for
 from shared.offers.ingest import MAX_FILES, parse_form
 from shared.storage.tables import _key
 
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+
 
 @pytest.mark.parametrize("body", [b"1" * 5000, b'{"n": ' + b"9" * 5000 + b"}", b"[" * 100_000 + b"]" * 100_000,
-                                  b"\xff\xfe{", b"{"])
+                                  b"\xff\xfe{", b"{", b'{"x": NaN}', b"[Infinity]", b"-Infinity", b"1e999",
+                                  b'{"x": [1.5, -2e400]}'])
 def test_json_that_cannot_be_read_is_a_400(body):
     with pytest.raises(BadRequest) as refused:
         decode_json(body)
@@ -136,3 +140,71 @@ def test_an_empty_json_body_for_a_document_is_a_400():
     with pytest.raises(BadRequest) as refused:
         parse_json(b"", Limits(10, 10_000_000, 50_000_000))
     assert refused.value.code == "invalid_json"
+
+
+@pytest.mark.parametrize("fields,field", [
+    ({"num_pages": "²"}, "num_pages"),  # a digit to str.isdigit, not to int(): once a 500
+    ({"num_pages": "-1"}, "num_pages"),  # once ignored, where the JSON body answers 422
+    ({"user_id": "u" * 3_000_000}, "user_id"),  # once passed on to the task hub, too large for it: a 500
+    ({"fallback_text": "t" * 200_001}, "fallback_text"),
+    ({"job_id": "a/b c"}, "job_id"),  # no /api/job-status/{job_id} could find it
+    ({"job_id": "j" * 200}, "job_id"),
+])
+def test_form_fields_of_a_document_are_checked_as_its_json_body_is(fields, field):
+    from shared.documents.ingest import Limits, parse_upload
+
+    page = (FIXTURES / "documents" / "rental_agreement_3p" / "page-1.png").read_bytes()
+    with pytest.raises(Unprocessable) as refused:
+        parse_upload([(page, "image/png", "page-1.png")], fields, Limits(10, 10_000_000, 50_000_000))
+    assert [d["field"] for d in refused.value.details] == [field]
+    accepted = parse_upload([(page, "image/png", "page-1.png")], {"num_pages": "1", "job_id": "doc-7", "user_id": "",
+                                                                 "callback_url": ""}, Limits(10, 10_000_000, 50_000_000))
+    assert (accepted.num_pages, accepted.caller_job_id, accepted.user_id) == (1, "doc-7", None)
+
+
+def test_a_document_json_body_with_a_job_id_no_status_route_could_find_is_a_422():
+    from shared.documents.ingest import Limits, parse_json
+
+    with pytest.raises(Unprocessable):
+        parse_json(json.dumps({"job_id": "a/b c", "images_base64": ["AAAA"]}).encode(), Limits(10, 10_000_000, 50_000_000))
+
+
+def _multipart(*files: tuple[str, str]):
+    import azure.functions as func
+
+    raw = "".join(f'--b\r\nContent-Disposition: form-data; name="f{n}"; filename="{name}"\r\n'
+                  f"Content-Type: text/plain\r\n\r\n{text}\r\n" for n, (name, text) in enumerate(files)) + "--b--\r\n"
+    return func.HttpRequest("POST", "http://localhost/api/kb/documents", body=raw.encode(),
+                            headers={"content-type": "multipart/form-data; boundary=b"})
+
+
+def test_a_route_taking_one_file_refuses_more_instead_of_dropping_them(monkeypatch):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")  # the functions package loads them
+    from functions._http import uploaded_file
+
+    assert uploaded_file(_multipart(("rent.txt", "Rent is 900 EUR"))) == ("rent.txt", "text/plain", b"Rent is 900 EUR")
+    with pytest.raises(Unprocessable) as refused:
+        uploaded_file(_multipart(("a.txt", "one"), ("b.txt", "two")))
+    assert refused.value.code == "too_many_files" and "holds 2" in refused.value.message
+
+
+def test_a_multipart_file_name_longer_than_a_file_system_takes_is_a_422(monkeypatch):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    from functions._http import uploaded_files
+
+    assert uploaded_files(_multipart(("n" * 255, "x")))[0][0] == "n" * 255
+    with pytest.raises(Unprocessable) as refused:  # once a 500: the job's input grew too large for the task hub
+        uploaded_files(_multipart(("n" * 256, "x")))
+    assert refused.value.code == "invalid_file_name"
+
+
+def test_a_row_too_large_for_table_storage_is_a_413_before_any_request():
+    from shared.errors import PayloadTooLarge
+    from shared.storage.tables import Tables
+
+    fits = Tables._entity("p", "r", {"text": "x" * 470_000})
+    assert "".join(fits[f"data{n or ''}"] for n in range(16)) == json.dumps({"text": "x" * 470_000},
+                                                                           separators=(",", ":"))
+    with pytest.raises(PayloadTooLarge) as refused:  # Azurite took such rows up to 1 MiB of UTF-8; Azure would not
+        Tables._entity("p", "r", {"text": "x" * 500_000})
+    assert refused.value.status == 413 and refused.value.code == "too_large_to_store"

@@ -31,7 +31,8 @@ def test_two_secrets_give_two_signatures_each_valid():
                                                        sign(other, "m2", 1_700_000_000, b"{}")]
 
 
-@pytest.mark.parametrize("url", ["https://hook.eu1.make.com/abc123", "https://example.com:8443/x?y=1"])
+@pytest.mark.parametrize("url", ["https://hook.eu1.make.com/abc123", "https://example.com:8443/x?y=1",
+                                 "https://example.com./x", "https://[2606:4700::1111]/x"])
 def test_public_https_targets_are_accepted(url):
     assert validate_target(url) == url
 
@@ -58,6 +59,12 @@ def test_public_https_targets_are_accepted(url):
     ("https://exa mple.com/", "invalid_callback_url"),
     ("https://%31%32%37.0.0.1/", "invalid_callback_url"),
     ("https://example.com:0/", "invalid_callback_url"),
+    ("https://localhost./x", "callback_url_not_public"),
+    ("https://127.0.0.1./x", "callback_url_not_public"),
+    ("https://[v1.x]/", "invalid_callback_url"),
+    ("https://.com/", "invalid_callback_url"),
+    ("https://a..b/", "invalid_callback_url"),
+    ("https://example.com/" + "a" * 2100, "invalid_callback_url"),
 ])
 def test_unsafe_targets_are_refused(url, code):
     with pytest.raises(Unprocessable) as refused:

@@ -106,12 +106,24 @@ def test_a_rule_whose_template_fails_on_this_event_is_reported_and_the_run_goes_
     ({"priority": -1}, "priority"),
     ({"priority": True}, "priority"),
     ({"priority": "5"}, "priority"),
+    ({"conditions": {"field": "data.x[" + "9" * 5000 + "]", "op": "exists"}}, "conditions.field"),
+    ({"conditions": {"field": "data." + "x" * 600, "op": "exists"}}, "conditions.field"),
+    ({"event": "custom." + "a" * 300}, "event"),
+    ({"conditions": {"field": "data.x", "op": "eq", "value": "v" * 200_000}}, ""),
 ])
 def test_invalid_rules_name_the_path_of_the_error(body, path):
     base = {"name": "r", "event": "offer.parsed", "actions": [{"type": "pause_chat"}]}
     with pytest.raises(Unprocessable) as caught:
         parse_rule({**base, **body})
     assert any(d["field"].startswith(path) for d in caught.value.details), caught.value.details
+
+
+def test_a_rule_saved_before_paths_were_bounded_still_loads_and_its_huge_index_finds_nothing():
+    stored = {"name": "r", "event": "offer.*", "actions": [{"type": "pause_chat"}], "id": "rule_1",
+              "created_at": "2026-01-01", "conditions": {"field": "data.result.items[" + "9" * 5000 + "]",
+                                                         "op": "exists", "value": False}}
+    rule = Rule.model_validate(stored, context={"stored": True})
+    assert evaluate(rule.conditions, EVENT) is True  # missing (no error): plan runs it and the other rules
 
 
 def test_a_notify_action_needs_a_template_or_a_body():

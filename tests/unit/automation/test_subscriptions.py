@@ -66,6 +66,13 @@ def test_targets_must_be_public_https(url):
         subs.create(subs.SubscriptionIn(url=url, events=["offer.parsed"]), NOW)
 
 
+def test_a_url_or_event_pattern_too_long_for_its_row_is_refused():
+    with pytest.raises(Unprocessable):  # once a 500: the row was too large for Table storage
+        subs.create(subs.SubscriptionIn(url="https://hooks.example.com/" + "a" * 2_000_000, events=["*"]), NOW)
+    with pytest.raises(ValidationError, match="at most 200"):
+        subs.SubscriptionIn(url="https://hooks.example.com/x", events=["custom." + "a" * 30_000] * 50)
+
+
 def test_loopback_is_allowed_only_when_the_test_setting_names_it():
     subscription, _ = subs.create(subs.SubscriptionIn(url="http://127.0.0.1:9/x", events=["*"]), NOW, "127.0.0.1")
     assert subscription.url == "http://127.0.0.1:9/x"

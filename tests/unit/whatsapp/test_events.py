@@ -247,6 +247,24 @@ def test_freshness_falls_back_to_the_message_seconds_when_the_envelope_has_no_ti
     assert is_fresh(event, 1767261600_000 + 400_000) is False
 
 
+@pytest.mark.parametrize("stamp", [1e308, -5, 1e11])
+def test_a_message_time_beyond_any_date_is_no_time(stamp):
+    body = data("message.text.direct.json")
+    del body["timestamp"]
+    body["payload"]["timestamp"] = stamp
+    event = Envelope.model_validate(body)
+    assert is_fresh(event, 1767261600_000) is False  # no time to judge by: refused as stale, not a 500
+    assert incoming_message(Envelope.model_validate(data("message.text.direct.json") | {
+        "payload": body["payload"]})).timestamp is None
+
+
+def test_nan_or_infinity_in_a_signed_event_is_a_400():
+    text = raw("message.text.direct.json").decode().replace('"timestamp": 1767261600,', '"timestamp": NaN,', 1)
+    assert "NaN" in text
+    with pytest.raises(BadRequest):
+        parse_envelope(text.encode())
+
+
 def test_event_without_any_timestamp_is_not_fresh():
     assert is_fresh(Envelope(event="message", session="s", payload={"id": "x"}), 1767261600_000) is False
 
