@@ -113,7 +113,11 @@ class MemoryStore:
 
 
 _CHUNK = 30_000  # characters per string property; Azure Tables allows 64 KiB (UTF-16) per property
-_ENTITY_CHARS = 420_000  # an entity holds at most 1 MiB; JSON text is stored as UTF-16
+# An entity holds at most 1 MiB: Azure counts two bytes a character, Azurite the UTF-8 of the request, where the
+# JSON text (ASCII) takes at most two bytes a character (a quote or backslash escaped again).
+_ENTITY_CHARS = 420_000
+_META_CHARS = 100_000  # of the status kept beside the data; of a larger one (a large input, say), what is small
+_META_FIELD_CHARS = 10_000
 _MAIN = ""  # RowKey of the entity that holds an instance; spill entities are "x1", "x2", ...
 _KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f]")
 _CACHED_PARTITIONS = 4096
@@ -147,12 +151,18 @@ def _joined(entity: dict, prefix: str) -> str:
     return "".join(entity[f"{prefix}{i}"] for i in range(int(entity.get(f"{prefix}n", 0))))
 
 
+def _spill_keys(main: dict) -> list[str]:
+    """Row keys of the spill entities a main entity names: `y<generation>-<n>`, or `x<n>` as written before."""
+    generation = main.get("gen")
+    return [f"y{generation}-{n}" if generation else f"x{n}" for n in range(1, int(main.get("spills", 0)) + 1)]
+
+
 class TableStore:
     """Each instance is one Azure Table entity (Azurite locally) holding all its rows as JSON.
 
     A state change is then one entity upsert, atomic by itself and several times cheaper than an
     entity-group transaction. Partitions larger than one entity spill into a few more entities of the
-    same partition, written in one transaction. Only this process writes the hub, so the store keeps
+    same partition (see `_save`). Only this process writes the hub, so the store keeps
     each partition it has seen and merges row changes into it before saving.
     """
 
@@ -164,7 +174,8 @@ class TableStore:
         self._service = TableServiceClient.from_connection_string(connection_string, **client_options())
         self._table_name = re.sub(r"[^A-Za-z0-9]", "", hub) + "Instances"
         self._table = self._service.get_table_client(self._table_name)
-        self._cache: OrderedDict[str, tuple[dict[str, dict], int]] = OrderedDict()  # pk -> (rows, spills)
+        # pk -> (rows, row keys of its spill entities)
+        self._cache: OrderedDict[str, tuple[dict[str, dict], list[str]]] = OrderedDict()
         # A write merges into the cached partition and replaces the stored one: two at once on one partition
         # would each replace it without the other's rows, so they take turns.
         self._partition_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -260,24 +271,31 @@ class TableStore:
             lock = self._partition_locks[pk] = asyncio.Lock()
         return lock
 
-    def _remember(self, pk: str, rows: dict[str, dict], spills: int) -> None:
+    def _remember(self, pk: str, rows: dict[str, dict], spills: list[str]) -> None:
         self._cache[pk] = (rows, spills)
         self._cache.move_to_end(pk)
         while len(self._cache) > _CACHED_PARTITIONS:
             self._cache.popitem(last=False)
 
     def _entities(self, pk: str, rows: dict[str, dict]) -> list[dict]:
+        """The main entity (the status, for cheap status reads, and the start of the data), then the spills: each
+        within an entity's 1 MiB. Spills are named after a new generation each time (see `_save`)."""
         key = _escape_key(pk)
         text = json.dumps(rows, separators=(",", ":"))
-        parts = [text[i:i + _ENTITY_CHARS] for i in range(0, max(len(text), 1), _ENTITY_CHARS)]
         status = rows.get(STATUS, {})
         meta = json.dumps(status, separators=(",", ":"))
+        if len(meta) > _META_CHARS:  # the whole status is among the rows: a read of it reads them (`_status_of`)
+            small = {k: v for k, v in status.items() if len(json.dumps(v)) <= _META_FIELD_CHARS}
+            meta = json.dumps({**small, "large": True}, separators=(",", ":"))
+        first = max(_ENTITY_CHARS - len(meta), 0)
+        parts = [text[:first]] + [text[i:i + _ENTITY_CHARS] for i in range(first, len(text), _ENTITY_CHARS)]
+        generation = uuid.uuid4().hex[:12] if len(parts) > 1 else ""
         main = {"PartitionKey": key, "RowKey": _MAIN, "dn": len(_chunks("d", parts[0])), "spills": len(parts) - 1,
-                **_chunks("d", parts[0]), "mn": len(_chunks("m", meta)), **_chunks("m", meta),
+                "gen": generation, **_chunks("d", parts[0]), "mn": len(_chunks("m", meta)), **_chunks("m", meta),
                 "Kind": status.get("kind", ""), "RuntimeStatus": status.get("status", ""),
                 "Pending": _pending(rows)}
-        spill = [{"PartitionKey": key, "RowKey": f"x{n}", "dn": len(_chunks("d", part)), **_chunks("d", part)}
-                 for n, part in enumerate(parts[1:], start=1)]
+        spill = [{"PartitionKey": key, "RowKey": rk, "dn": len(_chunks("d", part)), **_chunks("d", part)}
+                 for rk, part in zip(_spill_keys(main), parts[1:])]
         return [main, *spill]
 
     async def _fetch(self, pk: str) -> tuple[dict[str, dict], int] | None:
@@ -288,16 +306,17 @@ class TableStore:
         except ResourceNotFoundError:
             return None
         text = _joined(main, "d")
-        for n in range(1, int(main.get("spills", 0)) + 1):
-            text += _joined(await self._table.get_entity(_escape_key(pk), f"x{n}"), "d")
-        return json.loads(text), int(main.get("spills", 0))
+        spills = _spill_keys(main)
+        for rk in spills:
+            text += _joined(await self._table.get_entity(_escape_key(pk), rk), "d")
+        return json.loads(text), spills
 
     async def _rows(self, pk: str) -> tuple[dict[str, dict], int]:
         if pk in self._cache:
             self._cache.move_to_end(pk)
             return self._cache[pk]
         found = await self._fetch(pk)
-        return found if found is not None else ({}, 0)
+        return found if found is not None else ({}, [])
 
     async def read_partition(self, pk: str) -> dict[str, dict]:
         rows, spills = await self._rows(pk)
@@ -315,10 +334,17 @@ class TableStore:
                 entity = await self._table.get_entity(_escape_key(pk), _MAIN, select=["mn"] + [f"m{i}" for i in range(40)])
             except ResourceNotFoundError:
                 return None
-            text = _joined(entity, "m")
-            return json.loads(text) if text and text != "{}" else None
+            return await self._status_of(pk, _joined(entity, "m"))
         rows, _ = await self._rows(pk)
         return rows.get(rk)
+
+    async def _status_of(self, pk: str, meta: str) -> dict | None:
+        """The status an instance's main entity keeps beside its data; one too large to keep there, from the data."""
+        status = json.loads(meta) if meta and meta != "{}" else None
+        if status is not None and status.get("large"):
+            rows, _ = await self._rows(pk)
+            status = rows.get(STATUS)
+        return status
 
     async def write(self, pk: str, upserts: dict[str, dict], deletes: Iterable[str] = ()) -> None:
         async with self._partition_lock(pk):
@@ -339,18 +365,18 @@ class TableStore:
             self._cache.pop(pk, None)
             raise
 
-    async def _save(self, pk: str, rows: dict[str, dict], old_spills: int) -> None:
+    async def _save(self, pk: str, rows: dict[str, dict], old_spills: list[str]) -> None:
+        """Spills first, under new names, then the main entity that names them: its one upsert switches readers
+        from the old state to the new at once, with no transaction (whose 4 MiB would bound an instance)."""
         from azure.data.tables import UpdateMode
 
-        entities = self._entities(pk, rows)
-        if len(entities) == 1:
-            await self._table.upsert_entity(entities[0], mode=UpdateMode.REPLACE)
-        else:
-            await self._table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in entities[1:]]
-                                                 + [("upsert", entities[0], {"mode": UpdateMode.REPLACE})])
-        self._remember(pk, rows, len(entities) - 1)
-        for n in range(len(entities), old_spills + 1):  # spills the partition no longer needs
-            await self._delete_quietly(pk, f"x{n}")
+        main, *spills = self._entities(pk, rows)
+        await gather_limited([self._table.upsert_entity(e, mode=UpdateMode.REPLACE) for e in spills], 4)
+        await self._table.upsert_entity(main, mode=UpdateMode.REPLACE)
+        keys = [e["RowKey"] for e in spills]
+        self._remember(pk, rows, keys)
+        for rk in old_spills:  # the last state's spills, no longer named
+            await self._delete_quietly(pk, rk)
 
     async def _delete_quietly(self, pk: str, rk: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -374,22 +400,23 @@ class TableStore:
         if len(entities) > 1:  # too large for the one-entity fast path: check, then save
             if await self._fetch(pk) is not None:
                 return False
-            await self._save(pk, json.loads(json.dumps(rows)), 0)
+            await self._save(pk, json.loads(json.dumps(rows)), [])
             return True
         try:
             await self._table.create_entity(entities[0], response_preference=NO_ECHO)
         except ResourceExistsError:
             return False
-        self._remember(pk, json.loads(json.dumps(rows)), 0)
+        self._remember(pk, json.loads(json.dumps(rows)), [])
         return True
 
     async def status_rows(self) -> list[dict]:
-        query = self._table.query_entities("RowKey eq ''", select=["mn"] + [f"m{i}" for i in range(40)])
+        query = self._table.query_entities("RowKey eq ''",
+                                           select=["PartitionKey", "mn"] + [f"m{i}" for i in range(40)])
         rows = []
         async for entity in query:
-            text = _joined(entity, "m")
-            if text and text != "{}":
-                rows.append(json.loads(text))
+            status = await self._status_of(_unescape_key(entity["PartitionKey"]), _joined(entity, "m"))
+            if status is not None:
+                rows.append(status)
         return rows
 
     async def pending_partitions(self) -> set[str]:
@@ -401,8 +428,13 @@ class TableStore:
             _, spills = await self._rows(pk)
             try:
                 await self._delete_quietly(pk, _MAIN)  # first: a partition cut off midway is gone, not half there
-                for n in range(spills, 0, -1):
-                    await self._delete_quietly(pk, f"x{n}")
+                for rk in spills:
+                    await self._delete_quietly(pk, rk)
+                # spills of a write cut off before its main entity named them
+                async for entity in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _escape_key(pk)},
+                                                               select=["RowKey"]):
+                    if (_escape_key(pk), entity["RowKey"]) != _LEASE_KEY:
+                        await self._delete_quietly(pk, entity["RowKey"])
             finally:
                 self._cache.pop(pk, None)
 

@@ -114,6 +114,15 @@ def test_seed_request_is_queued_and_read_page_by_page_into_the_expected_result(a
     assert by_job["task_id"] == queued["task_id"] and by_job["state"] == "SUCCESS"
 
 
+def test_the_largest_fallback_text_in_cyrillic_is_a_job_that_finishes(api, reset):
+    """200,000 characters are allowed; escaped in the job's input each Cyrillic one takes 7: once a 500 (and at
+    30,000 a job that never finished: its steps could not be stored)."""
+    request = {**REQUEST, "job_id": f"doc-{uuid.uuid4().hex[:8]}", "fallback_text": "Ж" * 200_000}
+    status, _, queued = api.request("POST", "/api/process-document", request)
+    assert status == 202, queued
+    assert finished(api, queued["task_id"])["state"] == "SUCCESS"
+
+
 def test_pdf_upload_reads_the_text_layer_and_matches_expected(api, reset):
     pdf = (FIXTURE / "agreement.pdf").read_bytes()
     status, _, queued = api.request("POST", "/api/process-document?wait=20", raw=pdf,

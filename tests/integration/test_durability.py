@@ -270,3 +270,92 @@ def test_a_purge_cut_off_after_the_table_delete_landed_leaves_no_cached_partitio
     read, after = asyncio.run(scenario())
     assert read is None
     assert after == {"m1": {"kind": "late"}}  # the purged instance is not written back
+
+
+@pytest.mark.parametrize("char", ['"', "Ж", "\\"])
+def test_instances_of_several_mebibytes_of_escaped_text_are_stored_read_listed_and_purged(azurite, char):
+    """Quotes and backslashes double at each JSON layer (an input is JSON in a status row in an entity's JSON):
+    once 50,000 of them in an input overflowed the main entity, and 200,000 the 4 MiB of a transaction."""
+    big = json.dumps({"text": char * 400_000})
+    rows = {STATUS: {"status": "Running", "input": big}, "h0000000": {"Input": big}}
+
+    async def scenario() -> tuple[dict, dict | None, list[dict], list]:
+        store = TableStore(azurite.connection_string, "LargeHub")
+        fresh = TableStore(azurite.connection_string, "LargeHub")  # no cache: what a restart reads
+        try:
+            await store.open()
+            await store.write("big", rows)
+            await store.write("big", {"m1": {"kind": "event"}})  # rewritten: the last state's spills go
+            stored = await fresh.read_partition("big")
+            status = await TableStore(azurite.connection_string, "LargeHub").read_row("big", STATUS)
+            listed = [s for s in await fresh.status_rows() if s.get("input") == big]
+            await store.delete_partition("big")
+            left = [e async for e in store._table.query_entities("PartitionKey eq 'big'")]
+            return stored, status, listed, left
+        finally:
+            await store.close()
+            await fresh.close()
+
+    stored, status, listed, left = asyncio.run(scenario())
+    assert stored == {**rows, "m1": {"kind": "event"}}
+    assert status == rows[STATUS] and listed == [rows[STATUS]]
+    assert left == []
+
+
+def test_a_large_write_cut_off_before_its_main_entity_leaves_the_last_state(azurite):
+    big = json.dumps({"text": '"' * 300_000})
+
+    async def scenario() -> tuple[dict, list]:
+        store = TableStore(azurite.connection_string, "LargeCutHub")
+        try:
+            await store.open()
+            await store.write("i", {STATUS: {"status": "Running", "input": big}, "m1": {"n": 1}})
+            upsert = store._table.upsert_entity
+
+            async def spills_only(entity, **kwargs):  # the host dies after the spills, before the main entity
+                if entity["RowKey"] == "":
+                    raise ConnectionError("cut off")
+                return await upsert(entity, **kwargs)
+
+            store._table.upsert_entity = spills_only
+            with pytest.raises(ConnectionError):
+                await store.write("i", {"m2": {"n": 2, "pad": '"' * 300_000}})
+            store._table.upsert_entity = upsert
+            fresh = TableStore(azurite.connection_string, "LargeCutHub")
+            try:
+                read = await fresh.read_partition("i")
+            finally:
+                await fresh.close()
+            await store.delete_partition("i")  # the cut-off write's spills, which nothing names, go too
+            return read, [e async for e in store._table.query_entities("PartitionKey eq 'i'")]
+        finally:
+            await store.close()
+
+    read, left = asyncio.run(scenario())
+    assert read == {STATUS: {"status": "Running", "input": big}, "m1": {"n": 1}}
+    assert left == []
+
+
+def test_spills_written_before_generations_are_still_read_and_replaced(azurite):
+    from azure.data.tables import UpdateMode
+
+    rows = {STATUS: {"status": "Running"}, "h0000000": {"pad": "a" * 900_000}}
+
+    async def scenario() -> tuple[dict, list[str]]:
+        store = TableStore(azurite.connection_string, "LegacyHub")
+        try:
+            await store.open()
+            main, *spills = store._entities("old", rows)
+            for n, spill in enumerate(spills, start=1):  # as the store wrote them before: x1, x2 and no gen
+                await store._table.upsert_entity({**spill, "RowKey": f"x{n}"}, mode=UpdateMode.REPLACE)
+            await store._table.upsert_entity({k: v for k, v in main.items() if k != "gen"}, mode=UpdateMode.REPLACE)
+            read = await store.read_partition("old")
+            await store.write("old", {"m1": {"n": 1}})
+            keys = sorted([e["RowKey"] async for e in store._table.query_entities("PartitionKey eq 'old'")])
+            return read, keys
+        finally:
+            await store.close()
+
+    read, keys = asyncio.run(scenario())
+    assert read == rows
+    assert "x1" not in keys and "x2" not in keys and "" in keys and all(k == "" or k.startswith("y") for k in keys)

@@ -140,6 +140,19 @@ def test_burst_of_messages_gets_one_reply(api, waha, gap):
     assert len(waha.sent(chat)) == 1
 
 
+def test_a_burst_of_long_lines_full_of_quotes_is_answered_and_the_chat_keeps_working(api, waha):
+    """Each line's text goes through the conversation's history several times, escaped at each JSON layer: four
+    8,000-character lines of quotes once overflowed devhost's storage of the conversation, which then failed
+    every step, and every later message to the chat was a 500."""
+    chat = new_chat()
+    for n in range(4):
+        assert post(api, event(f'line {n} ' + '"' * 7_990, chat))[0] == 200
+    wait_until(lambda: waha.sent(chat), timeout=30)
+    assert post(api, event("how much is the monthly rent?", chat))[0] == 200
+    wait_until(lambda: len(waha.sent(chat)) == 2, timeout=30)
+    assert "2,350" in waha.sent(chat)[1]["text"]
+
+
 def stored_without_waking(api: Http, waha: FakeWaha, connection_string: str,
                           claimed_ago: float = 0.0) -> tuple[str, dict, Tables]:
     """A chat answered once, whose conversation sleeps; then its rent question stored and its wake-up claimed
