@@ -431,8 +431,9 @@ class TableStore:
                 for rk in spills:
                     await self._delete_quietly(pk, rk)
                 # spills of a write cut off before its main entity named them
-                async for entity in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _escape_key(pk)},
-                                                               select=["RowKey"]):
+                left = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _escape_key(pk)},
+                                                  select=["RowKey"])
+                async for entity in left:
                     if (_escape_key(pk), entity["RowKey"]) != _LEASE_KEY:
                         await self._delete_quietly(pk, entity["RowKey"])
             finally:

@@ -16,12 +16,16 @@ log = logging.getLogger("intake.http")
 
 def uploaded_files(req: func.HttpRequest) -> list[tuple[str | None, str | None, bytes]]:
     """Every file of a multipart request as (file name, declared type, bytes), in form order."""
-    files = [(f.filename, f.content_type, f.read()) for name in req.files for f in req.files.getlist(name)]
-    for name, _, _ in files:
-        if name and len(name) > MAX_FILE_NAME_CHARS:
-            raise Unprocessable(f"A file name has at most {MAX_FILE_NAME_CHARS} characters; one has {len(name):,}.",
-                                code="invalid_file_name")
-    return files
+    return [(checked_file_name(f.filename), f.content_type, f.read())
+            for name in req.files for f in req.files.getlist(name)]
+
+
+def checked_file_name(name: str | None) -> str | None:
+    """A file's name as sent (a form's file, `?filename=`): 422 when longer than a file system takes."""
+    if name and len(name) > MAX_FILE_NAME_CHARS:
+        raise Unprocessable(f"A file name has at most {MAX_FILE_NAME_CHARS} characters; this one has {len(name):,}.",
+                            code="invalid_file_name")
+    return name
 
 
 def uploaded_file(req: func.HttpRequest) -> tuple[str | None, str | None, bytes]:

@@ -24,7 +24,7 @@ from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 from shared.webhooks import validate_target
 
-from ._http import handles_errors, json_response, uploaded_file
+from ._http import checked_file_name, handles_errors, json_response, uploaded_file
 from ._jobs import require_job, respond_with_job, snapshot, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
@@ -56,7 +56,8 @@ def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
         name, _, data = uploaded_file(req)
         name, fields = name or "call", dict(req.form)
     else:
-        data, name, fields = req.get_body(), req.params.get("filename") or "call", dict(req.params)
+        name = checked_file_name(req.params.get("filename")) or "call"
+        data, fields = req.get_body(), dict(req.params)
     if not data:
         raise BadRequest("Send the recording as the body or as a multipart file.", code="empty_request")
     from shared.calls.audio import probe  # audio libraries load on first use, not at start

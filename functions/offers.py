@@ -19,7 +19,7 @@ from shared.offers import ingest, service
 from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 
-from ._http import handles_errors, uploaded_files
+from ._http import checked_file_name, handles_errors, uploaded_files
 from ._jobs import require_job, respond_with_job, start_job, start_once
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import call_with_retries, deliver_callback
@@ -40,7 +40,8 @@ def _parse(req: func.HttpRequest) -> ingest.IngestRequest:
         return ingest.parse_form(dict(req.form), uploaded_files(req), hosts)
     if not body:
         raise BadRequest("The body is empty.", code="empty_request")
-    return ingest.parse_raw(content_type, body, name=req.params.get("filename"), source=req.params.get("source"),
+    return ingest.parse_raw(content_type, body, name=checked_file_name(req.params.get("filename")),
+                            source=req.params.get("source"),
                             callback_url=req.params.get("callback_url"), allowed_hosts=hosts)
 
 

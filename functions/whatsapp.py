@@ -31,7 +31,7 @@ from shared.whatsapp.events import checked_chat_id, classify, dedup_key, is_fres
 from shared.whatsapp.signature import verify_hmac
 from shared.whatsapp.waha import Waha
 
-from ._http import handles_errors, json_response, uploaded_file
+from ._http import checked_file_name, handles_errors, json_response, uploaded_file
 from ._jobs import respond_with_job, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, call_with_retries
@@ -268,7 +268,7 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
         name, declared, body = uploaded_file(req)
         name = name or "document"
     else:
-        name, declared = req.params.get("name") or "document", req.headers.get("content-type")
+        name, declared = checked_file_name(req.params.get("name")) or "document", req.headers.get("content-type")
     if not body:
         raise BadRequest("Send the document as the body or as a multipart file.", code="empty_request")
     info = await in_thread(filetypes.inspect, body, declared, name, allowed=frozenset(

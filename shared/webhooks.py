@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -57,6 +58,14 @@ def _is_private(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
+def _is_address(host: str) -> bool:
+    try:
+        _as_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _as_address(host: str) -> str:
     """The address a host names, shorthand IPv4 included (`127.1`, `2130706433`, `0x7f.0.0.1` all resolve to
     127.0.0.1); ValueError for a name."""
@@ -84,10 +93,14 @@ def validate_target(url: str, allowed_hosts: str = "") -> str:
         host = (parts.hostname or "").lower()
         if parts.port == 0 or any(c.isspace() or not c.isprintable() for c in url) or "%" in host:
             raise ValueError("whitespace, control characters, an escaped host or port 0")
-        if "[" in parts.netloc:
-            ipaddress.IPv6Address(host)  # [v1.x] and the like: no address a request can go to
+        if "[" in parts.netloc:  # [v1.x], [::1]. and the like: no address a request can go to
+            ipaddress.IPv6Address(host)
+            if not re.fullmatch(r"(:\d+)?", parts.netloc.rsplit("]", 1)[1]):
+                raise ValueError("something after the address other than a port")
         elif "" in host.removesuffix(".").split("."):
             raise ValueError("an empty label: .com, a..b")
+        if host.endswith(".") and _is_address(host.removesuffix(".")):
+            raise ValueError("an address with a trailing dot, which no client sends to")
         host = host.removesuffix(".")  # localhost. is localhost
     except ValueError:
         raise Unprocessable("callback_url is not a valid URL.", code="invalid_callback_url") from None

@@ -78,4 +78,7 @@ def test_a_bad_document_id_is_refused_before_any_work(api):
     status, _, answer = api.request("POST", "/api/kb/documents?name=n.txt&id=" + "x" * 129, raw=b"text",
                                     headers={"content-type": "text/plain"})
     assert status == 400 and answer["error"]["code"] == "invalid_id"
+    status, _, answer = api.request("POST", "/api/kb/documents?name=" + "n" * 256, raw=b"text",
+                                    headers={"content-type": "text/plain"})
+    assert status == 422 and answer["error"]["code"] == "invalid_file_name"  # once stored and listed as it came
 

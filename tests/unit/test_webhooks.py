@@ -60,10 +60,12 @@ def test_public_https_targets_are_accepted(url):
     ("https://%31%32%37.0.0.1/", "invalid_callback_url"),
     ("https://example.com:0/", "invalid_callback_url"),
     ("https://localhost./x", "callback_url_not_public"),
-    ("https://127.0.0.1./x", "callback_url_not_public"),
+    ("https://127.0.0.1./x", "invalid_callback_url"),
     ("https://[v1.x]/", "invalid_callback_url"),
     ("https://.com/", "invalid_callback_url"),
     ("https://a..b/", "invalid_callback_url"),
+    ("https://8.8.8.8./", "invalid_callback_url"),  # accepted, then refused by every send
+    ("https://[2001:4860::8888]./", "invalid_callback_url"),
     ("https://example.com/" + "a" * 2100, "invalid_callback_url"),
 ])
 def test_unsafe_targets_are_refused(url, code):
