@@ -371,7 +371,8 @@ class TableStore:
         from azure.data.tables import UpdateMode
 
         main, *spills = self._entities(pk, rows)
-        await gather_limited([self._table.upsert_entity(e, mode=UpdateMode.REPLACE) for e in spills], 4)
+        if spills:
+            await gather_limited([self._table.upsert_entity(e, mode=UpdateMode.REPLACE) for e in spills], 4)
         await self._table.upsert_entity(main, mode=UpdateMode.REPLACE)
         keys = [e["RowKey"] for e in spills]
         self._remember(pk, rows, keys)
