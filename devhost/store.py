@@ -118,7 +118,7 @@ _CHUNK = 30_000  # characters per string property; Azure Tables allows 64 KiB (U
 _ENTITY_CHARS = 420_000
 _META_CHARS = 100_000  # of the status kept beside the data; of a larger one (a large input, say), what is small
 _META_FIELD_CHARS = 10_000
-_MAIN = ""  # RowKey of the entity that holds an instance; spill entities are "x1", "x2", ...
+_MAIN = ""  # RowKey of the entity that holds an instance; its spill entities: see `_spill_keys`
 _KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f]")
 _CACHED_PARTITIONS = 4096
 _LEASE_KEY = ("~host", "lease")  # outside every instance query, which all ask for RowKey ''
@@ -298,7 +298,7 @@ class TableStore:
                  for rk, part in zip(_spill_keys(main), parts[1:])]
         return [main, *spill]
 
-    async def _fetch(self, pk: str) -> tuple[dict[str, dict], int] | None:
+    async def _fetch(self, pk: str) -> tuple[dict[str, dict], list[str]] | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -311,7 +311,7 @@ class TableStore:
             text += _joined(await self._table.get_entity(_escape_key(pk), rk), "d")
         return json.loads(text), spills
 
-    async def _rows(self, pk: str) -> tuple[dict[str, dict], int]:
+    async def _rows(self, pk: str) -> tuple[dict[str, dict], list[str]]:
         if pk in self._cache:
             self._cache.move_to_end(pk)
             return self._cache[pk]
