@@ -66,8 +66,9 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
                     idempotency_key: str | None = None) -> dict:
     """Starts `orchestrator`, or returns the job an earlier request with the same Idempotency-Key started.
 
-    `prepare(job_id)` builds the payload once the job id is known (e.g. after storing bytes in Blob
-    storage); it runs only when a new job really starts. `fingerprint_of` is what identifies the request;
+    `prepare(folder)` builds the payload (e.g. after storing bytes in Blob storage under `folder`); it runs only when
+    no job has the key yet. `folder` is the job id, then the request's fingerprint: requests that race under one key
+    with different bodies (one gets a 409) store their bytes apart. `fingerprint_of` is what identifies the request;
     `idempotency_key` stands in for the header when the request names its own id (e.g. the caller's job id).
     """
     fingerprint = request_fingerprint(fingerprint_of if fingerprint_of is not None else payload)
@@ -77,7 +78,8 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
         existing = await _existing_job(client, job_id, fingerprint)
         if existing is not None:
             return existing
-    job_input = {"request": await prepare(job_id) if prepare else payload, "fingerprint": fingerprint}
+    job_input = {"request": await prepare(f"{job_id}/{fingerprint[:16]}") if prepare else payload,
+                 "fingerprint": fingerprint}
     try:
         await client.start_new(orchestrator, job_id, job_input)
     except Exception:  # noqa: BLE001 - a concurrent request with the same key may have won the race

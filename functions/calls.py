@@ -75,8 +75,8 @@ def _upload(req: func.HttpRequest) -> tuple[bytes, str, dict]:
 async def upload_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     data, name, meta = await in_thread(_upload, req)  # probing the audio may take seconds: not on the event loop
 
-    async def store(call_id: str) -> dict:
-        ref = await BlobStore(get_settings()).put(CALLS, f"{call_id}/audio", data, "application/octet-stream")
+    async def store(folder: str) -> dict:
+        ref = await BlobStore(get_settings()).put(CALLS, f"{folder}/audio", data, "application/octet-stream")
         return {**meta, "filename": name, "blob": ref}
 
     job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=store,
@@ -119,7 +119,7 @@ async def start_call_from_blob(req: func.HttpRequest, client: df.DurableOrchestr
     if meta["callback_url"]:
         validate_target(meta["callback_url"], settings.callback_allowed_hosts)
 
-    async def prepare(call_id: str) -> dict:
+    async def prepare(_folder: str) -> dict:
         return {**meta, "filename": blob.rsplit("/", 1)[-1], "blob": ref}
 
     job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=prepare,

@@ -49,15 +49,15 @@ def _parse(req: func.HttpRequest) -> ingest.DocumentRequest:
     return ingest.parse_upload([(body, content_type, req.params.get("filename"))], dict(req.params), _limits(), hosts)
 
 
-async def _store(task_id: str, request: ingest.DocumentRequest) -> dict:
+async def _store(folder: str, request: ingest.DocumentRequest) -> dict:
     """Pages (or the PDF) to Blob storage; the orchestration carries references only."""
     blobs = BlobStore(get_settings())
     if request.pdf is not None:
-        ref = await blobs.put(INPUTS, f"{task_id}/document.pdf", request.pdf, filetypes.PDF)
+        ref = await blobs.put(INPUTS, f"{folder}/document.pdf", request.pdf, filetypes.PDF)
         pages = [{"pdf": ref, "index": i} for i in range(request.num_pages)]
     else:
         refs = await asyncio.gather(*(
-            blobs.put(INPUTS, f"{task_id}/page-{n}.{_EXTENSIONS[ctype]}", data, ctype)
+            blobs.put(INPUTS, f"{folder}/page-{n}.{_EXTENSIONS[ctype]}", data, ctype)
             for n, (data, ctype) in enumerate(request.images, start=1)))
         pages = [{"blob": ref, "content_type": ctype} for ref, (_, ctype) in zip(refs, request.images)]
     return {"pages": pages, "fallback_text": request.fallback_text, "user_id": request.user_id,
@@ -81,8 +81,8 @@ def _seed_answer(job: dict, request: ingest.DocumentRequest) -> dict:
 async def process_document(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     request = await in_thread(_parse, req)  # opening the files (PDF pages, images) may take a while
 
-    async def store(task_id: str) -> dict:
-        return await _store(task_id, request)
+    async def store(folder: str) -> dict:
+        return await _store(folder, request)
 
     # The caller's job id is a natural idempotency key: the same id is the same document.
     job = await start_job(client, req, kind="doc", orchestrator="document_vision",

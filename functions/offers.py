@@ -45,15 +45,15 @@ def _parse(req: func.HttpRequest) -> ingest.IngestRequest:
                             callback_url=req.params.get("callback_url"), allowed_hosts=hosts)
 
 
-async def _store(job_id: str, request: ingest.IngestRequest) -> dict:
+async def _store(folder: str, request: ingest.IngestRequest) -> dict:
     """Bytes to Blob storage; the orchestration gets references and small fields only."""
     blobs = BlobStore(get_settings())
     files = await asyncio.gather(*(
-        blobs.put(INPUTS, f"{job_id}/{f.sha256[:16]}-{filetypes.storable_name(f.name)}", f.data, f.content_type)
+        blobs.put(INPUTS, f"{folder}/{f.sha256[:16]}-{filetypes.storable_name(f.name)}", f.data, f.content_type)
         for f in request.files))
     text, text_blob = request.text, None
     if text and len(text.encode()) > ingest.INLINE_TEXT_LIMIT:
-        text_blob = await blobs.put(INPUTS, f"{job_id}/text.txt", text.encode(), filetypes.TEXT)
+        text_blob = await blobs.put(INPUTS, f"{folder}/text.txt", text.encode(), filetypes.TEXT)
         text = None
     return {"text": text, "text_blob": text_blob, "source": request.source, "subject": request.subject,
             "metadata": request.metadata, "callback_url": request.callback_url,
@@ -73,8 +73,8 @@ def _result_json(job: dict) -> dict:
 async def ingest_offer(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     request = await in_thread(_parse, req)  # opening the files (PDF pages, images) may take a while
 
-    async def store(job_id: str) -> dict:
-        return await _store(job_id, request)
+    async def store(folder: str) -> dict:
+        return await _store(folder, request)
 
     job = await start_job(client, req, kind="offer", orchestrator="offer_ingestion",
                           fingerprint_of=request.fingerprint_view(), prepare=store)

@@ -278,8 +278,8 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
         raise BadRequest("id may hold letters, digits, '.', '_' and '-', at most 128 of them.", code="invalid_id")
     sha = hashlib.sha256(body).hexdigest()
 
-    async def store(job_id: str) -> dict:
-        ref = await BlobStore(get_settings()).put("intake-inputs", f"{job_id}/{filetypes.storable_name(name)}", body,
+    async def store(folder: str) -> dict:
+        ref = await BlobStore(get_settings()).put("intake-inputs", f"{folder}/{filetypes.storable_name(name)}", body,
                                                   info.content_type)
         return {"doc_id": doc_id, "name": name, "content_type": info.content_type, "blob": ref}
 

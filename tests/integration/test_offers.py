@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -284,6 +285,31 @@ def test_same_idempotency_key_with_another_body_is_409(openai_api, reset):
     assert send(openai_api, "whatsapp_en_terse", headers=key)[0] == 202
     status, _, body = send(openai_api, "whatsapp_de_text", headers=key)
     assert status == 409 and body["error"]["code"] == "idempotency_key_reused"
+
+
+def test_requests_racing_under_one_key_with_other_bodies_do_not_swap_the_accepted_ones_input(openai_api, reset):
+    """Texts over 32 KiB go to Blob storage before the job starts: each racing request stored its text under the
+    key's job id, so the accepted job could read a body the API answered 409 to (found in 8 of 8 rounds)."""
+    reset.default = {"json": model_answer("whatsapp_en_terse")}
+    for _ in range(3):
+        key = {"Idempotency-Key": f"make-{uuid.uuid4()}"}
+        texts = [f"Supplier{n} GmbH offers 3 x Chair{n} at 5 EUR. " + "x" * 36_000 for n in range(4)]
+        barrier = threading.Barrier(len(texts))
+
+        def post(text: str) -> tuple[int, dict]:
+            barrier.wait()
+            status, _, body = openai_api.request("POST", "/api/ingest", {"text": text}, headers=key)
+            return status, body
+
+        with ThreadPoolExecutor(len(texts)) as pool:
+            answers = list(pool.map(post, texts))
+        [accepted] = [n for n, (status, _) in enumerate(answers) if status == 202]
+        assert sorted(status for status, _ in answers) == [202, 409, 409, 409], answers
+        job_id = answers[accepted][1]["job_id"]
+        finished(openai_api, job_id)
+        read = [_user_text(r) for r in reset.chat_requests() if f"Supplier{accepted} GmbH" in _user_text(r)]
+        assert len(read) == 1 and all(f"Supplier{n} GmbH" not in read[0] for n in range(4) if n != accepted)
+        reset.requests.clear()
 
 
 def test_wait_returns_the_offer_in_the_same_call(openai_api, reset):
