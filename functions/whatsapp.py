@@ -222,7 +222,7 @@ async def whatsapp_pending(chat: dict) -> dict:
     """`due_in_s`: seconds until the chat's turn is due, None when nothing is pending."""
     settings = get_settings()
     due_in_s = await assistant.next_turn(Tables(settings), chat["chat_id"], window_s=settings.whatsapp_burst_seconds,
-                                         now=time.time())
+                                         now=time.time(), session=chat.get("session"))
     return {"due_in_s": due_in_s, "burst_seconds": settings.whatsapp_burst_seconds}
 
 
@@ -231,8 +231,8 @@ async def whatsapp_pending(chat: dict) -> dict:
 async def whatsapp_answer(chat: dict) -> dict:
     settings = get_settings()
     try:
-        result = await assistant.answer_turn(chat["chat_id"], _deps(),
-                                             only_if_due=chat.get("only_if_due", False))
+        result = await assistant.answer_turn(chat["chat_id"], _deps(), only_if_due=chat.get("only_if_due", False),
+                                             session=chat.get("session"))
     except AppError as error:  # WAHA down or the session not WORKING: retried on a durable timer
         return failed(error, attempt=chat.get("attempt", 1), max_attempts=settings.whatsapp_send_attempts,
                       base_delay=settings.ai_retry_base_seconds)

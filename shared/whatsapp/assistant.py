@@ -87,7 +87,8 @@ async def claim_wake(tables: Tables, session: str, chat_id: str, now: float, hol
     """
     hold_s = min(max(hold_s, 0.0), MAX_TURN_WAIT_S)
     claim = {"at": now, "session": session, "chat_id": chat_id, **({"until": now + hold_s} if hold_s else {})}
-    claimed = await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}", claim)
+    # per WAHA session: a customer who writes to two of the business's numbers has a conversation with each
+    claimed = await tables.insert(WAKES, chat_id, f"{int(now // WAKE_CLAIM_SECONDS):012d}:{session}", claim)
     return now + hold_s if claimed else None
 
 
@@ -104,19 +105,20 @@ async def sweep_wake_claims(tables: Tables, now: float, wake: Callable[[str, str
     costs a busy conversation one look), and delete the claims of chats with none. A chat that cannot be woken
     now is tried again at the next sweep; the others are not held up by it."""
     cutoff = f"{int(now // WAKE_CLAIM_SECONDS) - 1:012d}"
-    idle: set[str] = set()
-    tried: set[str] = set()
+    idle: set[tuple[str | None, str]] = set()
+    tried: set[tuple[str | None, str]] = set()
     woken: list[str] = []
     cleared = 0
     async for key, rk, claim in tables.query(WAKES, "RowKey lt @cutoff", {"cutoff": cutoff}):
         chat_id = claim.get("chat_id", key)  # claims from before they named their chat: its (escaped) key
-        if chat_id in tried:
+        conversation = (claim.get("session"), chat_id)
+        if conversation in tried:
             continue
-        if chat_id not in idle:
-            found = await unsettled(tables, chat_id, carried=False)
+        if conversation not in idle:
+            found = await unsettled(tables, chat_id, carried=False, session=claim.get("session"))
             session = claim.get("session") or next((row["session"] for _, row in found.pending), None)
             if (found.pending or found.settling) and session:
-                tried.add(chat_id)
+                tried.add(conversation)
                 try:
                     await wake(session, chat_id)
                 except Exception as exc:  # noqa: BLE001 - the host busy or restarting: tried at the next sweep
@@ -124,17 +126,19 @@ async def sweep_wake_claims(tables: Tables, now: float, wake: Callable[[str, str
                     continue
                 woken.append(chat_id)
                 continue
-            idle.add(chat_id)
+            idle.add(conversation)
         await tables.delete(WAKES, chat_id, rk)
         cleared += 1
     return Swept(woken, cleared)
 
 
-async def _clear_wake_claims(tables: Tables, chat_id: str, now: float) -> float | None:
-    """Deletes the chat's claims, unless one still holds the conversation awake: then the time it lapses (on this
-    clock, `CLOCK_SKEW_S` after the claiming worker's). A claim written since it was read (made again under the
-    same key, after a look running at the same time deleted it) is not deleted: it is looked at again soon."""
-    claims = [claim async for claim in tables.partition_tagged(WAKES, chat_id)]
+async def _clear_wake_claims(tables: Tables, chat_id: str, now: float, session: str | None = None) -> float | None:
+    """Deletes the conversation's claims (the chat's in `session`; claims that name no session count for every one),
+    unless one still holds the conversation awake: then the time it lapses (on this clock, `CLOCK_SKEW_S` after the
+    claiming worker's). A claim written since it was read (made again under the same key, after a look running at
+    the same time deleted it) is not deleted: it is looked at again soon."""
+    claims = [(rk, row, etag) async for rk, row, etag in tables.partition_tagged(WAKES, chat_id)
+              if session is None or row.get("session") in (session, None)]
     held = max((row["until"] + CLOCK_SKEW_S for _, row, _ in claims if "until" in row), default=0.0)
     if held > now:
         return held
@@ -144,17 +148,19 @@ async def _clear_wake_claims(tables: Tables, chat_id: str, now: float) -> float 
     return None
 
 
-async def next_turn(tables: Tables, chat_id: str, *, window_s: float, now: float) -> float | None:
+async def next_turn(tables: Tables, chat_id: str, *, window_s: float, now: float,
+                    session: str | None = None) -> float | None:
     """Seconds until the chat's next turn is due (0: now), None when nothing is pending: then the claim of a
     wake-up is cleared first, so that the next message wakes the conversation (see `claim_wake`). With nothing
     pending while a claim holds the conversation awake: the seconds until it lapses, when the conversation looks
-    again (messages the claiming webhook stored meanwhile did not wake it)."""
-    found = await unsettled(tables, chat_id, carried=False)
+    again (messages the claiming webhook stored meanwhile did not wake it). `session`: the conversation's WAHA
+    session, whose messages alone it answers (see `unsettled`)."""
+    found = await unsettled(tables, chat_id, carried=False, session=session)
     if not found.pending and not found.settling:
-        held = await _clear_wake_claims(tables, chat_id, now)
+        held = await _clear_wake_claims(tables, chat_id, now, session)
         if held is not None:
             return held - now
-        found = await unsettled(tables, chat_id, carried=False)  # what came before the claims were gone
+        found = await unsettled(tables, chat_id, carried=False, session=session)  # came before the claims went
     if found.settling:
         return 0.0
     if not found.pending:
@@ -198,11 +204,14 @@ def _is_message(row: dict) -> bool:
     return row.get("direction") in ("in", "out")
 
 
-async def unsettled(tables: Tables, chat_id: str, *, carried: bool = True) -> Unsettled:
-    """`carried=False`: without reading what the turns carry on (`carried` is None)."""
+async def unsettled(tables: Tables, chat_id: str, *, carried: bool = True, session: str | None = None) -> Unsettled:
+    """`carried=False`: without reading what the turns carry on (`carried` is None). `session`: only the messages
+    and replies of that WAHA session: a customer who writes to two of the business's numbers is answered by each
+    through its own (the chat's memory and rate are shared)."""
     found = [(rk, row) async for _, rk, row in tables.query(
         MESSAGES, "(Status eq 'pending' and Direction eq 'in') or Status eq 'settling'"
-        + (" or Status eq 'state'" if carried else ""), partition=chat_id)]
+        + (" or Status eq 'state'" if carried else ""), partition=chat_id)
+        if session is None or row.get("direction") not in ("in", "out") or row.get("session") in (session, None)]
     incoming = sorted(((rk, row) for rk, row in found if row["direction"] == "in"),
                       key=lambda kv: (kv[1].get("timestamp") or 0, kv[1]["received_at"]))
     return Unsettled(incoming, [(rk, row) for rk, row in found if row["direction"] == "out"],
@@ -388,12 +397,13 @@ class KnowledgeBase:
         return True
 
 
-async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False) -> dict[str, Any]:
+async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
+                      session: str | None = None) -> dict[str, Any]:
     """Answers the chat's turn (its pending messages up to the first pause of `deps.burst_s`) in one reply; safe
     to run twice (the reply is keyed). `only_if_due`: unless the turn is due yet (the conversation found nothing
     pending before: lines that came since wait for their turn, or the rest of their burst would be a second one)."""
     tables = deps.tables
-    found = await unsettled(tables, chat_id)
+    found = await unsettled(tables, chat_id, session=session)
     if found.settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
         return await _finish_settling(tables, chat_id, found.pending, found.settling)
     turn = _turn(found.pending, time.time(), deps.burst_s)

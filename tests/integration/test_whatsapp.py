@@ -153,6 +153,22 @@ def test_a_burst_of_long_lines_full_of_quotes_is_answered_and_the_chat_keeps_wor
     assert "2,350" in waha.sent(chat)[1]["text"]
 
 
+def test_a_customer_writing_to_two_of_the_businesss_numbers_is_answered_by_each_through_its_own(api, waha):
+    """Both numbers' messages are stored in the chat's partition: each conversation took both and answered them in
+    one reply through the other number (or both sent it: twice)."""
+    chat = new_chat()
+    asked = {"shop_a": ("Hello, how much is the monthly rent?", "RENTQUESTION01"),
+             "shop_b": ("Is there a deposit?", "DEPOSITQUESTION1")}
+    for session, (text, message_id) in asked.items():
+        assert post(api, {**event(text, chat, message_id), "session": session})[0] == 200
+    wait_until(lambda: len(waha.sent(chat)) == 2, timeout=30)
+    time.sleep(2)  # no third send comes
+    replies = waha.sent(chat)
+    assert sorted(r["session"] for r in replies) == ["shop_a", "shop_b"]
+    for reply in replies:  # each quotes the question its own number was asked
+        assert reply["reply_to"].endswith(asked[reply["session"]][1]), reply
+
+
 def stored_without_waking(api: Http, waha: FakeWaha, connection_string: str,
                           claimed_ago: float = 0.0) -> tuple[str, dict, Tables]:
     """A chat answered once, whose conversation sleeps; then its rent question stored and its wake-up claimed
