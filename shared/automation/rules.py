@@ -18,8 +18,10 @@ from .snapshot import Snapshot
 from .templates import compile_part, render_string
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "matches", "exists"]
-_PATH = re.compile(r"^(\$\.)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+|\[\d{1,9}\])*$")
-_STORED_PATH = re.compile(r"^(\$\.)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+|\[\d+\])*$")  # as once checked
+_MAX_INDEX_DIGITS = 9
+_PATH_WITH_INDEXES = r"^(\$\.)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+|\[\d{1,%s}\])*$"
+_PATH = re.compile(_PATH_WITH_INDEXES % _MAX_INDEX_DIGITS)
+_STORED_PATH = re.compile(_PATH_WITH_INDEXES % "")  # as once checked: indexes of any length
 _MAX_PATH_CHARS = 500
 MAX_RULE_CHARS = 100_000  # of a rule as JSON: far more than rules need, far less than a table row holds
 _MISSING = object()
@@ -58,8 +60,8 @@ class Condition(BaseModel):
         else:
             valid = len(value) <= _MAX_PATH_CHARS and bool(_PATH.match(value))
         if not valid:
-            raise ValueError(f"'{value[:100]}' is not a JSON path like data.total_gross or data.items[0].name "
-                             f"(of at most {_MAX_PATH_CHARS} characters, indexes of at most 9 digits)")
+            raise ValueError(f"'{value[:100]}' is not a JSON path like data.total_gross or data.items[0].name (of at "
+                             f"most {_MAX_PATH_CHARS} characters, indexes of at most {_MAX_INDEX_DIGITS} digits)")
         return value
 
     @field_validator("value")
@@ -244,7 +246,7 @@ def lookup(document: Any, path: str) -> Any:
     current = document
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", path.removeprefix("$.")):
         if part.startswith("["):
-            if len(part) > 11:  # an index no list reaches (rules saved before paths were checked for it)
+            if len(part) > _MAX_INDEX_DIGITS + 2:  # an index no list reaches (a rule saved before paths were bounded)
                 return _MISSING
             index = int(part[1:-1])
             if not isinstance(current, list) or index >= len(current):
