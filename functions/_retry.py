@@ -6,6 +6,8 @@ from typing import Any, Callable, Generator
 
 import azure.durable_functions as df
 
+from shared.webhooks import message_id_for
+
 # Unexpected exceptions (a bug, a storage blip) get Durable's own retries; known failures come back as
 # outcomes with `retry_in`, so that a 429's Retry-After and exponential backoff can be honoured.
 CRASH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
@@ -29,7 +31,7 @@ def deliver_callback(context: df.DurableOrchestrationContext, url: str, event_ty
                      body: dict) -> Generator[Any, Any, dict]:
     """Posts the finished job to its callback_url, signed, retried with backoff; returns what happened."""
     outcome = yield from call_with_retries(context, "deliver_callback", {
-        "url": url, "message_id": f"{context.instance_id}.{event_type}", "body": body})
+        "url": url, "message_id": message_id_for(context.instance_id, event_type), "body": body})
     record = {"url": url, "status": "delivered" if outcome["ok"] else "failed", "attempts": outcome["attempts"]}
     if outcome["ok"]:
         record["status_code"] = outcome["value"]["status_code"]

@@ -10,12 +10,25 @@ LOGGER_NAME = "intake"
 log = logging.getLogger(LOGGER_NAME)
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
-# WhatsApp ids and E.164 numbers: keep the country code and the last two digits only.
-_PHONE = re.compile(r"(?<![\w.])(\+?\d{2})(\d{5,11})(\d{2})(?=@c\.us|@s\.whatsapp\.net|\b)")
+# WhatsApp ids and E.164 numbers: keep the country code and the last two digits only. WAHA's message ids carry the
+# chat's number after `false_` or `true_`, so an underscore may come before one.
+_PHONE = re.compile(r"(?<![A-Za-z0-9.])(\+?\d{2})(\d{5,11})(\d{2})(?=@c\.us|@s\.whatsapp\.net|\b)")
+# An international number written in groups: +49 151 12345678, +49-151-1234-5678, +49 (0)151 1234 5678.
+_GROUPED_PHONE = re.compile(r"(?<![\w.+])\+\d{1,3}(?:[ \-]?\(\d{1,4}\)[ \-]?\d{1,8}|[ \-]\d{1,8}){1,6}(?!\w|\.\d)")
+
+
+def _mask_grouped(match: re.Match) -> str:
+    text = match.group(0)
+    digits = [n for n, c in enumerate(text) if c.isdigit()]
+    if not 8 <= len(digits) <= 15:
+        return text
+    hidden = set(digits[2:-2])
+    return "".join("*" if n in hidden else c for n, c in enumerate(text))
 
 
 def mask_phone(text: str) -> str:
-    return _PHONE.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+    text = _PHONE.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+    return _GROUPED_PHONE.sub(_mask_grouped, text)
 
 
 class Redactor:

@@ -26,6 +26,12 @@ def secret_key(secret: str) -> bytes:
     return secret.encode()
 
 
+def message_id_for(*parts: str) -> str:
+    """The `webhook-id` of the message that `parts` name (say, a job and its event type): the same for every attempt,
+    and without the `.` that the spec forbids in ids (it signs `id.timestamp.body`), which job ids may hold."""
+    return "msg_" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     payload = f"{message_id}.{timestamp}.".encode() + body
     digest = hmac.new(secret_key(secret), payload, hashlib.sha256).digest()
@@ -90,7 +96,7 @@ def validate_target(url: str, allowed_hosts: str = "") -> str:
                             code="invalid_callback_url")
     try:
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        host = _host_as_sent(url)
         if parts.port == 0 or any(c.isspace() or not c.isprintable() for c in url) or "%" in host:
             raise ValueError("whitespace, control characters, an escaped host or port 0")
         if "[" in parts.netloc:  # [v1.x], [::1]. and the like: no address a request can go to
@@ -119,6 +125,14 @@ def validate_target(url: str, allowed_hosts: str = "") -> str:
         if host.endswith(_LOCAL_NAMES) or host == "localhost" or "." not in host:
             raise Unprocessable("callback_url points to a local host name.", code="callback_url_not_public") from None
     return url
+
+
+def _host_as_sent(url: str) -> str:
+    """The host a client connects to, as aiohttp (yarl) encodes it: IDNA maps fullwidth digits and ideographic full
+    stops to ASCII (`https://１２７.０.０.１/` goes to 127.0.0.1), so the checks must see that form, not the text."""
+    import yarl
+
+    return (yarl.URL(url).raw_host or "").lower()
 
 
 class PrivateAddress(OSError):
@@ -161,6 +175,10 @@ async def post_signed(url: str, payload: dict, *, secrets: list[str], message_id
     import aiohttp
 
     started = time.perf_counter()
+    try:  # again at each attempt: a URL stored before a check was added (or tightened) is not sent to either
+        validate_target(url, allowed_hosts)
+    except Unprocessable as refused:
+        return Attempt(False, None, refused.message, True, (time.perf_counter() - started) * 1000)
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     outbound = session(f"webhooks:{allowed_hosts}", lambda: _public_only_resolver(allowed_hosts))
     try:

@@ -47,8 +47,10 @@ class CustomEventIn(BaseModel):
     type: str = Field(pattern=r"^custom\.[a-z0-9_.-]{1,100}$", description="custom.<name>")
     subject: str = Field("", max_length=200)
     data: dict[str, Any] = Field(default_factory=dict, description=f"At most {MAX_CUSTOM_DATA_BYTES:,} bytes as JSON")
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
-                           description="Your own id: the same id is published (and delivered) once")
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_:-]{1,100}$",
+                           description="Your own id: the same id is published (and delivered) once. It is the "
+                                       "deliveries' webhook-id, which holds no '.' (Standard Webhooks signs "
+                                       "id.timestamp.body)")
 
     @field_validator("data")
     @classmethod

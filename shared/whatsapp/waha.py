@@ -2,9 +2,23 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import DeliveryError
 from ..http_client import session
+
+
+def media_request_url(base_url: str, media_url: str) -> str:
+    """Where to fetch a message's media: WAHA at `base_url`, with the path and query of `media_url` (WAHA names its
+    own public host there). A path that does not start with `/` (`@other:80/x`) would put another host after
+    `base_url` and send it our API key: refused."""
+    import yarl
+
+    parts = urlsplit(media_url)
+    url = base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    if not parts.path.startswith("/") or yarl.URL(url).origin() != yarl.URL(base_url).origin():
+        raise DeliveryError("The media URL of the message is not a path on WAHA.", code="waha_media_url_invalid")
+    return url
 
 
 class Waha:
@@ -39,10 +53,8 @@ class Waha:
         the address we reach it at.
         """
         import aiohttp
-        from urllib.parse import urlsplit
 
-        parts = urlsplit(media_url)
-        url = f"{self.base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+        url = media_request_url(self.base_url, media_url)
         headers = {"X-Api-Key": self.api_key} if self.api_key else {}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:

@@ -58,5 +58,18 @@ def test_job_run_logs_its_job_id_and_no_secret(secret_app, caplog):
 def test_phone_numbers_are_masked_but_ordinary_numbers_are_not():
     assert mask_phone("from 4915550123456@c.us") == "from 49*********56@c.us"
     assert mask_phone("call +15550100199 now") == "call +15*******99 now"
-    text = "order 12345 total 1999.00 EUR on 2026-11-23"
+    text = "order 12345 total 1999.00 EUR on 2026-11-23, +12 000 units, v1.2.3, +49 151 12345678.5"
     assert mask_phone(text) == text
+
+
+def test_the_number_inside_a_waha_message_id_is_masked():
+    assert (mask_phone("message_id=false_4915550123456@c.us_3EB0C767D26A1D")
+            == "message_id=false_49*********56@c.us_3EB0C767D26A1D")
+    assert mask_phone("dedup=default:true_4915550123456@c.us_AAA") == "dedup=default:true_49*********56@c.us_AAA"
+
+
+def test_international_numbers_written_in_groups_are_masked():
+    assert mask_phone("call +49 151 55501234 today") == "call +49 *** ******34 today"
+    assert mask_phone("+49-151-5550-1234") == "+49-***-****-**34"
+    assert mask_phone("ring +49 (0)151 5550 1234.") == "ring +49 (*)*** **** **34."
+    assert mask_phone("+7 (495) 555-01-23") == "+7 (4**) ***-**-23"

@@ -57,6 +57,12 @@ def test_custom_event_data_is_bounded():
         CustomEventIn(type="custom.big", data={"x": "y" * MAX_CUSTOM_DATA_BYTES})
 
 
+def test_a_custom_event_id_holds_no_dot_for_it_is_the_webhook_id():
+    assert CustomEventIn(type="custom.x", id="order-17:v2_a").id == "order-17:v2_a"
+    with pytest.raises(ValidationError):
+        CustomEventIn(type="custom.x", id="order.17")
+
+
 def test_a_multipart_offer_with_too_many_files_is_a_422():
     uploads = [(f"f{n}.txt", "text/plain", b"1 chair 5 EUR") for n in range(MAX_FILES + 1)]
     with pytest.raises(Unprocessable) as refused:
