@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 bp = df.Blueprint()
 _DOC_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-LOOK_AGAIN_S = 60  # after a conversation's step failed through all its retries
+LOOK_AGAIN_S = 60  # after a conversation's step failed through all its Durable retries (a bug, storage gone)
 
 
 @lru_cache(maxsize=1)
@@ -177,7 +177,16 @@ def whatsapp_conversation(context: df.DurableOrchestrationContext):
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=LOOK_AGAIN_S))
         context.continue_as_new(chat)
         return
-    turn = outcome["value"] if outcome["ok"] else {}
+    look_again_s = get_settings().whatsapp_look_again_seconds
+    if not outcome["ok"]:  # WAHA refused or stayed down through the retries: the messages stay pending, and are
+        # answered (with the text composed already) once it takes them; looked at again later, not at once
+        if not context.is_replaying:
+            log_event("whatsapp.reply.failed", level=logging.ERROR, chat_id=chat["chat_id"],
+                      error=outcome["error"]["code"], attempts=outcome["attempts"], look_again_s=look_again_s)
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=look_again_s))
+        context.continue_as_new(chat)
+        return
+    turn = outcome["value"]
     if not context.is_replaying and turn.get("replied"):
         log_event("whatsapp.reply.sent", chat_id=chat["chat_id"], usage=summarize(outcome["usage"]))
     yield from emit_turn_events(context, chat["chat_id"], turn)

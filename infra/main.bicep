@@ -661,6 +661,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: '8'
         }
         {
+          name: 'WHATSAPP_LOOK_AGAIN_SECONDS'
+          value: '60'
+        }
+        {
           name: 'KB_SEARCH_BACKEND'
           value: empty(searchEndpoint) ? 'memory' : 'azure_search'
         }

@@ -75,6 +75,8 @@ class Settings(BaseModel):
     whatsapp_rate_limit: int = Field(10, alias="WHATSAPP_RATE_LIMIT_PER_MINUTE", ge=1, le=1000)
     whatsapp_max_event_age_seconds: float = Field(300.0, alias="WHATSAPP_MAX_EVENT_AGE_SECONDS", gt=0)
     whatsapp_send_attempts: int = Field(8, alias="WHATSAPP_SEND_ATTEMPTS", ge=1, le=50)
+    # after a turn's attempts are spent (WAHA down for long, or refusing): its messages wait this long, then again
+    whatsapp_look_again_seconds: float = Field(60.0, alias="WHATSAPP_LOOK_AGAIN_SECONDS", ge=1, le=3600)
     # Knowledge base search: in the worker's memory, or Azure AI Search for bases too large for it
     kb_search_backend: Literal["memory", "azure_search"] = Field("memory", alias="KB_SEARCH_BACKEND")
     azure_search_endpoint: str = Field("", alias="AZURE_SEARCH_ENDPOINT")

@@ -209,7 +209,7 @@ async def unsettled(tables: Tables, chat_id: str, *, carried: bool = True, sessi
     and replies of that WAHA session: a customer who writes to two of the business's numbers is answered by each
     through its own (the chat's memory and rate are shared)."""
     found = [(rk, row) async for _, rk, row in tables.query(
-        MESSAGES, "(Status eq 'pending' and Direction eq 'in') or Status eq 'settling'"
+        MESSAGES, f"(Status eq 'pending' and Direction eq 'in') or Status eq 'settling' or Status eq '{OWED}'"
         + (" or Status eq 'state'" if carried else ""), partition=chat_id)
         if session is None or row.get("direction") not in ("in", "out") or row.get("session") in (session, None)]
     incoming = sorted(((rk, row) for rk, row in found if row["direction"] == "in"),
@@ -270,7 +270,8 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 async def stats(tables: Tables) -> dict:
-    rows = [row async for _, _, row in tables.all(MESSAGES) if _is_message(row)]
+    rows = [row async for _, _, row in tables.all(MESSAGES)
+            if _is_message(row) and row["status"] not in (COMPOSED, OWED)]  # not sent (yet)
     incoming = [r for r in rows if r["direction"] == "in"]
     replies = [r for r in rows if r["direction"] == "out" and r.get("kind") == "reply"]
     usage = [u for r in replies for u in r.get("usage", [])]
@@ -404,8 +405,8 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
     pending before: lines that came since wait for their turn, or the rest of their burst would be a second one)."""
     tables = deps.tables
     found = await unsettled(tables, chat_id, session=session)
-    if found.settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
-        return await _finish_settling(tables, chat_id, found.pending, found.settling)
+    if found.settling:  # a turn cut off while marking what its reply answered (or before its notice): finish that
+        return await _finish_settling(deps, chat_id, found.pending, found.settling)
     turn = _turn(found.pending, time.time(), deps.burst_s)
     if only_if_due and not turn.ready:
         return {"replied": False, "reason": "not_due", "usage": []}
@@ -416,9 +417,13 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
     received = [{"message_id": row["message_id"], "kind": row.get("kind"), "text": row.get("text"),
                  "from": row.get("sender"), "received_at": row["received_at"]} for _, row in pending]
     conversation = await tables.get(CONVERSATIONS, "chat", chat_id) or {}
-    if conversation.get("paused"):
+
+    async def hold() -> dict[str, Any]:
         await save_messages(tables, chat_id, {rk: {**row, "status": "held"} for rk, row in pending})
         return {"replied": False, "reason": "paused", "messages": received, "usage": []}
+
+    if conversation.get("paused"):
+        return await hold()
     carried = found.carried or conversation  # chats answered before the turn state row kept it in the conversation
     memory: list[dict] = carried.get("memory", [])
     state = RateState.model_validate(carried.get("rate") or {})
@@ -467,14 +472,20 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
                                  "usage": [u.model_dump() for u in usage]}
 
         answered = {rk: {**row, "status": "answered"} for rk, row in allowed}
-        answer = await _send_once(deps, last, [rk for rk, _ in allowed], compose,
-                                  [r["message_id"] for _, r in allowed],
-                                  settled=lambda text: {**limited, **answered, **carry(remembered(text))},
-                                  notice=notice)
+        try:
+            answer = await _send_once(deps, last, [rk for rk, _ in allowed], compose,
+                                      [r["message_id"] for _, r in allowed],
+                                      settled=lambda text: {**limited, **answered, **carry(remembered(text))},
+                                      notice=notice)
+        except Paused:
+            return {**await hold(), "usage": [u.model_dump() for u in usage]}
         handoff = handoff_reason(question, answer)
     elif notice:
-        await _send_once(deps, last, notice, _rate_notice, [], quote=False,
-                         settled=lambda _: {**limited, **carry(memory)})
+        try:
+            await _send_once(deps, last, notice, _rate_notice, [], quote=False,
+                             settled=lambda _: {**limited, **carry(memory)})
+        except Paused:
+            return await hold()
     else:
         await save_messages(tables, chat_id, {**limited, **carry(memory)})
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
@@ -529,6 +540,11 @@ async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
     return f"{row.get('text', '')}\n[{name}]\n{content}".strip(), usage
 
 
+COMPOSED = "composed"  # the status of a reply WAHA has not taken yet: its text, kept for the retry
+OWED = "owed"  # the status of a rate notice stored with the reply before it, still to be sent
+_COMPOSED_FIELDS = ("latency_s", "answers", "usage")  # what `compose` adds to the reply's row
+
+
 def reply_key(keys: list[str]) -> str:
     """The row key of the reply to the messages `keys` (row keys), the same in every run of their turn."""
     return "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
@@ -560,22 +576,58 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
             rows[notice_id] = await _send(deps, question, notice_id, RATE_NOTICE, quote=False)
         await _store(tables, chat_id, reply_id, _as_sent(earlier), rows)
         return earlier["text"]
-    text, extra = await compose()
+    if earlier and earlier.get("status") == COMPOSED:  # WAHA did not take it before: no second model call
+        text, extra = earlier["text"], {k: v for k, v in earlier.items() if k in _COMPOSED_FIELDS}
+    else:
+        text, extra = await compose()
+    if (await tables.get(CONVERSATIONS, "chat", chat_id) or {}).get("paused"):  # while the model was composing
+        raise Paused()
     if seen_ids:
-        await deps.waha.send_seen(question.session, chat_id, seen_ids)
-    await deps.waha.typing(question.session, chat_id, True)
-    reply = {**await _send(deps, question, reply_id, text, quote=quote), **extra}
+        await _courtesy(deps.waha.send_seen(question.session, chat_id, seen_ids), chat_id, "seen")
+    await _courtesy(deps.waha.typing(question.session, chat_id, True), chat_id, "typing")
+    try:
+        reply = {**await _send(deps, question, reply_id, text, quote=quote), **extra}
+    except AppError:  # kept for the retry, which sends this text (and counts its model calls once)
+        await save_messages(tables, chat_id, {reply_id: {**_row(question, reply_id, text, quote), **extra,
+                                                         "status": COMPOSED}})
+        raise
     rows = settled(text)
-    if notice_id:
-        rows[notice_id] = await _send(deps, question, notice_id, RATE_NOTICE, quote=False)
+    if notice_id:  # owed with the reply's rows: a notice WAHA does not take yet is sent by a later look, the reply
+        rows[notice_id] = {**_row(question, notice_id, RATE_NOTICE, False), "status": OWED}  # not sent again
     await _store(tables, chat_id, reply_id, reply, rows)
-    await deps.waha.typing(question.session, chat_id, False)
+    if notice_id:
+        await _send_owed(deps, chat_id, notice_id, rows[notice_id])
+    await _courtesy(deps.waha.typing(question.session, chat_id, False), chat_id, "typing")
     return text
+
+
+async def _send_owed(deps: Deps, chat_id: str, row_key: str, row: dict) -> None:
+    """A notice stored as owed with the reply it follows, sent, then stored as sent."""
+    question = IncomingMessage.model_construct(session=row["session"], chat_id=chat_id)
+    await deps.waha.send_text(send_text_body(question, row["text"], quote=False))
+    await save_messages(deps.tables, chat_id, {row_key: {**row, "status": "sent", "timestamp": time.time()}})
+
+
+class Paused(Exception):
+    """The operator paused the chat while its reply was being composed: nothing is sent."""
+
+
+async def _courtesy(call: Awaitable[None], chat_id: str, what: str) -> None:
+    """Seen and typing are courtesies: an engine that refuses them (some do not support typing) does not hold up
+    the reply; WAHA unreachable is noticed by the send that follows."""
+    try:
+        await call
+    except AppError as exc:
+        log_event("whatsapp.courtesy.failed", level=logging.WARNING, chat_id=chat_id, call=what, code=exc.code)
 
 
 async def _send(deps: Deps, question: IncomingMessage, row_key: str, text: str, *, quote: bool) -> dict:
     """`text` sent to the chat (quoting `question` when `quote`); its row, to be stored."""
     await deps.waha.send_text(send_text_body(question, text, quote=quote))
+    return _row(question, row_key, text, quote)
+
+
+def _row(question: IncomingMessage, row_key: str, text: str, quote: bool) -> dict:
     return {"direction": "out", "status": "sent", "text": text, "chat_id": question.chat_id,
             "session": question.session, "message_id": row_key, "timestamp": time.time(), "received_at": time.time(),
             "kind": "reply" if quote else "notice"}
@@ -600,11 +652,15 @@ def _as_sent(reply: dict) -> dict:
     return {**{k: v for k, v in reply.items() if k != "settles"}, "status": "sent"}
 
 
-async def _finish_settling(tables: Tables, chat_id: str, pending: list[tuple[str, dict]],
+async def _finish_settling(deps: Deps, chat_id: str, pending: list[tuple[str, dict]],
                            settling: list[tuple[str, dict]]) -> dict[str, Any]:
-    """Marks the messages of replies cut off while `settling` as their turn meant to; the rest wait for the next."""
-    waiting = dict(pending)
+    """Marks the messages of replies cut off while `settling` as their turn meant to, and sends the notices owed;
+    the rest wait for the next turn."""
+    tables, waiting = deps.tables, dict(pending)
     for rk, reply in settling:
+        if reply["status"] == OWED:
+            await _send_owed(deps, chat_id, rk, reply)
+            continue
         marks = reply.get("settles", {})
         await save_messages(tables, chat_id, {m: {**waiting[m], "status": status} for m, status in marks.items()
                                               if m in waiting})

@@ -424,3 +424,85 @@ def test_a_knowledge_document_named_like_a_path_is_stored_under_a_safe_name(api,
                                  raw=b"Parking costs 50 EUR a month.", headers={"content-type": "text/plain"})
     assert status == 200 and job["status"] == "done", job
     assert api.request("DELETE", "/api/kb/documents/odd-name")[0] == 204
+
+
+@pytest.fixture(scope="module")
+def modelled(waha):
+    """A host with a fake model (its requests counted) and a short wait before a failed turn is tried again; its
+    own storage (the fake model's vectors are not those of the offline provider's knowledge base)."""
+    from tests.support.fake_openai import FakeOpenAI
+    from tests.support.processes import Azurite
+
+    storage = Azurite().start()
+    with FakeOpenAI() as fake:
+        fake.default = {"content": "The monthly rent is USD 2,350."}
+        host = DevhostProcess(storage.connection_string, {
+            "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_API_KEY": "sk-fake", "WAHA_BASE_URL": waha.base_url, "WAHA_HMAC_KEY": KEY,
+            "WHATSAPP_BURST_SECONDS": "0.3", "AI_RETRY_BASE_SECONDS": "0.2", "WHATSAPP_SEND_ATTEMPTS": "2",
+            "WHATSAPP_LOOK_AGAIN_SECONDS": "2"}).start()
+        try:
+            yield Http(host.base_url, FUNCTION_KEY), fake, host
+        finally:
+            host.stop()
+            storage.stop()
+
+
+def _chat_completions(fake, chat_text: str) -> list[dict]:
+    return [r for r in fake.requests if r["path"].endswith("/chat/completions") and chat_text in json.dumps(r["body"])]
+
+
+def test_a_reply_waha_refuses_is_tried_again_later_not_at_once_and_composed_once(modelled, waha):
+    api, fake, host = modelled
+    chat, question = new_chat(), f"How much is the rent? {uuid.uuid4().hex[:8]}"
+    sends: list[float] = []
+    waha.on_send = lambda body: body["chatId"] == chat and sends.append(time.monotonic())
+    waha.send_script.extend([400, 422, 422])  # refused; then not WORKING through both attempts of the next look
+    try:
+        post(api, event(question, chat))
+        [reply] = wait_until(lambda: waha.sent(chat), timeout=45)
+        time.sleep(2.5)
+    finally:
+        waha.on_send = None
+    assert reply["text"] == "The monthly rent is USD 2,350." and len(waha.sent(chat)) == 1
+    assert len(sends) == 4  # 400, then after the look-again wait 422 and 422 (its 2 attempts), then after it 201
+    assert sends[1] - sends[0] >= 1.8 and sends[3] - sends[2] >= 1.8, sends  # not at once: no storm of retries
+    assert len(_chat_completions(fake, question)) == 1  # the text composed first is the one sent
+    assert "whatsapp.reply.failed" in host.log()
+    stats = api.request("GET", "/api/stats")[2]
+    rows = api.request("GET", f"/api/messages?chat_id={chat}")[2]["messages"]
+    assert [r["status"] for r in rows if r["direction"] == "out"] == ["sent"] and stats["replies"] >= 1
+
+
+def test_a_rate_notice_waha_does_not_take_at_once_does_not_send_the_reply_again(modelled, waha):
+    api, fake, _ = modelled
+    chat = new_chat()
+    waha.send_script.extend([201, 422])  # the reply is taken, the notice after it not yet
+    for n in range(11):  # one over the limit of 10 a minute, in one turn
+        post(api, event(f"question {n} about the rent", chat))
+    sent = wait_until(lambda: (s := waha.sent(chat)) and len(s) >= 2 and s, timeout=45)
+    time.sleep(2)
+    texts = [s["text"] for s in waha.sent(chat)]
+    assert len(texts) == 2 and texts[0] == "The monthly rent is USD 2,350." and "faster than I can answer" in texts[1]
+    assert len(_chat_completions(fake, "question 0 about the rent")) == 1, sent
+
+
+def test_a_pause_made_while_the_model_composes_sends_nothing(modelled, waha):
+    api, fake, _ = modelled
+    chat = new_chat()
+
+    def pause_then_answer(body: dict) -> dict:
+        if chat.split("@")[0] in json.dumps(body):
+            api.request("POST", f"/api/conversations/{chat}/pause")
+        return {"content": "The monthly rent is USD 2,350."}
+
+    fake.default = pause_then_answer
+    try:
+        post(api, event(f"How much is the rent for {chat.split('@')[0]}?", chat))
+        wait_until(lambda: any(r["status"] == "held" for r in
+                               api.request("GET", f"/api/messages?chat_id={chat}")[2]["messages"]), timeout=30)
+        time.sleep(1)
+    finally:
+        fake.default = {"content": "The monthly rent is USD 2,350."}
+    assert waha.sent(chat) == []
+    assert api.request("GET", f"/api/conversations/{chat}")[2]["paused"] is True
