@@ -21,11 +21,17 @@ def media_request_url(base_url: str, media_url: str) -> str:
     return url
 
 
+MEDIA_SECONDS = 300.0  # a media download may take this long in all, as long as bytes keep coming
+MAX_MEDIA_BYTES = 64 * 1024 * 1024  # a turn reads 5 pages of a PDF or a voice note: larger files are not read
+
+
 class Waha:
-    def __init__(self, base_url: str, api_key: str, timeout: float = 15.0) -> None:
+    def __init__(self, base_url: str, api_key: str, timeout: float = 15.0,
+                 max_media_bytes: int = MAX_MEDIA_BYTES) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        self.max_media_bytes = max_media_bytes
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         import aiohttp
@@ -56,15 +62,24 @@ class Waha:
 
         url = media_request_url(self.base_url, media_url)
         headers = {"X-Api-Key": self.api_key} if self.api_key else {}
+        # `timeout` bounds each wait (connecting, the next bytes), not the whole of a large file on a slow link
+        timeout = aiohttp.ClientTimeout(total=max(MEDIA_SECONDS, self.timeout), sock_connect=self.timeout,
+                                        sock_read=self.timeout)
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
                 async with session.get(url, headers=headers, allow_redirects=False) as response:
                     if response.status == 404:
                         raise DeliveryError("WAHA no longer has this media file.", code="waha_media_gone")
                     if response.status >= 400:
                         raise DeliveryError(f"WAHA answered {response.status} for the media.",
                                             code="waha_unavailable", transient=response.status >= 500)
-                    return await response.read()
+                    data = bytearray()
+                    async for chunk in response.content.iter_chunked(1 << 16):
+                        data += chunk
+                        if len(data) > self.max_media_bytes:
+                            raise DeliveryError(f"The media file is larger than {self.max_media_bytes:,} bytes.",
+                                                code="waha_media_too_large")
+                    return bytes(data)
         except DeliveryError:
             raise
         except Exception as exc:  # noqa: BLE001

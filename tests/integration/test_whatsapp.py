@@ -506,3 +506,16 @@ def test_a_pause_made_while_the_model_composes_sends_nothing(modelled, waha):
         fake.default = {"content": "The monthly rent is USD 2,350."}
     assert waha.sent(chat) == []
     assert api.request("GET", f"/api/conversations/{chat}")[2]["paused"] is True
+
+
+def test_an_engine_that_refuses_seen_and_typing_still_gets_the_reply_sent(api, waha):
+    chat = new_chat()
+    waha.courtesy_status = 400  # e.g. an engine without typing support
+    try:
+        post(api, event("How much is the monthly rent?", chat))
+        [reply] = wait_until(lambda: waha.sent(chat), timeout=30)
+    finally:
+        waha.courtesy_status = 200
+    assert "2,350" in reply["text"]
+    refused = [c["path"] for c in waha.calls if c["body"].get("chatId") == chat and c["status"] == 400]
+    assert "/api/sendSeen" in refused and "/api/startTyping" in refused

@@ -15,6 +15,7 @@ class FakeWaha(LoopbackServer):
         self.send_script: deque[int] = deque()  # statuses for the next sendText calls, then 201
         self.files: dict[str, bytes] = {}  # path -> bytes served under /api/files/
         self.on_send: Callable[[dict], Any] | None = None  # runs with each sendText body before it is answered
+        self.courtesy_status = 200  # what sendSeen, startTyping and stopTyping answer
         self._lock = threading.Lock()
         super().__init__(self._handler())
 
@@ -48,7 +49,7 @@ class FakeWaha(LoopbackServer):
                     fake.on_send(body)
                 with fake._lock:
                     status = fake.send_script.popleft() if self.path == "/api/sendText" and fake.send_script \
-                        else (201 if self.path == "/api/sendText" else 200)
+                        else (201 if self.path == "/api/sendText" else fake.courtesy_status)
                     fake.calls.append({"path": self.path, "body": body, "status": status,
                                        "api_key": self.headers.get("X-Api-Key")})
                 self._send(status, {"result": status < 300} if status < 300 else {"error": "fake failure"})

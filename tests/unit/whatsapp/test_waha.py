@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -41,3 +42,55 @@ def test_download_sends_nothing_anywhere_for_such_a_url():
             asyncio.run(Waha(BASE, "secret-key", timeout=2).download(f"@127.0.0.1:{port}/api/files/x.png"))
         with pytest.raises(socket.timeout):
             other.accept()
+
+
+class _Dribble:
+    """A loopback HTTP server that sends `size` bytes in `pieces`, `gap` seconds apart."""
+
+    def __init__(self, size: int, pieces: int, gap: float) -> None:
+        import http.server
+        import threading
+
+        served = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                piece = size // pieces
+                for n in range(pieces):
+                    time.sleep(gap)
+                    self.wfile.write(b"x" * (piece if n < pieces - 1 else size - piece * (pieces - 1)))
+                    self.wfile.flush()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        served.size = size
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_large_media_file_on_a_slow_link_downloads_while_bytes_keep_coming():
+    server = _Dribble(300_000, pieces=6, gap=0.25)  # 1.5 s in all, never 0.6 s without bytes
+    try:
+        data = asyncio.run(Waha(server.url, "", timeout=0.6).download("/api/files/voice.oga"))
+    finally:
+        server.close()
+    assert len(data) == 300_000
+
+
+def test_a_media_file_larger_than_the_bound_is_refused_for_good():
+    server = _Dribble(200_000, pieces=2, gap=0.0)
+    try:
+        with pytest.raises(DeliveryError) as refused:
+            asyncio.run(Waha(server.url, "", timeout=5, max_media_bytes=100_000).download("/api/files/big.pdf"))
+    finally:
+        server.close()
+    assert refused.value.code == "waha_media_too_large" and not refused.value.transient
