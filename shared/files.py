@@ -1,6 +1,7 @@
 """What a file really is, judged by its bytes, and whether it opens: checked before any job starts."""
 from __future__ import annotations
 
+import codecs
 import email
 import email.policy
 import io
@@ -69,10 +70,41 @@ def _zip_has(data: bytes, name: str) -> bool:
 
 
 def decode_text(data: bytes) -> str:
+    """UTF-8 (a BOM is dropped), or UTF-16 with a BOM or, without one, told by its zero bytes (`O\\x00f\\x00`):
+    Windows' Notepad writes it."""
+    utf16 = _utf16_encoding(data)
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(utf16) if utf16 else data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Unprocessable("Text must be UTF-8 encoded.", code="text_not_utf8") from None
+
+
+def text_of(data: bytes, charset: str | None) -> str:
+    """Text as an e-mail part declares it (`charset`), else as `decode_text` reads it, else as Windows-1252 (the
+    usual 8-bit charset of Western mail); never fails: what cannot be decoded is replaced."""
+    for encoding in ([charset] if charset else []):
+        try:
+            return data.decode(encoding)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    try:
+        return decode_text(data)
+    except Unprocessable:
+        return data.decode("cp1252", errors="replace")
+
+
+def _utf16_encoding(data: bytes) -> str | None:
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return "utf-16"
+    sample = data[:4096]
+    if len(sample) < 4 or len(sample) % 2:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) > 0.4 * len(odd) and not even.count(0):
+        return "utf-16-le"
+    if even.count(0) > 0.4 * len(even) and not odd.count(0):
+        return "utf-16-be"
+    return None
 
 
 def inspect(data: bytes, declared: str | None, name: str | None = None,

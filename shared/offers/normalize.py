@@ -7,10 +7,12 @@ import email.utils
 import io
 import re
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from html.parser import HTMLParser
 
 from .. import files as filetypes
 from ..ai.port import Image
+from ..errors import AppError, Unprocessable
 
 MAX_TEXT_CHARS = 60_000
 MAX_IMAGES = 8
@@ -25,6 +27,7 @@ class Normalized:
     sender: str | None = None
     sent_at: str | None = None
     parts: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # attachments that could not be read, said as warnings
 
     def add_text(self, text: str, label: str | None = None) -> None:
         text = text.strip()
@@ -88,10 +91,14 @@ def pdf_pages(data: bytes, render_scale: float = 2.0) -> list[tuple[str, bytes |
 
 
 def docx_text(data: bytes) -> str:
-    """Paragraphs, then each table row as cells separated by ' | '."""
+    """Paragraphs, then each table row as cells separated by ' | '. A file that is a sound zip but not a Word
+    document python-docx can read (no relationships, broken XML) is `docx_corrupt`."""
     import docx
 
-    document = docx.Document(io.BytesIO(data))
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - python-docx raises KeyError, lxml errors, AttributeError...
+        raise Unprocessable("The DOCX file is damaged and cannot be read.", code="docx_corrupt") from None
     lines = [p.text for p in document.paragraphs if p.text.strip()]
     for table in document.tables:
         for row in table.rows:
@@ -100,7 +107,9 @@ def docx_text(data: bytes) -> str:
     return "\n".join(lines)
 
 
-def add_file(result: Normalized, name: str, content_type: str, data: bytes, depth: int = 0) -> None:
+def add_file(result: Normalized, name: str, content_type: str, data: bytes, depth: int = 0,
+             charset: str | None = None) -> None:
+    """`charset`: the one an e-mail part declares for its text."""
     label = name if result.text or result.images or depth else None
     if content_type == filetypes.PDF:
         for number, (text, png) in enumerate(pdf_pages(data), start=1):
@@ -112,13 +121,18 @@ def add_file(result: Normalized, name: str, content_type: str, data: bytes, dept
     elif content_type in filetypes.IMAGES:
         if len(result.images) < MAX_IMAGES:
             result.images.append(Image(data, content_type))
-    elif content_type == filetypes.EML and depth < 3:
-        add_email(result, data, depth)
+    elif content_type == filetypes.EML:
+        if depth < MAX_DEPTH:
+            add_email(result, data, depth)
     elif content_type == filetypes.HTML:
-        result.add_text(html_to_text(filetypes.decode_text(data)), label)
+        result.add_text(html_to_text(filetypes.text_of(data, charset)), label)
     else:
-        result.add_text(data.decode("utf-8", errors="replace"), label)
+        result.add_text(filetypes.text_of(data, charset), label)
     result.parts.append(f"{name} ({content_type})")
+
+
+MAX_DEPTH = 3  # e-mails forwarded as attachments, and multiparts within multiparts, are read this deep
+_READABLE = (filetypes.PDF, filetypes.DOCX, filetypes.EML, filetypes.TEXT, filetypes.HTML, *filetypes.IMAGES)
 
 
 def add_email(result: Normalized, data: bytes, depth: int = 0) -> None:
@@ -131,19 +145,49 @@ def add_email(result: Normalized, data: bytes, depth: int = 0) -> None:
                 result.sent_at = email.utils.parsedate_to_datetime(str(message["Date"])).date().isoformat()
             except (TypeError, ValueError):
                 result.sent_at = None
+    _add_parts(result, message, depth)
+
+
+def _add_parts(result: Normalized, message: EmailMessage, depth: int) -> None:
+    """The body of `message` (or of a multipart within it), then its attachments: a forwarded e-mail or a
+    multipart among them is read as a message of its own; a file that cannot be opened is skipped and named."""
     body = message.get_body(preferencelist=("plain", "html"))
     if body is not None:
-        content = body.get_content()
+        content = _part_text(body)
         result.add_text(html_to_text(content) if body.get_content_type() == "text/html" else content)
     for part in message.iter_attachments():
+        if part.get_content_type() == filetypes.EML or part.is_multipart():
+            inner = part.get_content() if part.get_content_type() == filetypes.EML else part
+            if depth + 1 < MAX_DEPTH and isinstance(inner, EmailMessage):
+                if inner is not part and inner.get("Subject"):
+                    result.add_text(f"Subject: {inner['Subject']}", f"forwarded e-mail {inner.get('From') or ''}".strip())
+                _add_parts(result, inner, depth + 1)
+            continue
         payload = part.get_payload(decode=True) or b""
         if not payload:
             continue
         name = part.get_filename() or "attachment"
         detected = filetypes.sniff(payload) or filetypes.type_from_name(name) or part.get_content_type()
-        if detected in (filetypes.PDF, filetypes.DOCX, filetypes.EML, filetypes.TEXT, filetypes.HTML) \
-                or detected in filetypes.IMAGES:
-            add_file(result, name, detected, payload, depth + 1)
+        if detected not in _READABLE:
+            continue
+        try:
+            if detected not in (filetypes.TEXT, filetypes.HTML):
+                filetypes.inspect(payload, detected, name)
+            add_file(result, name, detected, payload, depth + 1, charset=part.get_content_charset())
+        except AppError as refused:  # a damaged PDF, a DOCX bomb: the rest of the e-mail is still read
+            result.skipped.append(f"The attachment '{name}' could not be read ({refused.code}).")
+
+
+def _part_text(part: EmailMessage) -> str:
+    """A text part in the charset it declares; one Python does not know (`iso-8859-8-i`) or that does not fit the
+    bytes is read as UTF-8 where it can be, Windows-1252 where not."""
+    try:
+        content = part.get_content()
+        if isinstance(content, str):
+            return content
+    except (LookupError, UnicodeError):
+        pass
+    return filetypes.text_of(part.get_payload(decode=True) or b"", None)
 
 
 def normalize(text: str | None, files: list[tuple[str, str, bytes]]) -> Normalized:

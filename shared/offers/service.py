@@ -55,4 +55,7 @@ def extract_offer(normalized: Normalized, provider: AIProvider, *, source: str |
         offer = offer.model_copy(update={"language": language})
     if not offer.is_offer:
         offer = Offer(is_offer=False, language=offer.language or language)
-    return Result(check_offer(offer), result.usage)
+    checked = check_offer(offer)
+    if normalized.skipped:
+        checked = checked.model_copy(update={"warnings": [*checked.warnings, *normalized.skipped]})
+    return Result(checked, result.usage)

@@ -39,7 +39,7 @@ def test_declared_binary_type_with_other_content_is_refused():
     (b"PK\x03\x04\x14\x00broken", files.DOCX, "docx_corrupt"),
     (b"\xff\xd8\xff\xe0broken", "image/jpeg", "image_corrupt"),
     (b"", "text/plain", "empty_file"),
-    (b"\xff\xfe\x00bad", "text/plain", "text_not_utf8"),
+    (b"\xc3\x28bad \xe9t\xe9", "text/plain", "text_not_utf8"),  # neither UTF-8 nor UTF-16
     (b"no headers at all", "message/rfc822", "eml_invalid"),
 ])
 def test_broken_files_are_unprocessable(data, declared, code):

@@ -1,0 +1,120 @@
+"""E-mails as people send them: forwarded as attachments, multiparts within multiparts, 8-bit charsets, damaged
+attachments. What the model is given must hold the offer, and what could not be read must be said."""
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import zipfile
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from shared.errors import Unprocessable
+from shared.files import decode_text
+from shared.offers.normalize import add_file, normalize
+from shared import files as filetypes
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "offers"
+PDF = (FIXTURES / "email_en_pdf_attachment" / "Q-55120.pdf").read_bytes()
+FRENCH = (FIXTURES / "email_fr_body" / "offer.eml").read_bytes()
+
+
+def _mail(body: str = "Please find our quotation attached.") -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "sales@example.com", "buyer@example.com", "Quotation"
+    message.set_content(body)
+    return message
+
+
+def _read(message: EmailMessage):
+    return normalize(None, [("offer.eml", filetypes.EML, message.as_bytes())])
+
+
+def _pdf_text() -> str:
+    return normalize(None, [("q.pdf", filetypes.PDF, PDF)]).text
+
+
+def test_an_e_mail_forwarded_as_an_attachment_is_read():
+    outer = _mail("See the attached offer.")
+    outer.add_attachment(email.message_from_bytes(FRENCH, policy=email.policy.default))  # message/rfc822
+    french_body = normalize(None, [("offer.eml", filetypes.EML, FRENCH)]).text
+    read = _read(outer)
+    assert french_body[:200] in read.text and "See the attached offer." in read.text
+
+
+def test_an_attachment_in_a_multipart_within_the_multipart_is_read():
+    inner = EmailMessage()
+    inner.set_content("Please find our quotation attached.")
+    inner.add_attachment(PDF, maintype="application", subtype="pdf", filename="Q-55120.pdf")
+    outer = _mail("Forwarding the supplier's message below.")
+    outer.make_mixed()
+    outer.attach(inner)
+    read = _read(outer)
+    assert _pdf_text()[:200] in read.text and "quotation attached" in read.text
+
+
+@pytest.mark.parametrize("subtype", ["plain", "html"])
+def test_text_attachments_are_read_in_the_charset_they_declare(subtype):
+    outer = _mail()
+    text = "Angebot Müller GmbH: 10 Stück Widget à 5,00 €"
+    data = (f"<p>{text}</p>" if subtype == "html" else text).encode("iso-8859-15")
+    outer.add_attachment(data, maintype="text", subtype=subtype, filename=f"offer.{'html' if subtype == 'html' else 'txt'}",
+                         params={"charset": "iso-8859-15"})
+    assert text in _read(outer).text
+
+
+def test_a_body_in_a_charset_python_does_not_know_is_still_read():
+    message = _mail()
+    raw = message.as_bytes().replace(b'charset="utf-8"', b'charset="iso-8859-8-i"')
+    assert b"iso-8859-8-i" in raw
+    read = normalize(None, [("offer.eml", filetypes.EML, raw)])
+    assert "quotation attached" in read.text
+
+
+def _bomb(xml_bytes: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", b"<w:document>" + b"a" * xml_bytes + b"</w:document>")
+    return buffer.getvalue()
+
+
+def test_damaged_attachments_are_skipped_and_named_and_the_rest_is_read():
+    outer = _mail("Our prices: 10 chairs at 5 EUR each.")
+    outer.add_attachment(PDF[: len(PDF) // 2], maintype="application", subtype="pdf", filename="half.pdf")
+    outer.add_attachment(_bomb(filetypes.MAX_DOCX_XML_BYTES + 1), maintype="application",
+                         subtype="vnd.openxmlformats-officedocument.wordprocessingml.document", filename="bomb.docx")
+    outer.add_attachment(b"\x89PNG\r\n\x1a\nbroken", maintype="image", subtype="png", filename="scan.png")
+    read = _read(outer)
+    assert "10 chairs at 5 EUR" in read.text and read.images == []
+    assert read.skipped == ["The attachment 'half.pdf' could not be read (pdf_corrupt).",
+                            "The attachment 'bomb.docx' could not be read (docx_too_large).",
+                            "The attachment 'scan.png' could not be read (image_corrupt)."]
+
+
+def test_a_docx_that_is_a_sound_zip_but_no_word_document_is_docx_corrupt():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<w:document><w:body/></w:document>")  # no relationships
+    with pytest.raises(Unprocessable) as refused:
+        add_file(normalize(None, []), "offer.docx", filetypes.DOCX, buffer.getvalue())
+    assert refused.value.code == "docx_corrupt"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
+def test_utf16_text_is_read_with_or_without_a_bom(encoding):
+    assert decode_text("Offer: 10 chairs at 5 EUR, Müller".encode(encoding)) == "Offer: 10 chairs at 5 EUR, Müller"
+
+
+def test_the_offer_warns_of_each_attachment_that_could_not_be_read():
+    from shared.ai.offline import OfflineProvider
+    from shared.offers.service import extract_offer, read_input
+
+    outer = _mail("Offer from Schrauben Koch KG: 10 chairs at 5.00 EUR each, total 50.00 EUR.")
+    outer.add_attachment(PDF[: len(PDF) // 2], maintype="application", subtype="pdf", filename="half.pdf")
+    normalized = read_input(None, [("offer.eml", filetypes.EML, outer.as_bytes())])
+    offer = extract_offer(normalized, OfflineProvider(), source="email", received_on="2026-12-07").value
+    assert "The attachment 'half.pdf' could not be read (pdf_corrupt)." in offer.warnings
