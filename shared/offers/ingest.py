@@ -5,6 +5,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -137,14 +138,30 @@ def parse_raw(content_type: str, body: bytes, *, name: str | None, source: str |
     except ValidationError as exc:
         raise invalid_body(exc) from None
     if declared == filetypes.TEXT:
-        return _finish(extra.model_dump() | {"text": filetypes.decode_text(body)}, [], allowed_hosts)
+        return _finish(extra.model_dump() | {"text": _declared_text(content_type, body)}, [], allowed_hosts)
     guessed = {filetypes.EML: "message.eml", filetypes.PDF: "offer.pdf", filetypes.DOCX: "offer.docx",
-               filetypes.PNG: "image.png", filetypes.JPEG: "image.jpg", filetypes.WEBP: "image.webp"}
+               filetypes.PNG: "image.png", filetypes.JPEG: "image.jpg", filetypes.WEBP: "image.webp",
+               filetypes.HTML: "offer.html"}
     if declared not in guessed and declared not in ("application/octet-stream", ""):
         raise UnsupportedMediaType(f"Content-Type '{declared}' is not supported; send JSON, multipart/form-data, "
-                                   "message/rfc822, application/pdf, DOCX, PNG, JPEG, WebP or text/plain.",
-                                   code="unsupported_media_type")
+                                   "message/rfc822, application/pdf, DOCX, PNG, JPEG, WebP, text/html or "
+                                   "text/plain.", code="unsupported_media_type")
     return _finish(extra, [_file(name or guessed.get(declared, "upload"), declared, body)], allowed_hosts)
+
+
+_CHARSET = re.compile(r";\s*charset\s*=\s*\"?([A-Za-z0-9._:-]{1,40})", re.IGNORECASE)
+
+
+def _declared_text(content_type: str, body: bytes) -> str:
+    """A text/plain body in the charset its Content-Type names (`; charset=windows-1252`), else UTF-8 or UTF-16."""
+    named = _CHARSET.search(content_type)
+    if named is None or named.group(1).lower().replace("_", "-") in ("utf-8", "utf8"):
+        return filetypes.decode_text(body)
+    try:
+        return body.decode(named.group(1)).removeprefix("\ufeff")
+    except (LookupError, UnicodeDecodeError):
+        raise Unprocessable(f"The text is not valid {named.group(1)}, the charset its Content-Type names.",
+                            code="text_not_utf8") from None
 
 
 def check_size(length: int, limit: int) -> None:

@@ -118,3 +118,30 @@ def test_the_offer_warns_of_each_attachment_that_could_not_be_read():
     normalized = read_input(None, [("offer.eml", filetypes.EML, outer.as_bytes())])
     offer = extract_offer(normalized, OfflineProvider(), source="email", received_on="2026-12-07").value
     assert "The attachment 'half.pdf' could not be read (pdf_corrupt)." in offer.warnings
+
+
+@pytest.mark.parametrize("content_type,data", [
+    ("text/plain; charset=windows-1252", "Angebot Müller: 10 Stück à 5,00 €".encode("cp1252")),
+    ('text/plain; charset="UTF-16"', "Angebot Müller: 10 Stück à 5,00 €".encode("utf-16")),
+    ("text/plain", "Angebot Müller: 10 Stück à 5,00 €".encode("utf-16-le")),
+])
+def test_a_raw_text_offer_is_read_in_the_charset_it_names_or_shows(content_type, data):
+    from shared.offers.ingest import parse_raw
+
+    assert parse_raw(content_type, data, name=None).text == "Angebot Müller: 10 Stück à 5,00 €"
+
+
+def test_a_raw_text_offer_in_a_charset_that_does_not_fit_is_a_422():
+    from shared.offers.ingest import parse_raw
+
+    for content_type in ("text/plain; charset=no-such-charset", "text/plain; charset=utf-8"):
+        with pytest.raises(Unprocessable) as refused:
+            parse_raw(content_type, b"\xc3\x28 M\xfcller", name=None)
+        assert refused.value.code == "text_not_utf8"
+
+
+def test_a_raw_html_offer_is_accepted_as_a_multipart_one_is():
+    from shared.offers.ingest import parse_raw
+
+    [page] = parse_raw("text/html; charset=utf-8", "<p>10 chairs at 5 EUR</p>".encode(), name=None).files
+    assert page.content_type == filetypes.HTML and page.name == "offer.html"
