@@ -299,7 +299,7 @@ def build_spec() -> dict[str, Any]:
             "message/rfc822", "application/pdf",
             "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
             "image/png", "image/jpeg", "image/webp")},
-        "text/plain": {"schema": {"type": "string"}}}
+        "text/plain": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}}}
     paths = {
         "/api/ingest": {"post": {
             "summary": "Submit an offer (e-mail, chat text, PDF, DOCX or image); answers at once with a job",
