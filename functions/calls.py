@@ -17,7 +17,7 @@ from shared.calls.cost import call_cost
 from shared.config import get_settings
 from shared.errors import BadRequest, Conflict, NotFound, Unprocessable, decode_json
 from shared.jobs import (is_finished, job_json, page_of, parse_date, parse_limit, parse_status_filter,
-                         validate_job_id)
+                         query_scope, validate_job_id)
 from shared.observability import log_event
 from shared.offers.ingest import check_size
 from shared.outcomes import run
@@ -202,7 +202,7 @@ async def list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClien
     calls = [job for job in (job_json(snapshot(s)) for s in statuses if s.name == "call_analysis")
              if not text or text in json.dumps(job.get("result") or {}).lower()]
     calls.sort(key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
-    page, continuation = page_of(calls, limit, req.params.get("continuation"))
+    page, continuation = page_of(calls, limit, req.params.get("continuation"), query_scope("calls", req.params))
     return json_response({"calls": page, "continuation": continuation})
 
 

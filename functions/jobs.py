@@ -6,7 +6,8 @@ import azure.functions as func
 
 from shared.config import get_settings
 from shared.errors import Conflict, ServiceUnavailable
-from shared.jobs import is_finished, job_json, page_of, parse_limit, parse_status_filter, validate_job_id
+from shared.jobs import (is_finished, job_json, page_of, parse_limit, parse_status_filter, query_scope,
+                         validate_job_id)
 from shared.storage.clients import check_storage
 from shared.version import VERSION
 
@@ -34,7 +35,7 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
         runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
     jobs = sorted((job_json(snapshot(s)) for s in statuses),
                   key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
-    page, continuation = page_of(jobs, limit, req.params.get("continuation"))
+    page, continuation = page_of(jobs, limit, req.params.get("continuation"), query_scope("jobs", req.params))
     return json_response({"jobs": page, "continuation": continuation})
 
 

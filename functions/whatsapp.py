@@ -20,7 +20,7 @@ from shared.ai.usage import summarize
 from shared.blocking import in_thread
 from shared.config import get_settings
 from shared.errors import AppError, BadRequest, NotFound
-from shared.jobs import decode_continuation, encode_continuation, parse_limit
+from shared.jobs import decode_continuation, encode_continuation, parse_limit, query_scope
 from shared.observability import log_event
 from shared.offers.normalize import normalize
 from shared.outcomes import failed, succeeded
@@ -349,13 +349,14 @@ async def list_messages(req: func.HttpRequest) -> func.HttpResponse:
     if since is not None and not math.isfinite(since):
         raise BadRequest("since must be a Unix time in seconds.", code="invalid_since")
     chat_id = req.params.get("chat_id")
+    scope = query_scope("messages", req.params)
     rows, following = await assistant.messages(
         Tables(get_settings()), chat_id=checked_chat_id(chat_id) if chat_id else None, direction=direction or None,
         since=since,
         limit=parse_limit(req.params.get("limit"), default=100, maximum=1000),
-        offset=decode_continuation(req.params.get("continuation")))
+        offset=decode_continuation(req.params.get("continuation"), scope))
     return json_response({"messages": rows,
-                          "continuation": encode_continuation(following) if following is not None else None})
+                          "continuation": encode_continuation(following, scope) if following is not None else None})
 
 
 @bp.route(route="conversations", methods=["GET"])

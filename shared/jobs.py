@@ -9,7 +9,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from .clock import iso_utc
 from .errors import BadRequest, Conflict
@@ -146,27 +146,38 @@ def parse_limit(value: str | None, default: int = 50, maximum: int = 500) -> int
     return int(value)
 
 
-def encode_continuation(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+_NOT_FILTERS = {"continuation", "limit", "code"}  # parameters that may change from one page to the next
 
 
-def decode_continuation(token: str | None) -> int:
+def query_scope(route: str, params: Mapping[str, str]) -> str:
+    """What a continuation token belongs to: the route and its filters. A token is refused by another route, or
+    by the same one asked with other filters (its offset would count a different list)."""
+    filters = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in _NOT_FILTERS)
+    return hashlib.sha256(f"{route}?{filters}".encode(errors="surrogatepass")).hexdigest()[:12]
+
+
+def encode_continuation(offset: int, scope: str) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}:{scope}".encode()).decode().rstrip("=")
+
+
+def decode_continuation(token: str | None, scope: str) -> int:
     if not token:
         return 0
     try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not text.startswith("o:"):
+        kind, offset, made_for = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+        if kind != "o" or made_for != scope or not (offset.isascii() and offset.isdigit()) or len(offset) > 12:
             raise ValueError
-        return max(0, int(text[2:]))
+        return int(offset)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadRequest("continuation is not a token this API returned.", code="invalid_continuation") from None
+        raise BadRequest("continuation is not a token this API returned for this query.",
+                         code="invalid_continuation") from None
 
 
-def page_of(items: list, limit: int, continuation: str | None) -> tuple[list, str | None]:
-    """One page of a sorted list, and the token of the next page (None on the last)."""
-    offset = decode_continuation(continuation)
+def page_of(items: list, limit: int, continuation: str | None, scope: str) -> tuple[list, str | None]:
+    """One page of a sorted list, and the token of the next page (None on the last); `scope`: see `query_scope`."""
+    offset = decode_continuation(continuation, scope)
     more = offset + limit < len(items)
-    return items[offset:offset + limit], encode_continuation(offset + limit) if more else None
+    return items[offset:offset + limit], encode_continuation(offset + limit, scope) if more else None
 
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)

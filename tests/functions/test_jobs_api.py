@@ -69,6 +69,8 @@ def test_list_filters_by_status_and_pages_with_continuation(api):
     assert {j["status"] for j in page["jobs"]} == {"done"}
     _, _, rest = api.request("GET", f"/api/jobs?status=done&limit=2&continuation={page['continuation']}")
     assert not {j["job_id"] for j in rest["jobs"]} & {j["job_id"] for j in page["jobs"]}
+    _, _, other = api.request("GET", f"/api/jobs?status=failed&continuation={page['continuation']}")
+    assert other["error"]["code"] == "invalid_continuation"  # a token of another query
     for query in ("status=finished", "limit=0", "limit=abc", "continuation=%%%"):
         status, _, body = api.request("GET", f"/api/jobs?{query}")
         assert status == 400 and body["error"]["code"].startswith("invalid_"), query

@@ -299,6 +299,10 @@ def test_read_apis_show_messages_conversations_and_stats(api, waha):
     assert len(only_out) == 1
     page = api.request("GET", "/api/messages?limit=1")[2]
     assert len(page["messages"]) == 1 and page["continuation"]
+    following = api.request("GET", f"/api/messages?limit=1&continuation={page['continuation']}")[2]["messages"]
+    assert following and following != page["messages"]
+    status, _, refused = api.request("GET", f"/api/messages?direction=out&continuation={page['continuation']}")
+    assert status == 400 and refused["error"]["code"] == "invalid_continuation"  # made for another query
     assert api.request("GET", "/api/messages?direction=sideways")[0] == 400
     assert chat in {c["chat_id"] for c in api.request("GET", "/api/conversations")[2]["conversations"]}
     detail = api.request("GET", f"/api/conversations/{chat}")[2]

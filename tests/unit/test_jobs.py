@@ -1,14 +1,15 @@
 """The job contract: status mapping, errors without tracebacks, idempotency keys, waits and paging."""
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timezone
 
 import pytest
 
 from shared.errors import BadRequest, Conflict
 from shared.jobs import (OrchestrationSnapshot, check_same_request, decode_continuation, encode_continuation,
-                         job_id_for, job_json, parse_limit, parse_status_filter, parse_wait, request_fingerprint,
-                         validate_job_id)
+                         job_id_for, job_json, parse_limit, parse_status_filter, parse_wait, query_scope,
+                         request_fingerprint, validate_job_id)
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 
@@ -91,10 +92,24 @@ def test_wait_is_capped_and_validated():
 
 
 def test_continuation_round_trips_and_rejects_garbage():
-    assert decode_continuation(encode_continuation(150)) == 150
-    assert decode_continuation(None) == 0
+    scope = query_scope("jobs", {"status": "done", "limit": "2"})
+    assert decode_continuation(encode_continuation(150, scope), scope) == 150
+    assert decode_continuation(None, scope) == 0
     with pytest.raises(BadRequest):
-        decode_continuation("not-a-token!")
+        decode_continuation("not-a-token!", scope)
+
+
+def test_a_continuation_serves_only_the_query_that_made_it():
+    jobs = query_scope("jobs", {"status": "done", "limit": "2", "continuation": "x"})
+    assert query_scope("jobs", {"status": "done", "limit": "50"}) == jobs  # limit may change from page to page
+    token = encode_continuation(2, jobs)
+    for other in (query_scope("messages", {"status": "done"}), query_scope("jobs", {"status": "failed"}),
+                  query_scope("jobs", {})):
+        with pytest.raises(BadRequest):
+            decode_continuation(token, other)
+    for forged in (f"o:-5:{jobs}", f"o: 3:{jobs}", f"o:1e3:{jobs}", "o:3"):  # hand-made, or without the mark
+        with pytest.raises(BadRequest):
+            decode_continuation(base64.urlsafe_b64encode(forged.encode()).decode(), jobs)
 
 
 def test_status_filter_and_limit():
