@@ -5,6 +5,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Sequence
@@ -246,9 +248,10 @@ async def conversations(tables: Tables) -> list[dict]:
                                                                  "messages": 0, "last_at": 0.0, "paused": False})
         entry["messages"] += 1
         entry["last_at"] = max(entry["last_at"], row["received_at"])
-    async for _, chat_id, row in tables.all(CONVERSATIONS):
-        if chat_id in found:
-            found[chat_id]["paused"] = bool(row.get("paused"))
+    async for _, chat_id, row in tables.all(CONVERSATIONS):  # a chat paused before it wrote is listed too
+        chat_id = row.get("chat_id") or chat_id
+        entry = found.setdefault(chat_id, {"chat_id": chat_id, "messages": 0, "last_at": 0.0})
+        entry["paused"] = bool(row.get("paused"))
     return sorted(found.values(), key=lambda c: c["last_at"], reverse=True)
 
 
@@ -263,10 +266,13 @@ async def conversation(tables: Tables, chat_id: str) -> dict | None:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
+    """The median as usual (the mean of the middle two of an even count); other quantiles by nearest rank."""
     if not values:
         return None
+    if q == 0.5:
+        return statistics.median(values)
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 async def stats(tables: Tables) -> dict:

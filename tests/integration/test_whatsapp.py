@@ -223,6 +223,8 @@ def test_a_wake_up_gone_missing_is_repaired_by_the_minutely_sweep(api, waha, azu
 def test_paused_chat_gets_no_reply_until_resumed(api, waha):
     chat = new_chat()
     assert api.request("POST", f"/api/conversations/{chat}/pause")[2] == {"chat_id": chat, "paused": True}
+    listed = {c["chat_id"]: c for c in api.request("GET", "/api/conversations")[2]["conversations"]}
+    assert listed[chat]["paused"] is True and listed[chat]["messages"] == 0  # paused before it wrote: listed too
     post(api, event("Is the flat still free?", chat))
     time.sleep(3)
     assert waha.sent(chat) == []

@@ -106,3 +106,12 @@ def test_empty_or_overlong_reply_is_refused(text, code):
     with pytest.raises(Unprocessable) as err:
         send_text_body(fixture_message("message.text.direct.json"), text)
     assert err.value.code == code
+
+
+def test_reply_latency_median_is_the_usual_one_and_p95_the_nearest_rank():
+    from shared.whatsapp.assistant import _percentile
+
+    assert _percentile([], 0.5) is None
+    assert _percentile([1.0, 3.0], 0.5) == 2.0 and _percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert _percentile([5.0, 1.0, 3.0], 0.5) == 3.0
+    assert _percentile([float(n) for n in range(1, 101)], 0.95) == 95.0 and _percentile([1.0, 9.0], 0.95) == 9.0
