@@ -69,13 +69,26 @@ def _header_states_duration(container: str, data: bytes) -> bool:
     """Whether the container's duration comes from a header (so a shorter file lost its end) rather than from an
     estimate such as file size over the first frame's bit rate, which a variable bit rate makes wrong."""
     if container == "mp3":
-        start = 0
-        if data[:3] == b"ID3" and len(data) >= 10:
-            size = (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
-            start = 10 + size + (10 if data[5] & 0x10 else 0)
-        first_frame = data[start:start + 200]
-        return any(tag in first_frame for tag in (b"Xing", b"Info", b"VBRI"))
+        return _mp3_frames(data) is not None
     return container in _DURATION_IN_HEADER
+
+
+def _mp3_frames(data: bytes) -> int | None:
+    """The frame count an MP3's Xing, Info or VBRI header states (None: it states none). FFmpeg may still guess the
+    length from the file's size, which bytes after the last frame (padding, a tag) make too long."""
+    start = 0
+    if data[:3] == b"ID3" and len(data) >= 10:
+        size = (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
+        start = 10 + size + (10 if data[5] & 0x10 else 0)
+    first_frame = data[start:start + 200]
+    for tag in (b"Xing", b"Info"):
+        at = first_frame.find(tag)
+        if at >= 0 and len(first_frame) >= at + 12 and int.from_bytes(first_frame[at + 4:at + 8], "big") & 1:
+            return int.from_bytes(first_frame[at + 8:at + 12], "big")
+    at = first_frame.find(b"VBRI")
+    if at >= 0 and len(first_frame) >= at + 18:
+        return int.from_bytes(first_frame[at + 14:at + 18], "big")
+    return None
 
 
 def _clock(seconds: float) -> str:
@@ -130,7 +143,7 @@ def probe(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> AudioInfo:
         declared = container.duration / av.time_base if container.duration else None
         if declared and declared > max_duration_s and _header_states_duration(container.format.name, data):
             raise _too_long(declared, max_duration_s)  # before reading hours of packets
-        start, end, decoded, failures, packets = None, 0.0, 0, 0, 0
+        start, end, decoded, failures, packets, frame_s = None, 0.0, 0, 0, 0, None
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -140,6 +153,7 @@ def probe(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> AudioInfo:
                     begin = float(packet.pts * packet.time_base)
                     start = begin if start is None else min(start, begin)
                     end = max(end, begin + float((packet.duration or 0) * packet.time_base))
+                    frame_s = frame_s or float((packet.duration or 0) * packet.time_base)
                 if packets <= _PROBE_DECODE_PACKETS:
                     try:
                         decoded += sum(frame.samples for frame in packet.decode())
@@ -152,8 +166,11 @@ def probe(data: bytes, *, max_duration_s: float = MAX_DURATION_S) -> AudioInfo:
             raise Unprocessable("The audio file is damaged: its audio cannot be decoded.", code="audio_corrupt")
         found = max(0.0, end - (start or 0.0))
         missing = _wav_missing_seconds(data)
+        mp3_frames = _mp3_frames(data) if container.format.name == "mp3" else None
         if missing:
             declared = found + missing
+        elif mp3_frames is not None and frame_s:
+            declared = mp3_frames * frame_s  # what the header states, not FFmpeg's guess from the size
         elif not _header_states_duration(container.format.name, data):
             declared = None
         truncated = declared is not None and declared - found > max(_TRUNCATION_SLACK_S,

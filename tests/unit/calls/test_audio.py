@@ -169,6 +169,12 @@ def test_truncated_mp3_is_reported_as_corrupt():
     assert _code(mp3[: len(mp3) // 2]) == "audio_corrupt"
 
 
+def test_a_whole_mp3_with_bytes_after_its_last_frame_is_not_mistaken_for_truncated():
+    mp3 = _read("call.mp3")  # its Info header states 1,212 frames: FFmpeg guesses the length from the size instead
+    for tail in (b"\x00" * 50_000, b"TAG" + b"x" * 125, b"\xff" * 4096):
+        assert abs(probe(mp3 + tail).duration_s - probe(mp3).duration_s) < 0.1
+
+
 def _encode(samples: np.ndarray, fmt: str, codec: str, bit_rate: int, target=None, **options: str) -> bytes:
     target = target or io.BytesIO()
     with av.open(target, "w", format=fmt, options=options) as out:
