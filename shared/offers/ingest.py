@@ -137,8 +137,10 @@ def parse_raw(content_type: str, body: bytes, *, name: str | None, source: str |
         extra = _JsonBody.model_validate({"source": source, "callback_url": callback_url})
     except ValidationError as exc:
         raise invalid_body(exc) from None
-    if declared == filetypes.TEXT:
+    if declared == filetypes.TEXT and filetypes.sniff(body) not in _FILES:
         return _finish(extra.model_dump() | {"text": _declared_text(content_type, body)}, [], allowed_hosts)
+    if declared == filetypes.TEXT:  # a PDF or image sent as text/plain (a tool's default): its bytes say what it is
+        declared = filetypes.sniff(body) or declared
     guessed = {filetypes.EML: "message.eml", filetypes.PDF: "offer.pdf", filetypes.DOCX: "offer.docx",
                filetypes.PNG: "image.png", filetypes.JPEG: "image.jpg", filetypes.WEBP: "image.webp",
                filetypes.HTML: "offer.html"}
@@ -149,6 +151,7 @@ def parse_raw(content_type: str, body: bytes, *, name: str | None, source: str |
     return _finish(extra, [_file(name or guessed.get(declared, "upload"), declared, body)], allowed_hosts)
 
 
+_FILES = {filetypes.PDF, filetypes.DOCX, *filetypes.IMAGES}
 _CHARSET = re.compile(r";\s*charset\s*=\s*\"?([A-Za-z0-9._:-]{1,40})", re.IGNORECASE)
 
 

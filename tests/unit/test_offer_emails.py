@@ -145,3 +145,10 @@ def test_a_raw_html_offer_is_accepted_as_a_multipart_one_is():
 
     [page] = parse_raw("text/html; charset=utf-8", "<p>10 chairs at 5 EUR</p>".encode(), name=None).files
     assert page.content_type == filetypes.HTML and page.name == "offer.html"
+
+
+def test_a_pdf_sent_as_text_plain_is_read_as_the_pdf_it_is():
+    from shared.offers.ingest import parse_raw
+
+    [document] = parse_raw("text/plain", PDF, name=None).files
+    assert document.content_type == filetypes.PDF and document.name == "offer.pdf"
