@@ -79,13 +79,31 @@ def decode_text(data: bytes) -> str:
         raise Unprocessable("Text must be UTF-8 encoded.", code="text_not_utf8") from None
 
 
+_NOT_CHARSETS = {"idna", "punycode", "undefined", "unicode_escape", "raw_unicode_escape"}
+
+
+def text_codec(charset: str | None) -> str | None:
+    """The Python codec of a charset a message names, if it is one for text: `base64`, `zlib`, `rot13` and the like
+    turn bytes into bytes, `undefined` and `punycode` are no charsets a sender means (None for those)."""
+    if not charset:
+        return None
+    try:
+        codec = codecs.lookup(charset)
+    except LookupError:
+        return None
+    if not getattr(codec, "_is_text_encoding", True) or codec.name.replace("-", "_") in _NOT_CHARSETS:
+        return None
+    return codec.name
+
+
 def text_of(data: bytes, charset: str | None) -> str:
     """Text as an e-mail part declares it (`charset`), else as `decode_text` reads it, else as Windows-1252 (the
     usual 8-bit charset of Western mail); never fails: what cannot be decoded is replaced."""
-    for encoding in ([charset] if charset else []):
+    codec = text_codec(charset)
+    if codec:
         try:
-            return data.decode(encoding)
-        except (LookupError, UnicodeDecodeError):
+            return data.decode(codec)
+        except UnicodeError:
             pass
     try:
         return decode_text(data)
@@ -99,10 +117,10 @@ def _utf16_encoding(data: bytes) -> str | None:
     sample = data[:4096]
     if len(sample) < 4 or len(sample) % 2:
         return None
-    even, odd = sample[0::2], sample[1::2]
-    if odd.count(0) > 0.4 * len(odd) and not even.count(0):
+    even, odd = sample[0::2].count(0) / (len(sample) / 2), sample[1::2].count(0) / (len(sample) / 2)
+    if odd > 0.4 and even < 0.25:  # mostly Latin letters, some characters such as U+2500 or U+4E00 among them
         return "utf-16-le"
-    if even.count(0) > 0.4 * len(even) and not odd.count(0):
+    if even > 0.4 and odd < 0.25:
         return "utf-16-be"
     return None
 

@@ -158,11 +158,14 @@ _CHARSET = re.compile(r";\s*charset\s*=\s*\"?([A-Za-z0-9._:-]{1,40})", re.IGNORE
 def _declared_text(content_type: str, body: bytes) -> str:
     """A text/plain body in the charset its Content-Type names (`; charset=windows-1252`), else UTF-8 or UTF-16."""
     named = _CHARSET.search(content_type)
-    if named is None or named.group(1).lower().replace("_", "-") in ("utf-8", "utf8"):
+    codec = filetypes.text_codec(named.group(1)) if named else None
+    if named is None or codec == "utf-8":
         return filetypes.decode_text(body)
     try:
-        return body.decode(named.group(1)).removeprefix("\ufeff")
-    except (LookupError, UnicodeDecodeError):
+        if codec is None:
+            raise LookupError
+        return body.decode(codec).removeprefix("\ufeff")
+    except (LookupError, UnicodeError):
         raise Unprocessable(f"The text is not valid {named.group(1)}, the charset its Content-Type names.",
                             code="text_not_utf8") from None
 

@@ -349,3 +349,16 @@ def test_callback_that_keeps_failing_is_recorded_on_the_job(openai_api, reset):
         assert done["callback"]["status"] == "failed" and done["callback"]["attempts"] == 4
         assert done["callback"]["error"]["code"] == "callback_failed"
         assert len(receiver.attempts) == 4 and time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("content_type,encoding", [("text/plain; charset=windows-1252", "cp1252"),
+                                                   ("text/plain", "utf-16-le"), ("text/plain; charset=UTF-16", "utf-16")])
+def test_a_raw_text_offer_is_read_in_the_charset_its_content_type_names_or_its_bytes_show(
+        openai_api, reset, content_type, encoding):
+    reset.default = {"json": {"is_offer": True, "supplier": "Müller GmbH", "currency": "EUR", "items": []}}
+    text = "Angebot Müller GmbH: 10 Stück Widget à 5,00 € netto"
+    status, _, job = openai_api.request("POST", "/api/ingest", raw=text.encode(encoding),
+                                        headers={"content-type": content_type})
+    assert status == 202, job
+    assert finished(openai_api, job["job_id"])["status"] == "done"
+    assert text in _user_text(reset.chat_requests()[-1])  # the model read it as written

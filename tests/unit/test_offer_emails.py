@@ -152,3 +152,21 @@ def test_a_pdf_sent_as_text_plain_is_read_as_the_pdf_it_is():
 
     [document] = parse_raw("text/plain", PDF, name=None).files
     assert document.content_type == filetypes.PDF and document.name == "offer.pdf"
+
+
+@pytest.mark.parametrize("charset", ["undefined", "punycode", "base64", "zlib", "rot13", "unicode_escape", "idna"])
+def test_a_charset_that_is_no_text_encoding_is_not_used_to_decode(charset):
+    from shared.offers.ingest import parse_raw
+
+    outer = _mail()
+    outer.add_attachment("Preis 10 EUR".encode(), maintype="text", subtype="plain", filename="p.txt",
+                         params={"charset": charset})
+    assert "Preis 10 EUR" in _read(outer).text
+    with pytest.raises(Unprocessable) as refused:
+        parse_raw(f"text/plain; charset={charset}", b"Preis 10 EUR", name=None)
+    assert refused.value.code == "text_not_utf8"
+
+
+def test_utf16_with_some_characters_whose_low_byte_is_zero_is_still_told_apart():
+    text = "Item ─ box, 5 € each 一 \u3000 ok " * 3
+    assert decode_text(text.encode("utf-16-le")) == text and decode_text(text.encode("utf-16-be")) == text
