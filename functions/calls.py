@@ -202,7 +202,8 @@ async def list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClien
     calls = [job for job in (job_json(snapshot(s)) for s in statuses if s.name == "call_analysis")
              if not text or text in json.dumps(job.get("result") or {}).lower()]
     calls.sort(key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
-    page, continuation = page_of(calls, limit, req.params.get("continuation"), query_scope("calls", req.params))
+    scope = query_scope("calls", req.params, ("status", "from", "to", "q"))
+    page, continuation = page_of(calls, limit, req.params.get("continuation"), scope)
     return json_response({"calls": page, "continuation": continuation})
 
 

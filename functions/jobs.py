@@ -35,7 +35,8 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
         runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
     jobs = sorted((job_json(snapshot(s)) for s in statuses),
                   key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
-    page, continuation = page_of(jobs, limit, req.params.get("continuation"), query_scope("jobs", req.params))
+    page, continuation = page_of(jobs, limit, req.params.get("continuation"),
+                                 query_scope("jobs", req.params, ("status",)))
     return json_response({"jobs": page, "continuation": continuation})
 
 

@@ -349,7 +349,7 @@ async def list_messages(req: func.HttpRequest) -> func.HttpResponse:
     if since is not None and not math.isfinite(since):
         raise BadRequest("since must be a Unix time in seconds.", code="invalid_since")
     chat_id = req.params.get("chat_id")
-    scope = query_scope("messages", req.params)
+    scope = query_scope("messages", req.params, ("chat_id", "direction", "since"))
     rows, following = await assistant.messages(
         Tables(get_settings()), chat_id=checked_chat_id(chat_id) if chat_id else None, direction=direction or None,
         since=since,

@@ -146,14 +146,12 @@ def parse_limit(value: str | None, default: int = 50, maximum: int = 500) -> int
     return int(value)
 
 
-_NOT_FILTERS = {"continuation", "limit", "code"}  # parameters that may change from one page to the next
-
-
-def query_scope(route: str, params: Mapping[str, str]) -> str:
-    """What a continuation token belongs to: the route and its filters. A token is refused by another route, or
-    by the same one asked with other filters (its offset would count a different list)."""
-    filters = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in _NOT_FILTERS)
-    return hashlib.sha256(f"{route}?{filters}".encode(errors="surrogatepass")).hexdigest()[:12]
+def query_scope(route: str, params: Mapping[str, str], filters: tuple[str, ...]) -> str:
+    """What a continuation token belongs to: the route and the values of its `filters`. A token is refused by
+    another route, or by the same one asked with other filters (its offset would count a different list); other
+    parameters (`limit`, a cache-buster, one a gateway adds) may change from page to page."""
+    values = "&".join(f"{name}={params.get(name) or ''}" for name in filters)
+    return hashlib.sha256(f"{route}?{values}".encode(errors="surrogatepass")).hexdigest()[:12]
 
 
 def encode_continuation(offset: int, scope: str) -> str:
