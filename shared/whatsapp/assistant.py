@@ -21,7 +21,7 @@ from ..storage.tables import Tables
 from .burst import Turn, plan_turn
 from .events import IncomingMessage
 from .ratelimit import RateState, admit
-from .replies import chat_messages, handoff_reason, send_text_body
+from .replies import chat_messages, handoff_reason, send_text_body, sendable
 from .waha import Waha
 
 if TYPE_CHECKING:
@@ -203,7 +203,8 @@ class Unsettled(NamedTuple):
 
 
 def _is_message(row: dict) -> bool:
-    return row.get("direction") in ("in", "out")
+    """A message received or sent: not what turns carry on, nor a reply composed and not sent (yet)."""
+    return row.get("direction") in ("in", "out") and row.get("status") != COMPOSED
 
 
 async def unsettled(tables: Tables, chat_id: str, *, carried: bool = True, session: str | None = None) -> Unsettled:
@@ -211,7 +212,7 @@ async def unsettled(tables: Tables, chat_id: str, *, carried: bool = True, sessi
     and replies of that WAHA session: a customer who writes to two of the business's numbers is answered by each
     through its own (the chat's memory and rate are shared)."""
     found = [(rk, row) async for _, rk, row in tables.query(
-        MESSAGES, f"(Status eq 'pending' and Direction eq 'in') or Status eq 'settling' or Status eq '{OWED}'"
+        MESSAGES, "(Status eq 'pending' and Direction eq 'in') or Status eq 'settling'"
         + (" or Status eq 'state'" if carried else ""), partition=chat_id)
         if session is None or row.get("direction") not in ("in", "out") or row.get("session") in (session, None)]
     incoming = sorted(((rk, row) for rk, row in found if row["direction"] == "in"),
@@ -276,8 +277,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 async def stats(tables: Tables) -> dict:
-    rows = [row async for _, _, row in tables.all(MESSAGES)
-            if _is_message(row) and row["status"] not in (COMPOSED, OWED)]  # not sent (yet)
+    rows = [row async for _, _, row in tables.all(MESSAGES) if _is_message(row)]
     incoming = [r for r in rows if r["direction"] == "in"]
     replies = [r for r in rows if r["direction"] == "out" and r.get("kind") == "reply"]
     usage = [u for r in replies for u in r.get("usage", [])]
@@ -411,8 +411,8 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
     pending before: lines that came since wait for their turn, or the rest of their burst would be a second one)."""
     tables = deps.tables
     found = await unsettled(tables, chat_id, session=session)
-    if found.settling:  # a turn cut off while marking what its reply answered (or before its notice): finish that
-        return await _finish_settling(deps, chat_id, found.pending, found.settling)
+    if found.settling:  # a turn cut off while marking what its reply answered: finish that, send nothing
+        return await _finish_settling(tables, chat_id, found.pending, found.settling)
     turn = _turn(found.pending, time.time(), deps.burst_s)
     if only_if_due and not turn.ready:
         return {"replied": False, "reason": "not_due", "usage": []}
@@ -454,6 +454,15 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
         return {TURN_STATE: {"direction": "state", "status": "state", "chat_id": chat_id, "memory": kept,
                              "rate": state.model_dump()}}
 
+    async def refused(exc: AppError, answering: list[tuple[str, dict]]) -> dict[str, Any]:
+        """WAHA (or the model) refused the reply for good (a 4xx, not a moment of unavailability): trying again
+        would be refused again, so the messages are marked `failed` and the chat is handed to a person."""
+        log_event("whatsapp.reply.refused", level=logging.ERROR, chat_id=chat_id, code=exc.code)
+        failed_rows = {rk: {**row, "status": "failed", "error": exc.code} for rk, row in answering}
+        await save_messages(tables, chat_id, {**limited, **failed_rows, **carry(memory)})
+        return {"replied": False, "reason": exc.code, "messages": received, "handoff": "reply_refused",
+                "answer": None, "usage": [u.model_dump() for u in usage]}
+
     if allowed:
         for rk, row in allowed:
             if row.get("kind") in ("audio", "document", "image") and not row.get("transcript"):
@@ -474,8 +483,8 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
             reply = await in_thread(deps.provider.chat, chat_messages(question, hits, memory))
             usage += reply.usage
             first_received = min(row["received_at"] for _, row in allowed)
-            return reply.value, {"latency_s": round(time.time() - first_received, 3), "answers": len(allowed),
-                                 "usage": [u.model_dump() for u in usage]}
+            return sendable(reply.value), {"latency_s": round(time.time() - first_received, 3),
+                                           "answers": len(allowed), "usage": [u.model_dump() for u in usage]}
 
         answered = {rk: {**row, "status": "answered"} for rk, row in allowed}
         try:
@@ -485,6 +494,10 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
                                       notice=notice)
         except Paused:
             return {**await hold(), "usage": [u.model_dump() for u in usage]}
+        except AppError as exc:
+            if exc.transient:
+                raise
+            return await refused(exc, allowed)
         handoff = handoff_reason(question, answer)
     elif notice:
         try:
@@ -492,6 +505,10 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
                              settled=lambda _: {**limited, **carry(memory)})
         except Paused:
             return await hold()
+        except AppError as exc:
+            if exc.transient:
+                raise
+            return await refused(exc, [])
     else:
         await save_messages(tables, chat_id, {**limited, **carry(memory)})
     return {"replied": bool(allowed), "answer": answer, "answered": len(allowed),
@@ -547,7 +564,6 @@ async def _read_media(deps: Deps, row: dict) -> tuple[str, list[Usage]]:
 
 
 COMPOSED = "composed"  # the status of a reply WAHA has not taken yet: its text, kept for the retry
-OWED = "owed"  # the status of a rate notice stored with the reply before it, still to be sent
 _COMPOSED_FIELDS = ("latency_s", "answers", "usage")  # what `compose` adds to the reply's row
 
 
@@ -577,10 +593,9 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
     notice_id = reply_key(notice) if notice else None
     earlier = await tables.get(MESSAGES, chat_id, reply_id)
     if earlier and earlier.get("status") in ("sent", "settling"):  # its rows again: rows older code left pending
-        rows = settled(earlier["text"])
+        await _store(tables, chat_id, reply_id, _as_sent(earlier), settled(earlier["text"]))
         if notice_id and await tables.get(MESSAGES, chat_id, notice_id) is None:
-            rows[notice_id] = await _send(deps, question, notice_id, RATE_NOTICE, quote=False)
-        await _store(tables, chat_id, reply_id, _as_sent(earlier), rows)
+            await _send_notice(deps, question, notice_id)
         return earlier["text"]
     if earlier and earlier.get("status") == COMPOSED:  # WAHA did not take it before: no second model call
         text, extra = earlier["text"], {k: v for k, v in earlier.items() if k in _COMPOSED_FIELDS}
@@ -593,25 +608,27 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
     await _courtesy(deps.waha.typing(question.session, chat_id, True), chat_id, "typing")
     try:
         reply = {**await _send(deps, question, reply_id, text, quote=quote), **extra}
-    except AppError:  # kept for the retry, which sends this text (and counts its model calls once)
-        await save_messages(tables, chat_id, {reply_id: {**_row(question, reply_id, text, quote), **extra,
-                                                         "status": COMPOSED}})
+    except AppError as exc:
+        if exc.transient:  # WAHA down or not WORKING: the retry sends this text (its model calls counted once)
+            await save_messages(tables, chat_id, {reply_id: {**_row(question, reply_id, text, quote), **extra,
+                                                             "status": COMPOSED}})
         raise
-    rows = settled(text)
-    if notice_id:  # owed with the reply's rows: a notice WAHA does not take yet is sent by a later look, the reply
-        rows[notice_id] = {**_row(question, notice_id, RATE_NOTICE, False), "status": OWED}  # not sent again
-    await _store(tables, chat_id, reply_id, reply, rows)
-    if notice_id:
-        await _send_owed(deps, chat_id, notice_id, rows[notice_id])
+    await _store(tables, chat_id, reply_id, reply, settled(text))
+    if notice_id:  # after the reply is stored: a notice WAHA does not take cannot send the reply again
+        await _send_notice(deps, question, notice_id)
     await _courtesy(deps.waha.typing(question.session, chat_id, False), chat_id, "typing")
     return text
 
 
-async def _send_owed(deps: Deps, chat_id: str, row_key: str, row: dict) -> None:
-    """A notice stored as owed with the reply it follows, sent, then stored as sent."""
-    question = IncomingMessage.model_construct(session=row["session"], chat_id=chat_id)
-    await deps.waha.send_text(send_text_body(question, row["text"], quote=False))
-    await save_messages(deps.tables, chat_id, {row_key: {**row, "status": "sent", "timestamp": time.time()}})
+async def _send_notice(deps: Deps, question: IncomingMessage, notice_id: str) -> None:
+    """The rate notice after a reply, a courtesy as seen and typing are: one WAHA does not take is not sent again
+    later (it would say "in a minute" at the wrong time), and does not hold up the chat's turns."""
+    try:
+        sent = await _send(deps, question, notice_id, RATE_NOTICE, quote=False)
+    except AppError as exc:
+        log_event("whatsapp.notice.failed", level=logging.WARNING, chat_id=question.chat_id, code=exc.code)
+        return
+    await save_messages(deps.tables, question.chat_id, {notice_id: sent})
 
 
 class Paused(Exception):
@@ -658,15 +675,11 @@ def _as_sent(reply: dict) -> dict:
     return {**{k: v for k, v in reply.items() if k != "settles"}, "status": "sent"}
 
 
-async def _finish_settling(deps: Deps, chat_id: str, pending: list[tuple[str, dict]],
+async def _finish_settling(tables: Tables, chat_id: str, pending: list[tuple[str, dict]],
                            settling: list[tuple[str, dict]]) -> dict[str, Any]:
-    """Marks the messages of replies cut off while `settling` as their turn meant to, and sends the notices owed;
-    the rest wait for the next turn."""
-    tables, waiting = deps.tables, dict(pending)
+    """Marks the messages of replies cut off while `settling` as their turn meant to; the rest wait for the next."""
+    waiting = dict(pending)
     for rk, reply in settling:
-        if reply["status"] == OWED:
-            await _send_owed(deps, chat_id, rk, reply)
-            continue
         marks = reply.get("settles", {})
         await save_messages(tables, chat_id, {m: {**waiting[m], "status": status} for m, status in marks.items()
                                               if m in waiting})

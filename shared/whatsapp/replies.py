@@ -21,6 +21,16 @@ _UNSURE = re.compile(r"\b(i don'?t know|i do not know|no (?:lo )?s[eé]|je ne sa
                      r"(?:es )?nicht|keine ahnung)\b", re.IGNORECASE)
 # WhatsApp refuses longer texts.
 MAX_TEXT_CHARS = 65536
+NO_ANSWER = "I don't know. A colleague will get back to you."  # for a model that answered nothing
+
+
+def sendable(answer: str) -> str:
+    """The model's answer as WhatsApp takes it: an empty one (a content filter, a refusal) becomes `NO_ANSWER`, which
+    also hands the chat to a person; one too long for WhatsApp is cut."""
+    answer = (answer or "").strip()
+    if not answer:
+        return NO_ANSWER
+    return answer if len(answer) <= MAX_TEXT_CHARS else answer[:MAX_TEXT_CHARS - 1] + "…"
 
 
 class MemoryMessage(BaseModel):

@@ -115,3 +115,12 @@ def test_reply_latency_median_is_the_usual_one_and_p95_the_nearest_rank():
     assert _percentile([1.0, 3.0], 0.5) == 2.0 and _percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert _percentile([5.0, 1.0, 3.0], 0.5) == 3.0
     assert _percentile([float(n) for n in range(1, 101)], 0.95) == 95.0 and _percentile([1.0, 9.0], 0.95) == 9.0
+
+
+def test_an_answer_is_made_sendable():
+    from shared.whatsapp.replies import MAX_TEXT_CHARS, NO_ANSWER, handoff_reason, sendable
+
+    assert sendable("  The rent is 2,350 EUR. ") == "The rent is 2,350 EUR."
+    assert sendable("") == sendable("  \n") == NO_ANSWER and handoff_reason("What is clause 7?", NO_ANSWER)
+    long = sendable("x" * (MAX_TEXT_CHARS + 10))
+    assert len(long) == MAX_TEXT_CHARS and long.endswith("…")
