@@ -124,7 +124,8 @@ def rules_evaluation(context: df.DurableOrchestrationContext):
             labels.append({"rule_id": rule["rule_id"], "action": action["type"]})
     outcomes = (yield context.task_all(tasks)) if tasks else []
     return {"fired": [r["rule_id"] for r in fired],
-            "actions": [{**label, "ok": o["ok"], "error": o.get("error")} for label, o in zip(labels, outcomes)]}
+            "actions": [{**label, "ok": o["ok"], "error": o.get("error")} for label, o in zip(labels, outcomes)],
+            "errors": [{"rule_id": r["rule_id"], "error": r["error"]} for r in fired if r.get("error")]}
 
 
 @bp.activity_trigger(input_name="event")

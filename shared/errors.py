@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 
@@ -104,14 +105,14 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def decode_json(body: bytes | str, what: str = "The body", code: str = "invalid_json") -> Any:
     """Any JSON value (an empty body is null); 400 when it is not JSON, nests too deep or holds a number of
-    more than 4,300 digits. A lone UTF-16 surrogate (`"\\ud800"`, valid JSON but no character) becomes U+FFFD,
+    more than 308 digits. A lone UTF-16 surrogate (`"\\ud800"`, valid JSON but no character) becomes U+FFFD,
     so that nothing stored can break the JSON answers that read it back. NaN, Infinity and numbers too large for
     a float (`1e999`) are not JSON either: Python's reader takes them, and answers holding them could not be read."""
     import json
 
     try:
         text = (body.decode("utf-8-sig") if isinstance(body, bytes) else body) or "null"
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_float_sized_int)
         return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(text) else value
     except (ValueError, RecursionError):  # ValueError: not UTF-8, not JSON, or an integer too long to read
         raise BadRequest(f"{what} is not valid JSON (or nests too deep).", code=code) from None
@@ -125,6 +126,13 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text} is too large for a number")
+    return value
+
+
+def _float_sized_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > sys.float_info.max:  # 10**400: what reads it as a number (a rule's comparison, JavaScript) fails
+        raise ValueError(f"{text[:20]}... is too large for a number")
     return value
 
 

@@ -259,16 +259,21 @@ def lookup(document: Any, path: str) -> Any:
     return current
 
 
-def _number(value: Any) -> float | None:
+# A number written as text: "1250", "-3.5", "1,250.00" (thousands grouped with commas). Not "01234" (a postcode),
+# "1,5" (a German decimal, which would read as 15), "NaN", "inf" or "1_000", which Python's float() would all take.
+_NUMERIC_TEXT = re.compile(r"-?(?:0|[1-9]\d*|[1-9]\d{0,2}(?:,\d{3})+)(?:\.\d+)?")
+
+
+def _number(value: Any) -> int | float | None:
+    """The number a value is or writes; ints stay ints (Python compares them with floats exactly, so 10**400 needs
+    no float that would overflow); booleans are no numbers."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.replace(",", "").strip())
-        except ValueError:
-            return None
+        return value
+    if isinstance(value, str) and _NUMERIC_TEXT.fullmatch(value.strip()):
+        text = value.strip().replace(",", "")
+        return float(text) if "." in text else int(text)
     return None
 
 
@@ -282,6 +287,12 @@ def _compare(op: str, left: Any, right: Any) -> bool:
 
 
 def _equal(left: Any, right: Any) -> bool:
+    """Texts equal as texts ("01234" is not "1234"), a number and a number or its text as numbers, a boolean only
+    a boolean (true is not 1)."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return isinstance(left, bool) and isinstance(right, bool) and left == right
+    if isinstance(left, str) and isinstance(right, str):
+        return left == right
     a, b = _number(left), _number(right)
     return a == b if a is not None and b is not None else left == right
 
@@ -332,7 +343,8 @@ def plan(rules: list[Rule], event: Event) -> list[dict]:
 
     A rule with `stop_processing` that fires ends the run; rules that do not fire never stop it. A rule
     whose templates fail on this event, or whose stored pattern RE2 cannot run, is listed with its error and
-    no actions, and does not stop the run.
+    no actions, and does not stop the run. A failure that may pass (the template workers busy) is raised: the
+    caller plans again later rather than record the rule as fired with nothing to do.
     """
     fired = []
     document = event.model_dump()
@@ -344,6 +356,8 @@ def plan(rules: list[Rule], event: Event) -> list[dict]:
                 continue
             actions = [render_action(a, event) for a in rule.actions]
         except AppError as error:  # e.g. a template names a field this event lacks: this rule cannot act
+            if error.transient:  # the template workers are busy: the whole plan is made again, not this rule lost
+                raise
             fired.append({"rule_id": rule.id, "rule": rule.name, "actions": [], "error": error.to_body()["error"]})
             continue
         fired.append({"rule_id": rule.id, "rule": rule.name, "actions": actions})

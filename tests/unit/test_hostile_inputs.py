@@ -214,3 +214,11 @@ def test_a_row_too_large_for_table_storage_is_a_413_before_any_request():
     with pytest.raises(PayloadTooLarge) as refused:  # Azurite took such rows up to 1 MiB of UTF-8; Azure would not
         Tables._entity("p", "r", {"text": "x" * 500_000})
     assert refused.value.status == 413 and refused.value.code == "too_large_to_store"
+
+
+def test_an_integer_too_large_for_a_float_is_no_json_number():
+    from shared.errors import BadRequest, decode_json
+
+    assert decode_json(b'{"n": ' + str(10 ** 300).encode() + b"}")["n"] == 10 ** 300
+    with pytest.raises(BadRequest):
+        decode_json(b'{"n": 1' + b"0" * 400 + b"}")

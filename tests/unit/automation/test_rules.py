@@ -45,6 +45,31 @@ def test_each_operator_on_event_json(condition, expected):
     assert holds(condition, EVENT) is expected
 
 
+TEXTS = new_event("custom.order", "o-1", {"postcode": "01234", "name": "Nan", "amount": "1,5", "paid": True,
+                                        "count": 1, "total": "1,250.00", "qty": "50", "huge": 10 ** 400}).model_dump()
+
+
+@pytest.mark.parametrize("condition,expected", [
+    (cond("data.postcode", "eq", "1234"), False),  # texts compare as texts: a postcode is no number
+    (cond("data.postcode", "eq", "01234"), True),
+    (cond("data.name", "eq", "Nan"), True),  # a name, not a float
+    (cond("data.name", "in", ["Nan", "Bob"]), True),
+    (cond("data.name", "ne", "Nan"), False),
+    (cond("data.amount", "gt", 10), False),  # "1,5" is no 15 (nor a number at all)
+    (cond("data.paid", "eq", 1), False),  # true is not 1
+    (cond("data.paid", "eq", True), True),
+    (cond("data.count", "eq", True), False),
+    (cond("data.count", "in", [True]), False),
+    (cond("data.total", "eq", 1250), True),  # a number written with thousands grouped
+    (cond("data.qty", "eq", 50), True),
+    (cond("data.qty", "gte", 50.0), True),
+    (cond("data.huge", "gt", 1000), True),  # held as an int: no overflow
+    (cond("data.count", "lt", 10 ** 400), True),
+])
+def test_texts_numbers_and_booleans_compare_as_what_they_are(condition, expected):
+    assert holds(condition, TEXTS) is expected
+
+
 def test_all_and_any_trees_nest():
     rule = parse_rule({"name": "n", "event": "offer.*", "actions": [{"type": "pause_chat"}],
                        "conditions": {"all": [{"field": "data.result.total_gross", "op": "gt", "value": 5000},
@@ -255,3 +280,16 @@ def test_a_fixed_webhook_url_must_be_a_public_https_target_and_a_templated_one_i
 def test_letters_of_any_script_are_matched_with_unicode_classes_as_the_readme_says():
     assert holds(Condition(field="data.name", op="matches", value=r"^[\pL\pN_ ]+ GmbH$"), {"data": {"name": "Bäcker GmbH"}})
     assert not holds(Condition(field="data.name", op="matches", value=r"^\w+$"), {"data": {"name": "Müller"}})  # ASCII
+
+
+def test_a_failure_that_may_pass_is_raised_not_recorded_as_a_rule_fired_with_nothing_to_do(monkeypatch):
+    from shared.automation import rules as rules_module
+    from shared.automation.events import Event
+    from shared.errors import ServiceUnavailable
+
+    def busy(action, event):
+        raise ServiceUnavailable("The template workers are busy.", code="templates_busy", transient=True)
+
+    monkeypatch.setattr(rules_module, "render_action", busy)
+    with pytest.raises(ServiceUnavailable):
+        plan([rule("busy", 1)], Event.model_validate(EVENT))
