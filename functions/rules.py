@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.automation.events import Event, new_event
 from shared.automation.notifications import NotificationIn
-from shared.automation.rules import RuleIn, RuleStore, check_targets, new_rule, parse_rule, plan
+from shared.automation.rules import RuleIn, RuleStore, check_targets, new_rule, parse_rule, plan, started_by_a_rule
 from shared.blocking import in_thread
 from shared.clock import iso_utc
 from shared.config import get_settings
@@ -177,6 +177,9 @@ async def _act(client: df.DurableOrchestrationClient, action: dict, event: Event
     if kind == "start_job":
         from .offers import start_offer_from_text
 
+        if started_by_a_rule(event):
+            raise Unprocessable("The event comes from a job a rule started, which starts no other: a rule on "
+                                "offer.* (or *) would otherwise start jobs for ever.", code="rule_chain_refused")
         job_id = await start_offer_from_text(client, action["text"], key, {"rule": key, "event_id": event.id})
         return {"job_id": job_id}
     if kind == "pause_chat":

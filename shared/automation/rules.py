@@ -366,6 +366,13 @@ def plan(rules: list[Rule], event: Event) -> list[dict]:
     return fired
 
 
+def started_by_a_rule(event: Event) -> bool:
+    """Whether the event comes from a job a rule's `start_job` started (its metadata names the rule): such an event
+    starts no other job, or a rule on the events of the jobs it starts would loop, a paid model call each time."""
+    metadata = event.data.get("metadata") if isinstance(event.data, dict) else None
+    return isinstance(metadata, dict) and bool(metadata.get("rule"))
+
+
 RULES = "rules"
 _ALL = "all"
 

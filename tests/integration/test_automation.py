@@ -446,3 +446,32 @@ def test_a_thousand_events_to_three_subscriptions_with_one_receiver_down_lose_an
             for rx in (first, second, revived):
                 accepted_ids = [r["payload"]["id"] for r in rx.accepted]
                 assert sorted(accepted_ids) == sorted(ids)  # every event once: none lost, none twice
+
+
+def test_a_rule_on_the_events_of_the_jobs_it_starts_starts_one_and_no_chain(api, fake):
+    marker = uuid.uuid4().hex[:8]
+    status, _, rule = api.request("POST", "/api/rules", {
+        "name": "again", "event": "offer.*",
+        "conditions": {"any": [{"field": "data.metadata.marker", "op": "eq", "value": marker},
+                               {"field": "data.metadata.rule", "op": "exists"}]},  # and the jobs it starts
+        "actions": [{"type": "start_job", "capability": "offer", "text": "Please read {{ data.job_id }} again"}]})
+    assert status == 201, rule
+    previous = fake.default
+    fake.default = {"json": model_answer("whatsapp_en_terse")}
+    try:
+        status, _, first = api.request("POST", "/api/ingest", {"text": "500 boxes A4 paper at 31.50 USD",
+                                                               "metadata": {"marker": marker}})
+        assert status == 202 and finished(api, first["job_id"])["status"] == "done"
+
+        def rule_started() -> list[dict]:  # the job the rule started: its metadata names the rule
+            jobs = api.request("GET", "/api/jobs?limit=200")[2]["jobs"]
+            return [j for j in jobs if j["type"] == "offer_ingestion" and j["created_at"] >= first["created_at"]
+                    and j["job_id"] != first["job_id"]]
+
+        [second] = wait_until(rule_started, timeout=30)
+        assert finished(api, second["job_id"])["status"] == "done"
+        time.sleep(4)  # the second job's event was evaluated: a chain would have started a third by now
+        assert len(rule_started()) == 1
+    finally:
+        fake.default = previous
+        api.request("DELETE", f"/api/rules/{rule['id']}")

@@ -293,3 +293,13 @@ def test_a_failure_that_may_pass_is_raised_not_recorded_as_a_rule_fired_with_not
     monkeypatch.setattr(rules_module, "render_action", busy)
     with pytest.raises(ServiceUnavailable):
         plan([rule("busy", 1)], Event.model_validate(EVENT))
+
+
+def test_an_event_of_a_job_a_rule_started_is_told_apart():
+    from shared.automation.events import Event
+    from shared.automation.rules import started_by_a_rule
+
+    assert started_by_a_rule(Event.model_validate(new_event("offer.parsed", "offer-2", {
+        "job_id": "offer-2", "metadata": {"rule": "rule:r1:evt_1:1", "event_id": "evt_1"}}).model_dump()))
+    for data in ({"job_id": "offer-1", "metadata": {"scenario": "42"}}, {"metadata": None}, {}):
+        assert not started_by_a_rule(Event.model_validate(new_event("offer.parsed", "offer-1", data).model_dump()))
