@@ -184,7 +184,9 @@ async def _act(client: df.DurableOrchestrationClient, action: dict, event: Event
         return {"job_id": job_id}
     if kind == "pause_chat":
         from shared.whatsapp import assistant
+        from shared.whatsapp.events import checked_chat_id
 
-        conversation = await assistant.set_paused(Tables(settings), action["chat_id"], True)
+        chat_id = checked_chat_id(action["chat_id"])  # as the route to pause a chat checks it (400 invalid_chat_id)
+        conversation = await assistant.set_paused(Tables(settings), chat_id, True)
         return {"chat_id": conversation["chat_id"], "paused": True}
     raise Unprocessable(f"Unknown action '{kind}'.", code="invalid_rule_action")

@@ -475,3 +475,21 @@ def test_a_rule_on_the_events_of_the_jobs_it_starts_starts_one_and_no_chain(api,
     finally:
         fake.default = previous
         api.request("DELETE", f"/api/rules/{rule['id']}")
+
+
+@pytest.mark.parametrize("chat", ["", "a/b#c?d", "x" * 1500])
+def test_a_pause_chat_action_refuses_a_chat_id_the_pause_route_would(api, chat):
+    status, _, rule = api.request("POST", "/api/rules", {
+        "name": "pause", "event": "custom.pause-me", "actions": [{"type": "pause_chat", "chat_id": "{{ data.chat }}"}]})
+    assert status == 201, rule
+    try:
+        routed = publish(api, "custom.pause-me", {"chat": chat})
+        job = wait_until(lambda: (j := api.request("GET", f"/api/jobs/rules_{routed['event']['id']}")[2])
+                         .get("status") in ("done", "failed") and j, timeout=30)
+        assert job["status"] == "done", job  # the other actions' outcomes are kept
+        [action] = job["result"]["actions"]
+        assert not action["ok"] and action["error"]["code"] == "invalid_chat_id"
+        listed = [c["chat_id"] for c in api.request("GET", "/api/conversations")[2]["conversations"]]
+        assert chat not in listed
+    finally:
+        api.request("DELETE", f"/api/rules/{rule['id']}")
