@@ -8,7 +8,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from shared.automation.deliveries import Delivery, delivery_id
-from shared.automation.events import CustomEventIn, Event, new_event
+from shared.automation.events import CustomEventIn, Event, claim_custom_id, new_event
 from shared.automation.rules import RuleStore
 from shared.automation.store import WebhookStore
 from shared.clock import iso_utc
@@ -84,6 +84,8 @@ async def publish_events(events: list, client: df.DurableOrchestrationClient) ->
 async def post_event(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Your own systems publish `custom.*` events; subscriptions and rules treat them like ours."""
     body = parse_json_body(req.get_body(), CustomEventIn)
+    if body.id is not None:
+        await claim_custom_id(Tables(get_settings()), body)
     event = new_event(body.type, body.subject, body.data, event_id=body.id)
     routed = await publish(client, event)
     return json_response({"event": event.model_dump(), **routed}, 202)

@@ -14,7 +14,7 @@ from shared.blocking import in_thread
 from shared.clock import iso_utc
 from shared.config import get_settings
 from shared.errors import BadRequest, Conflict, DeliveryError, parse_json_body
-from shared.jobs import parse_limit
+from shared.jobs import parse_limit, request_fingerprint
 from shared.observability import log_event
 from shared.outcomes import failed, succeeded
 from shared.storage.tables import Tables
@@ -90,12 +90,16 @@ async def queue_notification(client: df.DurableOrchestrationClient, request: Not
                              source: str = "api") -> tuple[Notification, bool]:
     """Renders, records and starts the sending; the same idempotency key gives the same notification."""
     outbox = _outbox()
+    fingerprint = request_fingerprint(request.model_dump(mode="json", exclude={"idempotency_key"}))
     notification = Notification(id=notification_id(request.idempotency_key), channel=request.channel,
                                 to=request.to, template=request.template, content=await outbox.content(request),
-                                created_at=iso_utc(), source=source)
+                                created_at=iso_utc(), source=source, fingerprint=fingerprint)
     created = await outbox.create(notification)
     if not created:
         notification = await outbox.get(notification.id)
+        if notification.fingerprint not in (None, fingerprint):  # None: stored before fingerprints were kept
+            raise Conflict("This idempotency key was already used with a different notification.",
+                           code="idempotency_key_reused")
     await start_once(client, "notification_delivery", notification.id, {"id": notification.id})
     return notification, created
 

@@ -5,11 +5,14 @@ import fnmatch
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..clock import iso_utc
+
+if TYPE_CHECKING:
+    from ..storage.tables import Tables
 
 CATALOGUE: dict[str, str] = {
     "offer.parsed": "An offer was read into structured data (data: the offer, job_id, metadata).",
@@ -65,6 +68,23 @@ def new_event(type_: str, subject: str, data: dict[str, Any], *, event_id: str |
     """Orchestrators pass `event_id` and `occurred_at` from their context, so that replays build the same event."""
     return Event(id=event_id or f"evt_{uuid.uuid4().hex}", type=type_, subject=subject, data=data,
                  occurred_at=iso_utc(occurred_at))
+
+
+CUSTOM_IDS = "CustomEventIds"
+
+
+async def claim_custom_id(tables: "Tables", body: CustomEventIn) -> None:
+    """The caller's own event id is published once: a re-send of the same event is a no-op, and the same id with
+    another type, subject or data is a 409 (it would be dropped without a word: deliveries and rules are per id)."""
+    from ..errors import Conflict
+    from ..jobs import request_fingerprint
+
+    fingerprint = request_fingerprint(body.model_dump(mode="json"))
+    if await tables.insert(CUSTOM_IDS, body.id, "event", {"fingerprint": fingerprint, "at": iso_utc()}):
+        return
+    stored = await tables.get(CUSTOM_IDS, body.id, "event")
+    if stored is not None and stored.get("fingerprint") != fingerprint:
+        raise Conflict(f"The event id '{body.id}' was already published with other content.", code="event_id_reused")
 
 
 MAX_PATTERN_CHARS = 200  # of an event pattern a rule or subscription listens to

@@ -64,9 +64,10 @@ class Notification(BaseModel):
     created_at: str
     sent_at: str | None = None
     source: str = Field("api", description="api, or the rule that sent it")
+    fingerprint: str | None = None  # of the request: the same idempotency key with another body is a 409
 
     def public(self) -> dict:
-        return self.model_dump()
+        return self.model_dump(exclude={"fingerprint"})
 
 
 def recipient_key(channel: str, to: str) -> str:

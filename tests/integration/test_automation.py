@@ -135,6 +135,9 @@ def test_the_same_event_published_twice_is_delivered_once(api):
         event_id = f"mine-{uuid.uuid4().hex[:8]}"
         first, second = publish(api, "custom.dedup", event_id=event_id), publish(api, "custom.dedup", event_id=event_id)
         assert first["deliveries"] == second["deliveries"]
+        status, _, refused = api.request("POST", "/api/events", {"type": "custom.dedup", "subject": "s-1",
+                                                                 "data": {"n": 2}, "id": event_id})
+        assert status == 409 and refused["error"]["code"] == "event_id_reused"  # not dropped without a word
         delivery_of(api, subscription, lambda d: d["status"] == "delivered")
         time.sleep(1)
         assert len(receiver.accepted) == 1
@@ -218,8 +221,12 @@ def test_template_email_arrives_with_subject_text_and_html(api, mailbox):
         "channel": "email", "to": "ana@example.com", "template": name, "data": {"who": "Ana", "number": 7},
         "idempotency_key": f"k-{name}"})
     assert again[0] == 200 and again[2]["id"] == queued["id"]
+    other = api.request("POST", "/api/notifications", {
+        "channel": "email", "to": "bob@example.com", "template": name, "data": {"who": "Bob", "number": 8},
+        "idempotency_key": f"k-{name}"})
+    assert other[0] == 409 and other[2]["error"]["code"] == "idempotency_key_reused"
     time.sleep(0.5)
-    assert len(mailbox.to("ana@example.com")) == 1
+    assert len(mailbox.to("ana@example.com")) == 1 and mailbox.to("bob@example.com") == []
 
 
 @pytest.mark.parametrize("template,code", [
