@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import random
 import time
+from typing import get_args
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from shared.automation.notifications import NOTIFICATION_STATUSES, Notification, NotificationIn, sender_for
+from shared.automation.notifications import (NOTIFICATION_STATUSES, Channel, Notification, NotificationIn,
+                                             check_content, sender_for)
 from shared.automation.outbox import Outbox, notification_id, validate_template_name
 from shared.automation.templates import NamedTemplateIn, PreviewIn, TemplateIn, render
 from shared.blocking import in_thread
@@ -92,7 +94,8 @@ async def queue_notification(client: df.DurableOrchestrationClient, request: Not
     outbox = _outbox()
     fingerprint = request_fingerprint(request.model_dump(mode="json", exclude={"idempotency_key"}))
     notification = Notification(id=notification_id(request.idempotency_key), channel=request.channel,
-                                to=request.to, template=request.template, content=await outbox.content(request),
+                                to=request.to, template=request.template,
+                                content=check_content(request.channel, await outbox.content(request)),
                                 created_at=iso_utc(), source=source, fingerprint=fingerprint)
     created = await outbox.create(notification)
     if not created:
@@ -128,6 +131,8 @@ async def list_notifications(req: func.HttpRequest) -> func.HttpResponse:
     status, to, channel = (req.params.get(k) or None for k in ("status", "to", "channel"))
     if status is not None and status not in NOTIFICATION_STATUSES:
         raise BadRequest(f"status must be one of {', '.join(NOTIFICATION_STATUSES)}.", code="invalid_status")
+    if channel is not None and channel not in get_args(Channel):
+        raise BadRequest(f"channel must be one of {', '.join(get_args(Channel))}.", code="invalid_channel")
     if to is not None and channel is None:
         raise BadRequest("Filter by `to` together with `channel`.", code="channel_required")
     limit = parse_limit(req.params.get("limit"), default=100, maximum=1000)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..blocking import in_thread
 from ..config import Settings
-from ..errors import DeliveryError
+from ..errors import DeliveryError, Unprocessable
 from .templates import Rendered
 
 Channel = Literal["email", "sms", "whatsapp"]
@@ -48,6 +48,25 @@ class NotificationIn(BaseModel):
         if any(c in value for c in "\r\n"):
             raise ValueError("the recipient must be one line")
         return value
+
+
+MAX_SMS_CHARS = 1600  # what SMS providers (Twilio) take in one message
+MAX_SUBJECT_CHARS = 998  # a header line (RFC 5322)
+
+
+def check_content(channel: str, content: Rendered) -> Rendered:
+    """What the channel can send, as rendered: SMS and WhatsApp send the text body (an HTML-only message would go
+    out empty), an SMS at most `MAX_SMS_CHARS`, an e-mail subject one header line."""
+    if channel != "email" and not content.text.strip():
+        raise Unprocessable(f"A {channel} message sends the text body, and this one renders none (an HTML body is "
+                            "for e-mail).", code="empty_message")
+    if channel == "sms" and len(content.text) > MAX_SMS_CHARS:
+        raise Unprocessable(f"The SMS renders {len(content.text):,} characters; at most {MAX_SMS_CHARS:,} are sent.",
+                            code="message_too_long")
+    if channel == "email" and len(content.subject) > MAX_SUBJECT_CHARS:
+        raise Unprocessable(f"The subject renders {len(content.subject):,} characters; at most {MAX_SUBJECT_CHARS}.",
+                            code="subject_too_long")
+    return content
 
 
 class Notification(BaseModel):

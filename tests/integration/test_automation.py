@@ -500,3 +500,19 @@ def test_a_pause_chat_action_refuses_a_chat_id_the_pause_route_would(api, chat):
         assert chat not in listed
     finally:
         api.request("DELETE", f"/api/rules/{rule['id']}")
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"channel": "sms", "to": "+4915112345678", "html": "<b>hi</b>"}, "empty_message"),
+    ({"channel": "sms", "to": "+4915112345678", "body": "{{ 'x' * 2000 }}"}, "message_too_long"),
+    ({"channel": "email", "to": "ana@example.com", "subject": "{{ 'S' * 5000 }}", "body": "hi"}, "subject_too_long"),
+])
+def test_a_notification_its_channel_cannot_send_as_rendered_is_a_422(api, sms, body, code):
+    status, _, refused = api.request("POST", "/api/notifications", body)
+    assert status == 422 and refused["error"]["code"] == code, refused
+
+
+def test_notifications_are_listed_by_a_known_channel_only(api):
+    status, _, refused = api.request("GET", "/api/notifications?channel=fax")
+    assert status == 400 and refused["error"]["code"] == "invalid_channel"
+    assert api.request("GET", "/api/notifications?channel=sms")[0] == 200
