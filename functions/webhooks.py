@@ -12,7 +12,7 @@ from shared.automation import subscriptions as subs
 from shared.automation.deliveries import STATUSES
 from shared.automation.store import WebhookStore, subscription_not_found
 from shared.config import get_settings
-from shared.errors import BadRequest, NotFound, parse_json_body
+from shared.errors import BadRequest, Conflict, NotFound, parse_json_body
 from shared.jobs import parse_limit
 from shared.observability import log_event
 from shared.storage.tables import Tables
@@ -123,7 +123,11 @@ async def replay_delivery(req: func.HttpRequest, client: df.DurableOrchestration
     """Sends the same event (same webhook-id) once more, now, as a new attempt on the same delivery."""
     store = _store()
     delivery = await store.find_delivery(req.route_params["delivery_id"])
-    await store.require_subscription(delivery.subscription_id)
+    subscription = await store.require_subscription(delivery.subscription_id)
+    if not subscription.enabled:  # an attempt would not be made: say so rather than 202 and nothing sent
+        raise Conflict(f"The subscription is disabled ({subscription.disabled_reason or 'by you'}); enable it "
+                       f"(POST /api/webhooks/subscriptions/{subscription.id}/enable), then replay.",
+                       code="subscription_disabled")
     replay = await store.change_delivery(delivery.subscription_id, delivery.id,
                                          lambda current: current.model_copy(update={"replays": current.replays + 1}))
     if replay is None:

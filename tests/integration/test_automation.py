@@ -155,7 +155,11 @@ def test_410_gone_disables_the_subscription_and_stops_retrying(api):
         publish(api)  # a disabled subscription gets nothing
         time.sleep(1)
         assert len(receiver.attempts) == 1
+        status, _, refused = api.request("POST", f"/api/webhooks/deliveries/{failed['id']}/replay")
+        assert status == 409 and refused["error"]["code"] == "subscription_disabled"  # not a 202 that sends nothing
         assert api.request("POST", f"/api/webhooks/subscriptions/{subscription['id']}/enable")[2]["enabled"] is True
+        assert api.request("POST", f"/api/webhooks/deliveries/{failed['id']}/replay")[0] == 202
+        delivery_of(api, subscription, lambda d: d["status"] == "delivered")
 
 
 def test_replay_sends_the_event_again_as_a_new_attempt(api):
