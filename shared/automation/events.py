@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -90,10 +91,15 @@ async def claim_custom_id(tables: "Tables", body: CustomEventIn) -> None:
 MAX_PATTERN_CHARS = 200  # of an event pattern a rule or subscription listens to
 
 
+# custom.<name> as CustomEventIn.type allows it, with * and ? standing for characters: `custom.Foo` or `custom.a b`
+# could never match an event that may be published.
+_CUSTOM_PATTERN = re.compile(r"custom\.[a-z0-9_.*?-]{1,100}")
+
+
 def validate_pattern(pattern: str) -> str:
     """`offer.parsed`, `offer.*`, `whatsapp.*`, `*` or `custom.*`; a pattern that can match nothing is a ValueError."""
     probe = [t for t in CATALOGUE if fnmatch.fnmatchcase(t, pattern)]
-    if probe or pattern.startswith(CUSTOM_PREFIX) or pattern == "*":
+    if probe or _CUSTOM_PATTERN.fullmatch(pattern) or pattern == "*":
         return pattern
     raise ValueError(f"'{pattern}' matches no event type; known types: {', '.join(CATALOGUE)} and {CUSTOM_PREFIX}*")
 

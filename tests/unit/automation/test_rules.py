@@ -303,3 +303,19 @@ def test_an_event_of_a_job_a_rule_started_is_told_apart():
         "job_id": "offer-2", "metadata": {"rule": "rule:r1:evt_1:1", "event_id": "evt_1"}}).model_dump()))
     for data in ({"job_id": "offer-1", "metadata": {"scenario": "42"}}, {"metadata": None}, {}):
         assert not started_by_a_rule(Event.model_validate(new_event("offer.parsed", "offer-1", data).model_dump()))
+
+
+@pytest.mark.parametrize("pattern", ["custom.Foo", "custom.", "custom.a b"])
+def test_a_custom_pattern_no_publishable_event_could_match_is_refused_but_a_stored_one_loads(pattern):
+    from pydantic import ValidationError
+
+    from shared.automation.rules import RuleIn
+    from shared.automation.subscriptions import SubscriptionIn
+
+    body = {"name": "r", "event": pattern, "actions": [{"type": "pause_chat", "chat_id": "1@c.us"}]}
+    with pytest.raises(ValidationError):
+        RuleIn.model_validate(body)
+    with pytest.raises(ValidationError):
+        SubscriptionIn.model_validate({"url": "https://example.com/hook", "events": [pattern]})
+    assert RuleIn.model_validate(body, context={"stored": True}).event == pattern
+    assert RuleIn.model_validate({**body, "event": "custom.order-*"}).event == "custom.order-*"
