@@ -16,6 +16,8 @@ from ..errors import AppError, Unprocessable
 
 MAX_TEXT_CHARS = 60_000
 MAX_IMAGES = 8
+MAX_PDF_PAGES = 50  # of one PDF, read for an offer (its text is cut at MAX_TEXT_CHARS anyway)
+MAX_FILES = 20  # read from one input, attachments within attachments counted
 _MIN_PAGE_TEXT = 20  # a page with less text than this is treated as a scan and rendered
 
 
@@ -70,17 +72,22 @@ def html_to_text(html: str) -> str:
     return re.sub(r"[ \t]*\n[ \t\n]*", "\n", re.sub(r"[ \t\xa0]+", " ", text)).strip()
 
 
-def pdf_pages(data: bytes, render_scale: float = 2.0) -> list[tuple[str, bytes | None]]:
-    """Each page's text layer, and a PNG rendering for pages that have (almost) none."""
+def pdf_pages(data: bytes, render_scale: float = 2.0, max_renders: int = MAX_IMAGES,
+              max_pages: int = MAX_PDF_PAGES) -> list[tuple[str, bytes | None]]:
+    """The text layer of each of the first `max_pages` pages, and a PNG rendering for the first `max_renders` pages
+    that have (almost) none: a PDF of a hundred blank pages costs no hundred renderings for images never used."""
     import pypdfium2 as pdfium
 
     document = pdfium.PdfDocument(data)
     pages = []
     try:
-        for page in document:
+        for number, page in enumerate(document):
+            if number >= max_pages:
+                break
             text = page.get_textpage().get_text_range().replace("\r\n", "\n")
             png = None
-            if len(text.strip()) < _MIN_PAGE_TEXT:
+            if len(text.strip()) < _MIN_PAGE_TEXT and max_renders > 0:
+                max_renders -= 1
                 buffer = io.BytesIO()
                 page.render(scale=filetypes.render_scale(page, render_scale)).to_pil().save(buffer, format="PNG")
                 png = buffer.getvalue()
@@ -112,7 +119,9 @@ def add_file(result: Normalized, name: str, content_type: str, data: bytes, dept
     """`charset`: the one an e-mail part declares for its text."""
     label = name if result.text or result.images or depth else None
     if content_type == filetypes.PDF:
-        for number, (text, png) in enumerate(pdf_pages(data), start=1):
+        if filetypes.pdf_page_count(data) > MAX_PDF_PAGES:
+            result.skipped.append(f"Only the first {MAX_PDF_PAGES} pages of '{name}' were read.")
+        for number, (text, png) in enumerate(pdf_pages(data, max_renders=MAX_IMAGES - len(result.images)), start=1):
             result.add_text(text, f"{name} page {number}" if label else None)
             if png is not None and len(result.images) < MAX_IMAGES:
                 result.images.append(Image(png, filetypes.PNG))
@@ -167,6 +176,11 @@ def _add_parts(result: Normalized, message: EmailMessage, depth: int) -> None:
         if not payload:
             continue
         name = part.get_filename() or "attachment"
+        if len(result.parts) >= MAX_FILES:  # a multipart of 300 files passes the count of top-level attachments
+            note = f"More than {MAX_FILES} files: '{name}' and those after it were not read."
+            if not any(s.startswith(f"More than {MAX_FILES} files") for s in result.skipped):
+                result.skipped.append(note)
+            continue
         detected = filetypes.sniff(payload) or filetypes.type_from_name(name) or part.get_content_type()
         if detected not in _READABLE:
             continue

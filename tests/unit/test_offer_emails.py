@@ -170,3 +170,38 @@ def test_a_charset_that_is_no_text_encoding_is_not_used_to_decode(charset):
 def test_utf16_with_some_characters_whose_low_byte_is_zero_is_still_told_apart():
     text = "Item ─ box, 5 € each 一 \u3000 ok " * 3
     assert decode_text(text.encode("utf-16-le")) == text and decode_text(text.encode("utf-16-be")) == text
+
+
+def _blank_pdf(pages: int) -> bytes:
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument.new()
+    for _ in range(pages):
+        document.new_page(200, 200)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    document.close()
+    return buffer.getvalue()
+
+
+def test_files_within_attachments_count_towards_one_bound():
+    inner = EmailMessage()
+    inner.set_content("Forwarded prices.")
+    for n in range(30):
+        inner.add_attachment(f"Item {n}: 5 EUR".encode(), maintype="text", subtype="plain", filename=f"p{n}.txt")
+    outer = _mail("See below.")
+    outer.add_attachment(email.message_from_bytes(inner.as_bytes(), policy=email.policy.default))
+    read = _read(outer)
+    assert len(read.parts) == 20 and "Item 19: 5 EUR" in read.text and "Item 20: 5 EUR" not in read.text
+    assert read.skipped == ["More than 20 files: 'p20.txt' and those after it were not read."]
+
+
+def test_a_long_blank_pdf_costs_no_rendering_beyond_the_images_kept_nor_pages_beyond_the_bound(monkeypatch):
+    from shared.offers import normalize as normalize_module
+
+    rendered = []
+    real = normalize_module.filetypes.render_scale
+    monkeypatch.setattr(normalize_module.filetypes, "render_scale", lambda *a, **k: rendered.append(1) or real(*a, **k))
+    read = normalize(None, [("scan.pdf", filetypes.PDF, _blank_pdf(60))])
+    assert len(read.images) == 8 and len(rendered) == 8
+    assert read.skipped == ["Only the first 50 pages of 'scan.pdf' were read."]
