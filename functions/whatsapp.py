@@ -22,12 +22,12 @@ from shared.config import get_settings
 from shared.errors import AppError, BadRequest, NotFound
 from shared.jobs import decode_continuation, encode_continuation, parse_limit, query_scope
 from shared.observability import log_event
-from shared.offers.normalize import normalize
 from shared.outcomes import failed, succeeded
 from shared.storage.blobs import BlobStore
 from shared.storage.tables import Tables
 from shared.whatsapp import assistant
 from shared.whatsapp.events import checked_chat_id, classify, dedup_key, is_fresh, parse_envelope
+from shared.whatsapp.kb_documents import check_pages, document_pages
 from shared.whatsapp.signature import verify_hmac
 from shared.whatsapp.waha import Waha
 
@@ -282,6 +282,7 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
         raise BadRequest("Send the document as the body or as a multipart file.", code="empty_request")
     info = await in_thread(filetypes.inspect, body, declared, name, allowed=frozenset(
         {filetypes.PDF, filetypes.DOCX, filetypes.TEXT, filetypes.HTML}))
+    check_pages(info)
     doc_id = req.params.get("id") or hashlib.sha256(name.encode()).hexdigest()[:16]
     if not _DOC_ID.match(doc_id):
         raise BadRequest("id may hold letters, digits, '.', '_' and '-', at most 128 of them.", code="invalid_id")
@@ -313,9 +314,8 @@ async def kb_add_document(request: dict) -> dict:
     settings = get_settings()
     data = await BlobStore(settings).get(request["blob"])
     try:
-        normalized = normalize(None, [(request["name"], request["content_type"], data)])
-        count, usage = await assistant.KnowledgeBase(_deps()).add(request["doc_id"], request["name"],
-                                                                  [(1, normalized.text)])
+        pages = await in_thread(document_pages, request["content_type"], data)
+        count, usage = await assistant.KnowledgeBase(_deps()).add(request["doc_id"], request["name"], pages)
     except AppError as error:
         return failed(error, attempt=request.get("attempt", 1), max_attempts=settings.ai_max_attempts,
                       base_delay=settings.ai_retry_base_seconds)
