@@ -89,10 +89,16 @@ def _file(name: str, declared: str | None, data: bytes) -> IngestFile:
     return IngestFile(name=name, content_type=info.content_type, data=data)
 
 
+def _readable(text: str) -> bool:
+    """Whether the text holds anything to read: NULs and other control characters alone (a blank form field, a
+    zeroed buffer) do not count, nor does white space."""
+    return any(c.isprintable() and not c.isspace() for c in text)
+
+
 def _finish(body: _JsonBody | dict, files: list[IngestFile], allowed_hosts: str) -> IngestRequest:
     data = body.model_dump(exclude={"file", "files"}) if isinstance(body, BaseModel) else body
     text = data.get("text")
-    if text is not None and not text.strip():
+    if text is not None and not _readable(text):
         text = None
     if text is None and not files:
         raise BadRequest("Send the offer as `text` or as a file.", code="empty_request")
@@ -124,7 +130,7 @@ def parse_form(fields: dict[str, str], uploads: list[tuple[str, str | None, byte
     files = [_file(name or "upload", declared, content) for name, declared, content in uploads if content]
     if not files and uploads:
         raise Unprocessable("The uploaded file is empty.", code="empty_file")
-    if not files and not (parsed.text or "").strip():
+    if not files and not _readable(parsed.text or ""):
         raise BadRequest("The form has no file and no text field.", code="empty_request")
     return _finish(parsed, files, allowed_hosts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import json
 import zipfile
 from email.message import EmailMessage
 from pathlib import Path
@@ -205,3 +206,13 @@ def test_a_long_blank_pdf_costs_no_rendering_beyond_the_images_kept_nor_pages_be
     read = normalize(None, [("scan.pdf", filetypes.PDF, _blank_pdf(60))])
     assert len(read.images) == 8 and len(rendered) == 8
     assert read.skipped == ["Only the first 50 pages of 'scan.pdf' were read."]
+
+
+@pytest.mark.parametrize("text", ["\u0000" * 50, " \t\r\n", "\u0000\u200b\x07 "])
+def test_text_of_control_characters_alone_is_an_empty_request(text):
+    from shared.errors import BadRequest
+    from shared.offers.ingest import parse_json
+
+    with pytest.raises(BadRequest) as refused:
+        parse_json(json.dumps({"text": text}).encode())
+    assert refused.value.code == "empty_request"
