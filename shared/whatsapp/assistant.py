@@ -435,18 +435,24 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
     state = RateState.model_validate(carried.get("rate") or {})
     allowed, limited, notify = [], {}, False
     for rk, row in pending:
-        decision = admit(state, row.get("timestamp") or row["received_at"], limit=deps.rate_limit)
+        decision = admit(state, _sent_at(row), limit=deps.rate_limit)
         state = decision.state
         notify = notify or decision.notify
         if decision.allowed:
             allowed.append((rk, row))
         else:
             limited[rk] = {**row, "status": "rate_limited"}
+    if allowed and limited:  # the reply first: the lines over the limit are a turn of their own, whose notice is
+        # sent once as any reply is (a crash or WAHA refusing it for now loses nothing and sends nothing twice)
+        pending, limited, notify = allowed, {}, False
+        state = RateState.model_validate(carried.get("rate") or {})
+        for _, row in allowed:
+            state = admit(state, _sent_at(row), limit=deps.rate_limit).state
+        received = [m for m in received if m["message_id"] in {row["message_id"] for _, row in allowed}]
     last = IncomingMessage.model_validate({k: v for k, v in pending[-1][1].items()
                                            if k in IncomingMessage.model_fields})
     usage: list[Usage] = []
     answer = handoff = None
-    notice = [f"notice:{rk}" for rk, _ in pending[-1:]] if notify else None
 
     def carry(memory: list[dict]) -> dict[str, dict]:
         """The rows a turn writes with its reply, besides the marks of its messages: what the next turn needs."""
@@ -490,8 +496,7 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
         try:
             answer = await _send_once(deps, last, [rk for rk, _ in allowed], compose,
                                       [r["message_id"] for _, r in allowed],
-                                      settled=lambda text: {**limited, **answered, **carry(remembered(text))},
-                                      notice=notice)
+                                      settled=lambda text: {**answered, **carry(remembered(text))})
         except Paused:
             return {**await hold(), "usage": [u.model_dump() for u in usage]}
         except AppError as exc:
@@ -499,9 +504,9 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
                 raise
             return await refused(exc, allowed)
         handoff = handoff_reason(question, answer)
-    elif notice:
+    elif notify:
         try:
-            await _send_once(deps, last, notice, _rate_notice, [], quote=False,
+            await _send_once(deps, last, [f"notice:{rk}" for rk, _ in pending[-1:]], _rate_notice, [], quote=False,
                              settled=lambda _: {**limited, **carry(memory)})
         except Paused:
             return await hold()
@@ -567,6 +572,10 @@ COMPOSED = "composed"  # the status of a reply WAHA has not taken yet: its text,
 _COMPOSED_FIELDS = ("latency_s", "answers", "usage")  # what `compose` adds to the reply's row
 
 
+def _sent_at(row: dict) -> float:
+    return row.get("timestamp") or row["received_at"]
+
+
 def reply_key(keys: list[str]) -> str:
     """The row key of the reply to the messages `keys` (row keys), the same in every run of their turn."""
     return "reply:" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:24]
@@ -578,10 +587,9 @@ async def _rate_notice() -> tuple[str, dict]:
 
 async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
                      compose: Callable[[], Awaitable[tuple[str, dict]]], seen_ids: list[str], quote: bool = True,
-                     settled: Callable[[str], dict[str, dict]] = lambda _: {}, notice: list[str] | None = None) -> str:
+                     settled: Callable[[str], dict[str, dict]] = lambda _: {}) -> str:
     """The text sent for the messages `keys`: `compose()` (the text and fields for its row) sent through WAHA, unless
     a run before sent it already (an activity may run twice after a crash); then that text, and nothing composed.
-    `notice`: the keys of a rate notice sent after it (unless a run before sent that too).
 
     What was sent is stored with the rows `settled(text)` (the marks of the messages it answers, what the turn
     carries on) in one transaction: a turn run again finds either all of them or none. (Between WAHA taking the text
@@ -590,12 +598,9 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
     finishes them."""
     tables, chat_id = deps.tables, question.chat_id
     reply_id = reply_key(keys)
-    notice_id = reply_key(notice) if notice else None
     earlier = await tables.get(MESSAGES, chat_id, reply_id)
     if earlier and earlier.get("status") in ("sent", "settling"):  # its rows again: rows older code left pending
         await _store(tables, chat_id, reply_id, _as_sent(earlier), settled(earlier["text"]))
-        if notice_id and await tables.get(MESSAGES, chat_id, notice_id) is None:
-            await _send_notice(deps, question, notice_id)
         return earlier["text"]
     if earlier and earlier.get("status") == COMPOSED:  # WAHA did not take it before: no second model call
         text, extra = earlier["text"], {k: v for k, v in earlier.items() if k in _COMPOSED_FIELDS}
@@ -614,21 +619,8 @@ async def _send_once(deps: Deps, question: IncomingMessage, keys: list[str],
                                                              "status": COMPOSED}})
         raise
     await _store(tables, chat_id, reply_id, reply, settled(text))
-    if notice_id:  # after the reply is stored: a notice WAHA does not take cannot send the reply again
-        await _send_notice(deps, question, notice_id)
     await _courtesy(deps.waha.typing(question.session, chat_id, False), chat_id, "typing")
     return text
-
-
-async def _send_notice(deps: Deps, question: IncomingMessage, notice_id: str) -> None:
-    """The rate notice after a reply, a courtesy as seen and typing are: one WAHA does not take is not sent again
-    later (it would say "in a minute" at the wrong time), and does not hold up the chat's turns."""
-    try:
-        sent = await _send(deps, question, notice_id, RATE_NOTICE, quote=False)
-    except AppError as exc:
-        log_event("whatsapp.notice.failed", level=logging.WARNING, chat_id=question.chat_id, code=exc.code)
-        return
-    await save_messages(deps.tables, question.chat_id, {notice_id: sent})
 
 
 class Paused(Exception):
