@@ -433,22 +433,22 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
     carried = found.carried or conversation  # chats answered before the turn state row kept it in the conversation
     memory: list[dict] = carried.get("memory", [])
     state = RateState.model_validate(carried.get("rate") or {})
-    allowed, limited, notify = [], {}, False
-    for rk, row in pending:
-        decision = admit(state, _sent_at(row), limit=deps.rate_limit)
-        state = decision.state
-        notify = notify or decision.notify
-        if decision.allowed:
-            allowed.append((rk, row))
-        else:
-            limited[rk] = {**row, "status": "rate_limited"}
-    if allowed and limited:  # the reply first: the lines over the limit are a turn of their own, whose notice is
-        # sent once as any reply is (a crash or WAHA refusing it for now loses nothing and sends nothing twice)
-        pending, limited, notify = allowed, {}, False
-        state = RateState.model_validate(carried.get("rate") or {})
-        for _, row in allowed:
-            state = admit(state, _sent_at(row), limit=deps.rate_limit).state
-        received = [m for m in received if m["message_id"] in {row["message_id"] for _, row in allowed}]
+    # The turn takes the lines up to the first that the limit judges otherwise than the one before: a reply for lines
+    # let through, or a notice for lines over the limit, each sent once as any reply is; the rest is the next turn's.
+    # (Lines are judged by when they were sent, in that order: the state a turn stores holds all it let through.)
+    start, decisions = state, []
+    for _, row in pending:
+        decisions.append(admit(state, _sent_at(row), limit=deps.rate_limit))
+        state = decisions[-1].state
+    run = next((n for n, d in enumerate(decisions) if d.allowed != decisions[0].allowed), len(decisions))
+    if run < len(pending):
+        pending, decisions = pending[:run], decisions[:run]
+        state = decisions[-1].state if decisions else start
+        kept = {row["message_id"] for _, row in pending}
+        received = [m for m in received if m["message_id"] in kept]
+    allowed = [(rk, row) for (rk, row), d in zip(pending, decisions) if d.allowed]
+    limited = {rk: {**row, "status": "rate_limited"} for (rk, row), d in zip(pending, decisions) if not d.allowed}
+    notify = any(d.notify for d in decisions)
     last = IncomingMessage.model_validate({k: v for k, v in pending[-1][1].items()
                                            if k in IncomingMessage.model_fields})
     usage: list[Usage] = []
@@ -497,7 +497,8 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
             answer = await _send_once(deps, last, [rk for rk, _ in allowed], compose,
                                       [r["message_id"] for _, r in allowed],
                                       settled=lambda text: {**answered, **carry(remembered(text))})
-        except Paused:
+        except Paused:  # the lines are held, and counted towards the limit: a resume does not let more through
+            await save_messages(tables, chat_id, carry(memory))
             return {**await hold(), "usage": [u.model_dump() for u in usage]}
         except AppError as exc:
             if exc.transient:

@@ -697,3 +697,58 @@ def test_messages_stored_while_this_workers_claim_holds_the_conversation_neither
     assert first == ["claim won", "start 202"] and second == third == []
     assert lapsed == ["claim taken"]
     assert [row["text"] for _, row in stored] == [f"line {n}" for n in range(4)]  # all waiting for the turn
+
+
+async def _lines(tables: Tables, chat: str, tag: str, sent_at: list[float]) -> None:
+    for n, at in enumerate(sent_at, start=1):
+        await assistant.record_incoming(tables, IncomingMessage(
+            session="default", chat_id=chat, sender=chat, message_id=f"false_{chat}_{tag}{n}", text=f"line {tag}{n}",
+            timestamp=at), "text")
+
+
+def _statuses(rows: list[dict]) -> dict[str, str]:
+    return {row["text"]: row["status"] for row in rows if row["direction"] == "in"}
+
+
+def test_lines_over_the_limit_stay_over_it_when_newer_lines_come_with_them(azurite, waha):
+    """A phone offline for a while delivers a1..a15 (a11..a15 over the limit of 10) and, 75 s of sending later,
+    b1..b5 all at once: a11..a15 get the notice, not an answer, however the turns split them."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, provider, chat = Tables(settings), CountingProvider(), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+    t0 = time.time() - 300
+
+    async def main() -> list[dict]:
+        await _lines(tables, chat, "a", [t0 + n for n in range(15)])
+        await _lines(tables, chat, "b", [t0 + 75 + n for n in range(5)])
+        await _until_settled(chat, Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), provider,
+                                        rate_limit=10))
+        return await _rows(settings, chat)
+
+    statuses = _statuses(asyncio.run(main()))
+    assert [statuses[f"line a{n}"] for n in range(11, 16)] == ["rate_limited"] * 5
+    assert all(statuses[f"line a{n}"] == "answered" for n in range(1, 11))
+    assert all(statuses[f"line b{n}"] == "answered" for n in range(1, 6))
+    assert [s["text"] for s in waha.sent(chat)].count(assistant.RATE_NOTICE) == 1 and provider.asked == 2
+
+
+def test_lines_held_by_a_pause_made_while_composing_count_towards_the_limit_after_resume(azurite, waha):
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    tables, chat = Tables(settings), f"1555{uuid.uuid4().int % 10**7:07d}@c.us"
+
+    class PausingProvider(CountingProvider):
+        def chat(self, messages):
+            asyncio.run(assistant.set_paused(Tables(settings), chat, True))  # the operator, while the model writes
+            return super().chat(messages)
+
+    async def main() -> list[dict]:
+        await _lines(tables, chat, "a", [time.time() - 100 + n / 10 for n in range(15)])
+        deps = Deps(tables, BlobStore(settings), Waha(waha.base_url, "key"), PausingProvider(), rate_limit=10)
+        assert (await assistant.answer_turn(chat, deps))["reason"] == "paused"
+        await assistant.set_paused(tables, chat, False)  # resumed before the conversation looks again
+        await _until_settled(chat, deps)
+        return await _rows(settings, chat)
+
+    statuses = _statuses(asyncio.run(main()))
+    assert [statuses[f"line a{n}"] for n in range(1, 11)] == ["held"] * 10
+    assert [statuses[f"line a{n}"] for n in range(11, 16)] == ["rate_limited"] * 5  # not let through by the resume
+    assert [s["text"] for s in waha.sent(chat)] == [assistant.RATE_NOTICE]
