@@ -40,7 +40,8 @@ def _parse(req: func.HttpRequest) -> ingest.IngestRequest:
         return ingest.parse_form(dict(req.form), uploaded_files(req), hosts)
     if not body:
         raise BadRequest("The body is empty.", code="empty_request")
-    return ingest.parse_raw(req.headers.get("content-type") or "", body, name=checked_file_name(req.params.get("filename")),
+    return ingest.parse_raw(req.headers.get("content-type") or "", body,  # with its charset, if it names one
+                            name=checked_file_name(req.params.get("filename")),
                             source=req.params.get("source"),
                             callback_url=req.params.get("callback_url"), allowed_hosts=hosts)
 

@@ -169,7 +169,8 @@ def _add_parts(result: Normalized, message: EmailMessage, depth: int) -> None:
             inner = part.get_content() if part.get_content_type() == filetypes.EML else part
             if depth + 1 < MAX_DEPTH and isinstance(inner, EmailMessage):
                 if inner is not part and inner.get("Subject"):
-                    result.add_text(f"Subject: {inner['Subject']}", f"forwarded e-mail {inner.get('From') or ''}".strip())
+                    label = f"forwarded e-mail {inner.get('From') or ''}".strip()
+                    result.add_text(f"Subject: {inner['Subject']}", label)
                 _add_parts(result, inner, depth + 1)
             continue
         payload = part.get_payload(decode=True) or b""

@@ -436,14 +436,14 @@ async def answer_turn(chat_id: str, deps: Deps, *, only_if_due: bool = False,
     # The turn takes the lines up to the first that the limit judges otherwise than the one before: a reply for lines
     # let through, or a notice for lines over the limit, each sent once as any reply is; the rest is the next turn's.
     # (Lines are judged by when they were sent, in that order: the state a turn stores holds all it let through.)
-    start, decisions = state, []
+    decisions = []
     for _, row in pending:
         decisions.append(admit(state, _sent_at(row), limit=deps.rate_limit))
         state = decisions[-1].state
     run = next((n for n, d in enumerate(decisions) if d.allowed != decisions[0].allowed), len(decisions))
     if run < len(pending):
         pending, decisions = pending[:run], decisions[:run]
-        state = decisions[-1].state if decisions else start
+        state = decisions[-1].state
         kept = {row["message_id"] for _, row in pending}
         received = [m for m in received if m["message_id"] in kept]
     allowed = [(rk, row) for (rk, row), d in zip(pending, decisions) if d.allowed]

@@ -351,8 +351,8 @@ def test_callback_that_keeps_failing_is_recorded_on_the_job(openai_api, reset):
         assert len(receiver.attempts) == 4 and time.monotonic() - started < 30
 
 
-@pytest.mark.parametrize("content_type,encoding", [("text/plain; charset=windows-1252", "cp1252"),
-                                                   ("text/plain", "utf-16-le"), ("text/plain; charset=UTF-16", "utf-16")])
+@pytest.mark.parametrize("content_type,encoding", [
+    ("text/plain; charset=windows-1252", "cp1252"), ("text/plain", "utf-16-le"), ("text/plain; charset=UTF-16", "utf-16")])
 def test_a_raw_text_offer_is_read_in_the_charset_its_content_type_names_or_its_bytes_show(
         openai_api, reset, content_type, encoding):
     reset.default = {"json": {"is_offer": True, "supplier": "Müller GmbH", "currency": "EUR", "items": []}}

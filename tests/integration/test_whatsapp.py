@@ -505,7 +505,8 @@ def test_a_rate_notice_waha_does_not_take_at_once_is_sent_once_later_and_the_rep
     time.sleep(2)
     assert [s["text"] for s in waha.sent(chat)] == ["The monthly rent is USD 2,350.", assistant.RATE_NOTICE], sent
     assert len(_chat_completions(fake, "question 0 about the rent")) == 1
-    statuses = sorted(r["status"] for r in api.request("GET", f"/api/messages?chat_id={chat}&direction=in")[2]["messages"])
+    incoming = api.request("GET", f"/api/messages?chat_id={chat}&direction=in")[2]["messages"]
+    statuses = sorted(r["status"] for r in incoming)
     assert statuses == ["answered"] * 10 + ["rate_limited"]
     post(api, event("one more", chat))  # still over the limit: no model call, and no second notice
     time.sleep(2)
