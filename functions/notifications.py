@@ -8,8 +8,7 @@ from typing import get_args
 import azure.durable_functions as df
 import azure.functions as func
 
-from shared.automation.notifications import (NOTIFICATION_STATUSES, Channel, Notification, NotificationIn,
-                                             check_content, sender_for)
+from shared.automation.notifications import NOTIFICATION_STATUSES, Channel, Notification, NotificationIn, sender_for
 from shared.automation.outbox import Outbox, notification_id, validate_template_name
 from shared.automation.templates import NamedTemplateIn, PreviewIn, TemplateIn, render
 from shared.blocking import in_thread
@@ -92,17 +91,10 @@ async def queue_notification(client: df.DurableOrchestrationClient, request: Not
                              source: str = "api") -> tuple[Notification, bool]:
     """Renders, records and starts the sending; the same idempotency key gives the same notification."""
     outbox = _outbox()
-    fingerprint = request_fingerprint(request.model_dump(mode="json", exclude={"idempotency_key"}))
-    notification = Notification(id=notification_id(request.idempotency_key), channel=request.channel,
-                                to=request.to, template=request.template,
-                                content=check_content(request.channel, await outbox.content(request)),
-                                created_at=iso_utc(), source=source, fingerprint=fingerprint)
-    created = await outbox.create(notification)
-    if not created:
-        notification = await outbox.get(notification.id)
-        if notification.fingerprint not in (None, fingerprint):  # None: stored before fingerprints were kept
-            raise Conflict("This idempotency key was already used with a different notification.",
-                           code="idempotency_key_reused")
+    notification, created = await outbox.create(Notification(
+        id=notification_id(request.idempotency_key), channel=request.channel, to=request.to,
+        template=request.template, content=await outbox.content(request), created_at=iso_utc(), source=source,
+        fingerprint=request_fingerprint(request.model_dump(mode="json", exclude={"idempotency_key"}))))
     await start_once(client, "notification_delivery", notification.id, {"id": notification.id})
     return notification, created
 

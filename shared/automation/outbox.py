@@ -10,7 +10,7 @@ from ..blocking import in_thread
 from ..errors import Conflict, NotFound, Unprocessable
 from ..storage.tables import Tables
 from ..whatsapp.ratelimit import RateDecision, RateState, admit
-from .notifications import Notification, NotificationIn, recipient_key
+from .notifications import Notification, NotificationIn, check_content, recipient_key
 from .templates import Rendered, TemplateIn, render
 
 TEMPLATES, NOTIFICATIONS, LIMITS = "templates", "notifications", "notifylimits"
@@ -61,12 +61,14 @@ class Outbox:
         await self.tables.delete(TEMPLATES, _ALL, name)
 
     async def content(self, request: NotificationIn) -> Rendered:
-        """Rendered now, so that a template error is the caller's 422 and later edits do not change it."""
+        """Rendered now, so that a template error (or a message its channel cannot send) is the caller's 422 and
+        later edits do not change it."""
         if request.template is not None:
-            return await in_thread(render, await self.template(request.template), request.data)
+            return check_content(request.channel, await in_thread(render, await self.template(request.template),
+                                                                  request.data))
         inline = TemplateIn.model_construct(subject=request.subject or "", text=request.body or "",
                                             html=request.html or "")  # not compiled here: the worker does it
-        return await in_thread(render, inline, request.data, text_name="body")
+        return check_content(request.channel, await in_thread(render, inline, request.data, text_name="body"))
 
     # notifications
 
@@ -75,9 +77,17 @@ class Outbox:
         return {"Status": notification.status, "Recipient": recipient_key(notification.channel, notification.to),
                 "CreatedAt": notification.created_at}
 
-    async def create(self, notification: Notification) -> bool:
-        return await self.tables.insert(NOTIFICATIONS, notification.id, "n", notification.model_dump(),
-                                        self._columns(notification))
+    async def create(self, notification: Notification) -> tuple[Notification, bool]:
+        """The notification stored under its id (the idempotency key's), and whether this call stored it; the same
+        key with another request is a 409."""
+        if await self.tables.insert(NOTIFICATIONS, notification.id, "n", notification.model_dump(),
+                                    self._columns(notification)):
+            return notification, True
+        stored = await self.get(notification.id)
+        if stored.fingerprint not in (None, notification.fingerprint):  # None: stored before fingerprints were kept
+            raise Conflict("This idempotency key was already used with a different notification.",
+                           code="idempotency_key_reused")
+        return stored, False
 
     async def save(self, notification: Notification) -> None:
         await self.tables.upsert(NOTIFICATIONS, notification.id, "n", notification.model_dump(),
