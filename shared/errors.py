@@ -104,10 +104,10 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def decode_json(body: bytes | str, what: str = "The body", code: str = "invalid_json") -> Any:
-    """Any JSON value (an empty body is null); 400 when it is not JSON, nests too deep or holds a number of
-    more than 308 digits. A lone UTF-16 surrogate (`"\\ud800"`, valid JSON but no character) becomes U+FFFD,
-    so that nothing stored can break the JSON answers that read it back. NaN, Infinity and numbers too large for
-    a float (`1e999`) are not JSON either: Python's reader takes them, and answers holding them could not be read."""
+    """Any JSON value (an empty body is null); 400 when it is not JSON or nests too deep. A lone UTF-16 surrogate
+    (`"\\ud800"`, valid JSON but no character) becomes U+FFFD, so that nothing stored can break the JSON answers that
+    read it back. NaN, Infinity and numbers beyond a float's range (`1e999`, `10**400` written out) are not JSON
+    either: Python's reader takes them, and what compares or answers with them fails."""
     import json
 
     try:
