@@ -13,7 +13,7 @@ from shared.automation.deliveries import STATUSES
 from shared.automation.store import WebhookStore, subscription_not_found
 from shared.config import get_settings
 from shared.errors import BadRequest, Conflict, NotFound, parse_json_body
-from shared.jobs import parse_limit
+from shared.jobs import page_of, parse_limit, query_scope
 from shared.observability import log_event
 from shared.storage.tables import Tables
 
@@ -106,8 +106,11 @@ async def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}.", code="invalid_status")
     limit = parse_limit(req.params.get("limit"), default=100, maximum=1000)
     found = [d async for d in _store().deliveries(req.params.get("subscription_id") or None, status)]
-    found.sort(key=lambda d: d.created_at, reverse=True)
-    return json_response({"deliveries": [d.summary() for d in found[:limit]], "count": min(len(found), limit)})
+    found.sort(key=lambda d: (d.created_at, d.id), reverse=True)
+    page, continuation = page_of(found, limit, req.params.get("continuation"),
+                                 query_scope("webhooks/deliveries", req.params, ("subscription_id", "status")))
+    return json_response({"deliveries": [d.summary() for d in page], "count": len(page),
+                          "continuation": continuation})
 
 
 @bp.route(route="webhooks/deliveries/{delivery_id}", methods=["GET"])

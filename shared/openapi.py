@@ -191,8 +191,11 @@ def _automation_paths() -> dict[str, Any]:
             "parameters": [{"name": "subscription_id", "in": "query", "schema": {"type": "string"}},
                            {"name": "status", "in": "query", "schema": {
                                "enum": ["pending", "retrying", "delivered", "failed", "cancelled"]}},
-                           {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
-            "responses": {"200": ok("Deliveries"), **_errors("400", "401")}}},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                       "maximum": 1000}},
+                           {"name": "continuation", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": ok("A page of deliveries; `continuation` fetches the next"),
+                          **_errors("400", "401")}}},
         "/api/webhooks/deliveries/{delivery_id}": {"get": {
             **tags, "summary": "One delivery, with its event and attempts", "operationId": "getDelivery",
             "parameters": [dlv], "responses": {"200": ok("The delivery", "Delivery"), **_errors("401", "404")}}},

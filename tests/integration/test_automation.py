@@ -143,6 +143,28 @@ def test_the_same_event_published_twice_is_delivered_once(api):
         assert len(receiver.accepted) == 1
 
 
+def test_deliveries_are_listed_newest_first_page_by_page(api):
+    with Receiver() as receiver:
+        subscription = subscribe(api, receiver, ["custom.paged"])
+        published = [publish(api, "custom.paged", {"n": n})["deliveries"][0] for n in range(5)]
+        wait_until(lambda: len(receiver.accepted) == 5, timeout=30, interval=0.1)
+        path = f"/api/webhooks/deliveries?subscription_id={subscription['id']}&limit=2"
+        seen, continuation = [], None
+        for _ in range(4):
+            status, _, page = api.request("GET", path + (f"&continuation={continuation}" if continuation else ""))
+            assert status == 200 and page["count"] == len(page["deliveries"]) <= 2
+            seen += [d["id"] for d in page["deliveries"]]
+            continuation = page["continuation"]
+            if continuation is None:
+                break
+        assert sorted(seen) == sorted(published) and len(seen) == 5
+        assert continuation is None
+        first = api.request("GET", path)[2]
+        status, _, refused = api.request(  # a token serves the filters it was made for
+            "GET", f"/api/webhooks/deliveries?status=failed&continuation={first['continuation']}")
+        assert status == 400 and refused["error"]["code"] == "invalid_continuation"
+
+
 def test_410_gone_disables_the_subscription_and_stops_retrying(api):
     with Receiver() as receiver:
         subscription = subscribe(api, receiver, ["custom.*"])
