@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.automation.events import Event, new_event
 from shared.automation.notifications import NotificationIn
+from shared.automation.outbox import Outbox
 from shared.automation.rules import RuleIn, RuleStore, check_targets, new_rule, parse_rule, plan, started_by_a_rule
 from shared.blocking import in_thread
 from shared.clock import iso_utc
@@ -18,6 +19,7 @@ from shared.errors import AppError, DeliveryError, Unprocessable, decode_json, p
 from shared.outcomes import failed, succeeded
 from shared.storage.tables import Tables
 from shared.webhooks import post_signed, validate_target
+from shared.whatsapp.events import checked_chat_id
 
 from ._http import handles_errors, json_response
 from ._retry import CRASH_RETRY
@@ -82,8 +84,49 @@ async def test_rules(req: func.HttpRequest) -> func.HttpResponse:
     event = new_event(body.event.type, body.event.subject, body.event.data, event_id=body.event.id or "evt_dry_run",
                       occurred_at=occurred_at)
     fired = await in_thread(plan, rules, event)  # its templates render in worker processes: not on the event loop
+    for rule in fired:
+        rule["actions"] = [await _dry_action(action, event, rule["rule_id"]) for action in rule["actions"]]
     return json_response({"event": event.model_dump(), "fires": bool(fired), "fired": fired,
                           "evaluated": len(rules)})
+
+
+async def _dry_action(action: dict, event: Event, rule_id: str) -> dict:
+    """The action as the dry run shows it: with `error` when running it on this event would fail at once (before
+    anything is sent), and for a notification the `message` it would send."""
+    settings = get_settings()
+    try:
+        if action["type"] == "notify":
+            content = await Outbox(Tables(settings)).content(_notification_request(action, event, f"rule:{rule_id}:{event.id}:dry"))
+            return {**action, "message": content.model_dump()}
+        if action["type"] == "webhook":
+            validate_target(action["url"], settings.callback_allowed_hosts)
+        elif action["type"] == "start_job":
+            _refuse_a_chain(event)
+        elif action["type"] == "pause_chat":
+            checked_chat_id(action["chat_id"])
+    except AppError as error:
+        return {**action, "error": error.to_body()["error"]}
+    return action
+
+
+def _notification_request(action: dict, event: Event, key: str) -> NotificationIn:
+    """The notification a `notify` action asks for, with the event as its template data."""
+    from pydantic import ValidationError
+
+    fields = {k: action.get(k) for k in ("channel", "to", "template", "subject", "body", "html")}
+    try:
+        return NotificationIn.model_validate({**{k: v for k, v in fields.items() if v is not None},
+                                             "data": {**event.model_dump(), "event": event.model_dump()},
+                                             "idempotency_key": key})
+    except ValidationError as exc:
+        raise Unprocessable(f"The rule's notification is invalid: {exc.errors()[0]['msg']}",
+                            code="invalid_rule_action") from None
+
+
+def _refuse_a_chain(event: Event) -> None:
+    if started_by_a_rule(event):
+        raise Unprocessable("The event comes from a job a rule started, which starts no other: a rule on "
+                            "offer.* (or *) would otherwise start jobs for ever.", code="rule_chain_refused")
 
 
 @bp.route(route="rules/{rule_id}", methods=["GET"])
@@ -148,22 +191,13 @@ async def run_rule_action(task: dict, client: df.DurableOrchestrationClient) -> 
 
 
 async def _act(client: df.DurableOrchestrationClient, action: dict, event: Event, key: str) -> dict:
-    from pydantic import ValidationError
-
     settings = get_settings()
     kind = action["type"]
     if kind == "notify":
         from .notifications import queue_notification
 
-        fields = {k: action.get(k) for k in ("channel", "to", "template", "subject", "body", "html")}
-        try:
-            request = NotificationIn.model_validate({**{k: v for k, v in fields.items() if v is not None},
-                                                     "data": {**event.model_dump(), "event": event.model_dump()},
-                                                     "idempotency_key": key})
-        except ValidationError as exc:
-            raise Unprocessable(f"The rule's notification is invalid: {exc.errors()[0]['msg']}",
-                                code="invalid_rule_action") from None
-        notification, _ = await queue_notification(client, request, source=key.split(":")[1])
+        notification, _ = await queue_notification(client, _notification_request(action, event, key),
+                                                   source=key.split(":")[1])
         return {"notification_id": notification.id}
     if kind == "webhook":
         url = validate_target(action["url"], settings.callback_allowed_hosts)
@@ -177,14 +211,11 @@ async def _act(client: df.DurableOrchestrationClient, action: dict, event: Event
     if kind == "start_job":
         from .offers import start_offer_from_text
 
-        if started_by_a_rule(event):
-            raise Unprocessable("The event comes from a job a rule started, which starts no other: a rule on "
-                                "offer.* (or *) would otherwise start jobs for ever.", code="rule_chain_refused")
+        _refuse_a_chain(event)
         job_id = await start_offer_from_text(client, action["text"], key, {"rule": key, "event_id": event.id})
         return {"job_id": job_id}
     if kind == "pause_chat":
         from shared.whatsapp import assistant
-        from shared.whatsapp.events import checked_chat_id
 
         chat_id = checked_chat_id(action["chat_id"])  # as the route to pause a chat checks it (400 invalid_chat_id)
         conversation = await assistant.set_paused(Tables(settings), chat_id, True)

@@ -246,7 +246,8 @@ def _automation_paths() -> dict[str, Any]:
             "get": {**tags, "summary": "Rules in the order they are evaluated", "operationId": "listRules",
                     "responses": {"200": ok("Rules"), **_errors("401")}}},
         "/api/rules/test": {"post": {
-            **tags, "summary": "Dry run: which rules fire for a sample event, with their actions filled in",
+            **tags, "summary": "Dry run: which rules fire for a sample event, with their actions filled in "
+                                 "(a notification's `message`; `error` on an action that would fail)",
             "operationId": "testRules", "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"type": "object", "required": ["event"], "properties": {
                     "event": {"type": "object", "properties": {"type": {"type": "string"},

@@ -438,6 +438,23 @@ def test_rules_run_in_priority_order_and_stop_processing_ends_the_run(api):
             api.request("DELETE", f"/api/rules/{rule_id}")
 
 
+def test_the_dry_run_shows_the_message_a_notification_would_send_and_the_actions_that_would_fail(api):
+    rule = {"name": "dry", "event": "custom.*", "actions": [
+        {"type": "notify", "channel": "email", "to": "ops@example.com", "subject": "Order {{ data.n }}",
+         "body": "Order {{ data.n }} came."},
+        {"type": "notify", "channel": "sms", "to": "+4915112345678", "html": "<b>{{ data.n }}</b>"},
+        {"type": "pause_chat", "chat_id": "{{ data.chat }}"},
+        {"type": "start_job", "capability": "offer", "text": "Offer {{ data.n }}"}]}
+    event = {"type": "custom.order", "data": {"n": 7, "chat": "not/a/chat", "metadata": {"rule": "rule:x:y:1"}}}
+    status, _, answer = api.request("POST", "/api/rules/test", {"event": event, "rule": rule})
+    assert status == 200, answer
+    email, sms, pause, start = answer["fired"][0]["actions"]
+    assert email["message"] == {"subject": "Order 7", "text": "Order 7 came.", "html": ""} and "error" not in email
+    assert sms["error"]["code"] == "empty_message"  # an SMS has no HTML: the real event would fail the same way
+    assert pause["error"]["code"] == "invalid_chat_id"
+    assert start["error"]["code"] == "rule_chain_refused"
+
+
 def test_invalid_rule_is_rejected_with_the_path_of_the_error(api):
     status, _, answer = api.request("POST", "/api/rules", {
         "name": "bad", "event": "offer.parsed",
