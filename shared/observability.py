@@ -13,16 +13,19 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 # WhatsApp ids and E.164 numbers: keep the country code and the last two digits only. WAHA's message ids carry the
 # chat's number after `false_` or `true_`, so an underscore may come before one.
 _PHONE = re.compile(r"(?<![A-Za-z0-9.])(\+?\d{2})(\d{5,11})(\d{2})(?=@c\.us|@s\.whatsapp\.net|\b)")
-# An international number written in groups: +49 151 12345678, +49-151-1234-5678, +49 (0)151 1234 5678.
-_GROUPED_PHONE = re.compile(r"(?<![\w.+])\+\d{1,3}(?:[ \-]?\(\d{1,4}\)[ \-]?\d{1,8}|[ \-]\d{1,8}){1,6}(?!\w|\.\d)")
+# An international number written in groups: +49 151 12345678, +49-151-1234-5678, +49 (0)151 1234 5678,
+# 0049 151 12345678, +49/151/12345678.
+_GROUPED_PHONE = re.compile(
+    r"(?<![\w.+/])(\+|00)\d{1,3}(?:[ \-/]?\(\d{1,4}\)[ \-/]?\d{1,8}|[ \-/]\d{1,8}){1,6}(?!\w|\.\d|/\d)")
 
 
 def _mask_grouped(match: re.Match) -> str:
     text = match.group(0)
     digits = [n for n, c in enumerate(text) if c.isdigit()]
-    if not 8 <= len(digits) <= 15:
+    prefix = 2 if match.group(1) == "00" else 0  # the 00 of an international prefix is no digit of the number
+    if not 8 <= len(digits) - prefix <= 15:
         return text
-    hidden = set(digits[2:-2])
+    hidden = set(digits[prefix + 2:-2])
     return "".join("*" if n in hidden else c for n, c in enumerate(text))
 
 

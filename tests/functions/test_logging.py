@@ -73,3 +73,11 @@ def test_international_numbers_written_in_groups_are_masked():
     assert mask_phone("+49-151-5550-1234") == "+49-***-****-**34"
     assert mask_phone("ring +49 (0)151 5550 1234.") == "ring +49 (*)*** **** **34."
     assert mask_phone("+7 (495) 555-01-23") == "+7 (4**) ***-**-23"
+    assert mask_phone("call 0049 151 55501234 today") == "call 0049 *** ******34 today"
+    assert mask_phone("+49/151/55501234") == "+49/***/******34"
+    assert mask_phone("to 0049-151-5550-1234.") == "to 0049-***-****-**34."
+
+
+def test_dates_paths_and_versions_that_look_like_grouped_numbers_are_left_alone():
+    text = "at 00:57:35 on 2026/12/08, build 0012 3, path /v1/0049/151/x, sum 00 12 EUR, 10/2026/12/08"
+    assert mask_phone(text) == text
