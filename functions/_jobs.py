@@ -10,12 +10,24 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from shared.config import get_settings
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.jobs import (OrchestrationSnapshot, check_same_request, is_finished, job_id_for, job_json,
                          parse_wait, request_fingerprint)
 from shared.observability import log_event
+from shared.storage.blobs import BlobStore
 
 from ._http import json_response
+
+
+INPUTS = "intake-inputs"  # the files a job was started with, under its id: offers, documents, knowledge base
+CALLS = "calls"  # a call's recording and the pieces made of it, under its id
+
+
+async def delete_job_files(folder: str) -> int:
+    """Deletes the files kept for a job (`folder`: its id, or the folder of one request); how many there were."""
+    blobs = BlobStore(get_settings())
+    return sum(await asyncio.gather(*(blobs.delete_prefix(container, f"{folder.rstrip('/')}/")
+                                      for container in (INPUTS, CALLS))))
 
 
 def snapshot(status: df.DurableOrchestrationStatus) -> OrchestrationSnapshot:
@@ -78,18 +90,33 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
         existing = await _existing_job(client, job_id, fingerprint)
         if existing is not None:
             return existing
-    job_input = {"request": await prepare(f"{job_id}/{fingerprint[:16]}") if prepare else payload,
-                 "fingerprint": fingerprint}
+    folder = f"{job_id}/{fingerprint[:16]}"
+    job_input = {"request": await prepare(folder) if prepare else payload, "fingerprint": fingerprint}
     try:
         await client.start_new(orchestrator, job_id, job_input)
     except Exception:  # noqa: BLE001 - a concurrent request with the same key may have won the race
-        existing = await _existing_job(client, job_id, fingerprint) if key is not None else None
+        try:
+            existing = await _existing_job(client, job_id, fingerprint) if key is not None else None
+        except Conflict:  # it did, with another body: the files this request stored in its own folder go
+            await _forget_files(folder, prepare)
+            raise
         if existing is None:
+            if key is None:  # a job id of its own: no other request stores files in this folder
+                await _forget_files(folder, prepare)
             raise
         return existing
     log_event("job.accepted", job_id=job_id, capability=kind)
     now = datetime.now(timezone.utc)  # just started: no need to ask the hub what it would say
     return job_json(OrchestrationSnapshot(job_id, orchestrator, "Pending", now, now, None, None))
+
+
+async def _forget_files(folder: str, prepare: Any) -> None:
+    if prepare is None:
+        return
+    try:
+        await delete_job_files(folder)
+    except Exception:  # noqa: BLE001 - the request's own error is the answer; the files stay behind, as before
+        log_event("job.files_left", folder=folder)
 
 
 async def _existing_job(client: df.DurableOrchestrationClient, job_id: str, fingerprint: str) -> dict | None:

@@ -25,12 +25,11 @@ from shared.storage.blobs import BlobStore
 from shared.webhooks import validate_target
 
 from ._http import checked_file_name, handles_errors, json_response, uploaded_file
-from ._jobs import require_job, respond_with_job, snapshot, start_job
+from ._jobs import CALLS, delete_job_files, require_job, respond_with_job, snapshot, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
 
 bp = df.Blueprint()
-CALLS = "calls"
 _FORMATS = {"json": "application/json", "txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 
 
@@ -215,7 +214,7 @@ async def delete_call(req: func.HttpRequest, client: df.DurableOrchestrationClie
     job = await require_job(client, call_id, "call_analysis")
     if not is_finished(job):
         raise Conflict("The call is still being analysed; cancel it first.", code="job_not_finished")
-    removed = await BlobStore(get_settings()).delete_prefix(CALLS, f"{call_id}/")
+    removed = await delete_job_files(call_id)
     await client.purge_instance_history(call_id)
     log_event("call.deleted", job_id=call_id, blobs=removed)
     return func.HttpResponse(status_code=204)

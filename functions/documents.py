@@ -20,10 +20,9 @@ from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 
 from ._http import handles_errors, json_response, uploaded_files
-from ._jobs import require_job, respond_with_job, start_job, wait_for_job
+from ._jobs import INPUTS, require_job, respond_with_job, start_job, wait_for_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, deliver_callback
-from .offers import INPUTS
 
 bp = df.Blueprint()
 _EXTENSIONS = {filetypes.PNG: "png", filetypes.JPEG: "jpg", filetypes.WEBP: "webp"}

@@ -8,11 +8,12 @@ from shared.config import get_settings
 from shared.errors import Conflict, ServiceUnavailable
 from shared.jobs import (is_finished, job_json, page_of, parse_limit, parse_status_filter, query_scope,
                          validate_job_id)
+from shared.observability import log_event
 from shared.storage.clients import check_storage
 from shared.version import VERSION
 
 from ._http import handles_errors, json_response
-from ._jobs import require_job, respond_with_job, snapshot
+from ._jobs import delete_job_files, require_job, respond_with_job, snapshot
 
 bp = df.Blueprint()
 
@@ -61,7 +62,9 @@ async def delete_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
     job = await require_job(client, job_id)
     if not is_finished(job):
         raise Conflict(f"Job '{job_id}' is still {job['status']}; cancel it first.", code="job_not_finished")
+    removed = await delete_job_files(job_id)  # first: a purge that fails leaves the job to delete again
     await client.purge_instance_history(job_id)
+    log_event("job.deleted", job_id=job_id, blobs=removed)
     return func.HttpResponse(status_code=204)
 
 

@@ -20,12 +20,11 @@ from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 
 from ._http import checked_file_name, handles_errors, uploaded_files
-from ._jobs import require_job, respond_with_job, start_job, start_once
+from ._jobs import INPUTS, require_job, respond_with_job, start_job, start_once
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import call_with_retries, deliver_callback
 
 bp = df.Blueprint()
-INPUTS = "intake-inputs"
 
 
 def _parse(req: func.HttpRequest) -> ingest.IngestRequest:

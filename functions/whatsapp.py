@@ -32,7 +32,7 @@ from shared.whatsapp.signature import verify_hmac
 from shared.whatsapp.waha import Waha
 
 from ._http import checked_file_name, handles_errors, json_response, uploaded_file
-from ._jobs import respond_with_job, start_job
+from ._jobs import INPUTS, respond_with_job, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, call_with_retries
 from .events import emit_all
@@ -289,7 +289,7 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
     sha = hashlib.sha256(body).hexdigest()
 
     async def store(folder: str) -> dict:
-        ref = await BlobStore(get_settings()).put("intake-inputs", f"{folder}/{filetypes.storable_name(name)}", body,
+        ref = await BlobStore(get_settings()).put(INPUTS, f"{folder}/{filetypes.storable_name(name)}", body,
                                                   info.content_type)
         return {"doc_id": doc_id, "name": name, "content_type": info.content_type, "blob": ref}
 

@@ -88,8 +88,14 @@ class BlobStore:
             return None
 
     async def delete_prefix(self, container: str, prefix: str) -> int:
+        """Deletes the blobs whose names start with `prefix`; how many it found (one deleted meanwhile counts)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         client = await self._container(container)
         names = [b.name async for b in client.list_blobs(name_starts_with=prefix)]
         for name in names:
-            await client.delete_blob(name)
+            try:
+                await client.delete_blob(name)
+            except ResourceNotFoundError:  # a concurrent delete was first
+                pass
         return len(names)

@@ -287,7 +287,8 @@ def test_same_idempotency_key_with_another_body_is_409(openai_api, reset):
     assert status == 409 and body["error"]["code"] == "idempotency_key_reused"
 
 
-def test_requests_racing_under_one_key_with_other_bodies_do_not_swap_the_accepted_ones_input(openai_api, reset):
+def test_requests_racing_under_one_key_with_other_bodies_do_not_swap_the_accepted_ones_input(openai_api, azurite_module,
+                                                                                            reset):
     """Texts over 32 KiB go to Blob storage before the job starts: each racing request stored its text under the
     key's job id, so the accepted job could read a body the API answered 409 to (found in 8 of 8 rounds)."""
     reset.default = {"json": model_answer("whatsapp_en_terse")}
@@ -309,7 +310,28 @@ def test_requests_racing_under_one_key_with_other_bodies_do_not_swap_the_accepte
         finished(openai_api, job_id)
         read = [_user_text(r) for r in reset.chat_requests() if f"Supplier{accepted} GmbH" in _user_text(r)]
         assert len(read) == 1 and all(f"Supplier{n} GmbH" not in read[0] for n in range(4) if n != accepted)
+        # the refused requests' texts are not left behind in storage: only the accepted one's folder stays
+        assert len({name.split("/")[1] for name in input_files(azurite_module, job_id)}) == 1
         reset.requests.clear()
+
+
+def input_files(azurite: Azurite, job_id: str) -> list[str]:
+    """The names of the files stored for the job (under its id in the inputs container)."""
+    from azure.storage.blob import ContainerClient
+
+    with ContainerClient.from_connection_string(azurite.connection_string, "intake-inputs") as container:
+        return [blob.name for blob in container.list_blobs(name_starts_with=f"{job_id}/")]
+
+
+def test_deleting_a_finished_job_deletes_the_files_it_was_sent(openai_api, azurite_module, reset):
+    reset.default = {"json": model_answer("email_en_pdf_attachment")}
+    status, _, job = send(openai_api, "email_en_pdf_attachment")
+    assert status == 202
+    finished(openai_api, job["job_id"])
+    assert input_files(azurite_module, job["job_id"])  # the e-mail's attachment, kept while the job is
+    assert openai_api.request("DELETE", f"/api/jobs/{job['job_id']}")[0] == 204
+    assert input_files(azurite_module, job["job_id"]) == []
+    assert openai_api.request("GET", f"/api/jobs/{job['job_id']}")[0] == 404
 
 
 def test_wait_returns_the_offer_in_the_same_call(openai_api, reset):
