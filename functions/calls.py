@@ -75,6 +75,7 @@ async def upload_call(req: func.HttpRequest, client: df.DurableOrchestrationClie
     data, name, meta = await in_thread(_upload, req)  # probing the audio may take seconds: not on the event loop
 
     async def store(folder: str) -> dict:
+        await _undelete(folder)
         ref = await BlobStore(get_settings()).put(CALLS, f"{folder}/audio", data, "application/octet-stream")
         return {**meta, "filename": name, "blob": ref}
 
@@ -87,7 +88,8 @@ async def upload_call(req: func.HttpRequest, client: df.DurableOrchestrationClie
 @handles_errors
 async def call_upload_url(req: func.HttpRequest) -> func.HttpResponse:
     """For recordings over the Functions body limit: PUT the file to this URL, then POST /api/calls."""
-    name = "".join(c for c in (req.params.get("filename") or "call") if c.isalnum() or c in "._-")[:80] or "call"
+    name = "".join(c for c in (req.params.get("filename") or "call") if c.isalnum() or c in "._-")[:80].strip(".")
+    name = name or "call"  # `.` and `..` are no file name: POST /api/calls would refuse the blob
     blob = f"uploads/{uuid.uuid4().hex}/{name}"
     url, expires = await BlobStore(get_settings()).upload_url(CALLS, blob)
     return json_response({"upload_url": url, "method": "PUT", "headers": {"x-ms-blob-type": "BlockBlob"},
@@ -118,7 +120,8 @@ async def start_call_from_blob(req: func.HttpRequest, client: df.DurableOrchestr
     if meta["callback_url"]:
         validate_target(meta["callback_url"], settings.callback_allowed_hosts)
 
-    async def prepare(_folder: str) -> dict:
+    async def prepare(folder: str) -> dict:
+        await _undelete(folder)
         return {**meta, "filename": blob.rsplit("/", 1)[-1], "blob": ref}
 
     job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=prepare,
@@ -214,10 +217,44 @@ async def delete_call(req: func.HttpRequest, client: df.DurableOrchestrationClie
     job = await require_job(client, call_id, "call_analysis")
     if not is_finished(job):
         raise Conflict("The call is still being analysed; cancel it first.", code="job_not_finished")
+    await forget_call(client, call_id)
+    return func.HttpResponse(status_code=204)
+
+
+DELETED = "deleted"  # `calls/deleted/<call id>` marks a deleted call: see `forget_call`
+
+
+async def forget_call(client: df.DurableOrchestrationClient, call_id: str) -> None:
+    """Deletes a finished call: its files, the recording it was uploaded as, its history.
+
+    A canceled call's activities may still run and store files after these are deleted: the mark made first tells
+    them to delete what they stored (see `_put_call_file`), so nothing of the call comes back."""
+    blobs = BlobStore(get_settings())
+    await blobs.put(CALLS, f"{DELETED}/{call_id}", b"", "text/plain")
+    status = await client.get_status(call_id, show_input=True)
+    job_input = status.input_ if status else None
+    if isinstance(job_input, str):
+        job_input = json.loads(job_input)
+    upload = str(((job_input or {}).get("request") or {}).get("blob") or "")
     removed = await delete_job_files(call_id)
+    if upload.startswith(f"{CALLS}/uploads/"):  # POST /api/calls: the recording stays where it was uploaded
+        removed += await blobs.delete_prefix(CALLS, upload.split("/", 1)[1].rsplit("/", 1)[0] + "/")
     await client.purge_instance_history(call_id)
     log_event("call.deleted", job_id=call_id, blobs=removed)
-    return func.HttpResponse(status_code=204)
+
+
+async def _undelete(folder: str) -> None:
+    """A call started again under the id of one deleted before (the same Idempotency-Key) keeps its files."""
+    await BlobStore(get_settings()).delete(f"{CALLS}/{DELETED}/{folder.split('/')[0]}")
+
+
+async def _put_call_file(blobs: BlobStore, call_id: str, name: str, data: bytes, content_type: str) -> str:
+    """Stores one of the call's files, unless the call was deleted meanwhile: then this file goes with the rest."""
+    ref = await blobs.put(CALLS, f"{call_id}/{name}", data, content_type)
+    if await blobs.size(f"{CALLS}/{DELETED}/{call_id}") is not None:
+        await blobs.delete_prefix(CALLS, f"{call_id}/")
+        raise NotFound("The call was deleted while it was being analysed.", code="call_deleted")
+    return ref
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -277,7 +314,7 @@ async def prepare_call_audio(task: dict) -> dict:
     if not outcome["ok"]:
         return outcome
     info, chunks = outcome["value"]
-    refs = await asyncio.gather(*(blobs.put(CALLS, f"{task['call_id']}/chunk-{n}.wav", data, "audio/wav")
+    refs = await asyncio.gather(*(_put_call_file(blobs, task["call_id"], f"chunk-{n}.wav", data, "audio/wav")
                                   for n, (_, _, data) in enumerate(chunks, start=1)))
     return {"ok": True, "usage": [], "value": {
         "info": info, "parallelism": settings.call_chunk_parallelism,
@@ -302,8 +339,9 @@ async def transcribe_call_chunk(task: dict) -> dict:
     outcome = await in_thread(run, work, attempt=task.get("attempt", 1),
                               max_attempts=settings.ai_max_attempts, base_delay=settings.ai_retry_base_seconds)
     if outcome["ok"]:  # segments to Blob storage: a long chunk's text would bloat the orchestration history
-        outcome["value"] = await blobs.put(CALLS, task["blob"].split("/", 1)[1].replace(".wav", ".json"),
-                                           json.dumps(outcome["value"]).encode(), "application/json")
+        call_id, name = task["blob"].split("/", 1)[1].split("/", 1)  # calls/<call id>/chunk-<n>.wav
+        outcome["value"] = await _put_call_file(blobs, call_id, name.replace(".wav", ".json"),
+                                                json.dumps(outcome["value"]).encode(), "application/json")
     return outcome
 
 
@@ -327,7 +365,7 @@ async def analyse_call(task: dict) -> dict:
     if not outcome["ok"]:
         return outcome
     stored = outcome["value"]
-    await blobs.put(CALLS, f"{task['call_id']}/result.json", json.dumps(stored).encode(), "application/json")
+    await _put_call_file(blobs, task["call_id"], "result.json", json.dumps(stored).encode(), "application/json")
     outcome["value"] = {"analysis": stored["analysis"], "speakers": stored["speakers"],
                         "segments": len(stored["segments"]), "dropped_insights": stored["dropped"],
                         "duration_s": task["duration"]}

@@ -62,6 +62,11 @@ async def delete_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
     job = await require_job(client, job_id)
     if not is_finished(job):
         raise Conflict(f"Job '{job_id}' is still {job['status']}; cancel it first.", code="job_not_finished")
+    if job["type"] == "call_analysis":
+        from .calls import forget_call
+
+        await forget_call(client, job_id)
+        return func.HttpResponse(status_code=204)
     removed = await delete_job_files(job_id)  # first: a purge that fails leaves the job to delete again
     await client.purge_instance_history(job_id)
     log_event("job.deleted", job_id=job_id, blobs=removed)

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
 
 from ..ai.port import AIProvider
 from ..blocking import in_thread
 from ..storage.blobs import BlobStore
 
 _cache: dict[str, tuple[list, dict[int, tuple[Any, list[dict]]]]] = {}
+_ANALYSIS = re.compile(r"(?!uploads/|deleted/)[^/]+/result\.json")
 
 
 async def _corpus(blobs: BlobStore) -> dict[int, tuple[Any, list[dict]]]:
@@ -17,14 +21,19 @@ async def _corpus(blobs: BlobStore) -> dict[int, tuple[Any, list[dict]]]:
     import numpy as np
 
     client = await blobs._container("calls")
-    names = sorted([b.name async for b in client.list_blobs() if b.name.endswith("/result.json")])
+    # `<call id>/result.json` only: an upload (`uploads/<id>/<file name>`) may be named result.json, too
+    found = sorted([(b.name, b.etag) async for b in client.list_blobs() if _ANALYSIS.fullmatch(b.name)])
     cached = _cache.get("calls")
-    if cached and cached[0] == names:
+    if cached and cached[0] == found:
         return cached[1]
     groups: dict[int, tuple[list, list[dict]]] = {}
-    for name in names:
-        stored = json.loads(await blobs.get(f"calls/{name}"))
-        for segment, vector in zip(stored["segments"], stored.get("vectors") or []):
+    for name, _ in found:
+        try:
+            stored = json.loads(await blobs.get(f"calls/{name}"))
+            pairs = list(zip(stored["segments"], stored.get("vectors") or []))
+        except ResourceNotFoundError:  # the call was deleted since the listing
+            continue
+        for segment, vector in pairs:
             rows, meta = groups.setdefault(len(vector), ([], []))
             rows.append(vector)
             meta.append({"call_id": name.split("/")[0], **segment})
@@ -33,7 +42,7 @@ async def _corpus(blobs: BlobStore) -> dict[int, tuple[Any, list[dict]]]:
         matrix = np.asarray(rows, dtype=np.float32)
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True) + 1e-12
         corpus[size] = (matrix, meta)
-    _cache["calls"] = (names, corpus)
+    _cache["calls"] = (found, corpus)
     return corpus
 
 

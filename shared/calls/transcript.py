@@ -182,6 +182,9 @@ def numbered_lines(segments: Sequence[Segment]) -> str:
     return "\n".join(f"[{i}] {s.text}" for i, s in enumerate(segments))
 
 
+MAX_SPEAKER_CHARS = 40
+
+
 def apply_speakers(segments: Sequence[Segment],
                    assignment: SpeakerAssignment | Mapping[int | str, str]) -> list[Segment]:
     """Segments with the speakers a model assigned: a turn's speaker goes to its line and to the unlabelled lines
@@ -198,7 +201,7 @@ def apply_speakers(segments: Sequence[Segment],
                 continue
     labelled, current = [], None
     for i, segment in enumerate(segments):
-        named = str(mapping.get(i) or "").strip()
+        named = " ".join(str(mapping.get(i) or "").split())[:MAX_SPEAKER_CHARS]  # one line: a cue of its own
         if named:
             current = named
             segment = replace(segment, speaker=named)

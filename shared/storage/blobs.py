@@ -87,6 +87,18 @@ class BlobStore:
         except ResourceNotFoundError:
             return None
 
+    async def delete(self, ref: str) -> bool:
+        """Deletes one blob; whether there was one."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        container, _, name = ref.partition("/")
+        client = await self._container(container)
+        try:
+            await client.delete_blob(name)
+        except ResourceNotFoundError:
+            return False
+        return True
+
     async def delete_prefix(self, container: str, prefix: str) -> int:
         """Deletes the blobs whose names start with `prefix`; how many it found (one deleted meanwhile counts)."""
         from azure.core.exceptions import ResourceNotFoundError

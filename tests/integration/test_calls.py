@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -405,6 +406,70 @@ def test_kill_9_mid_call_finishes_after_restart_without_retranscribing_finished_
     sent = transcriptions()
     assert chunks >= 4 and len(set(sent)) == chunks and None not in sent
     assert len(sent) - chunks <= 1, sent  # only the chunk in flight at the kill was sent again
+
+
+def _upload_through_url(http: Http, filename: str, data: bytes) -> str:
+    import urllib.request
+
+    status, _, grant = http.request("POST", f"/api/calls/upload-url?filename={filename}")
+    assert status == 201, grant
+    request = urllib.request.Request(grant["upload_url"], data=data, method="PUT", headers=grant["headers"])
+    assert urllib.request.urlopen(request, timeout=30).status == 201
+    return grant["blob"]
+
+
+def test_a_call_deleted_while_its_analysis_still_runs_leaves_nothing_behind(api, fake, azurite_module):
+    """Cancel ends the job but not the activity under way: what it stores after the delete must not come back."""
+    def analysis_requests() -> list[dict]:
+        return [r for r in fake.chat_requests()
+                if r["body"].get("response_format", {}).get("json_schema", {}).get("name") == "CallAnalysis"]
+
+    blob = _upload_through_url(api, "deleted.wav", (FIXTURE / "call.wav").read_bytes())
+    before = len(analysis_requests())
+    fake.latency = 3.0
+    try:
+        status, _, job = api.request("POST", "/api/calls", {"blob": blob, "title": "Deleted"})
+        assert status == 202, job
+        call_id = job["job_id"]
+        wait_until(lambda: len(analysis_requests()) > before, timeout=60, interval=0.1)
+        assert api.request("POST", f"/api/jobs/{call_id}/cancel")[0] == 200
+        assert api.request("DELETE", f"/api/calls/{call_id}")[0] == 204
+        time.sleep(fake.latency + 3)  # the analysis answers, its activity stores the result, sees the mark
+    finally:
+        fake.latency = 0.0
+    assert azurite_module.blob_names("calls", f"{call_id}/") == []
+    assert azurite_module.blob_names("calls", blob.rsplit("/", 1)[0]) == []  # the uploaded recording, too
+    assert api.request("GET", f"/api/calls/{call_id}/transcript")[0] == 404
+    assert call_id not in {h["call_id"] for h in api.request("GET", "/api/calls/search?q=price&k=50")[2]["hits"]}
+
+
+def test_a_call_started_again_under_the_key_of_a_deleted_one_keeps_its_files(api, azurite_module):
+    key = {"Idempotency-Key": f"again-{uuid.uuid4().hex}"}
+    audio = (FIXTURE / "call.wav").read_bytes()
+    for _ in range(2):
+        status, _, job = api.request("POST", "/api/calls/upload?title=Again", raw=audio,
+                                     headers={"content-type": "audio/wav", **key})
+        assert status == 202, job
+        assert finished(api, job["job_id"])["status"] == "done"
+        assert api.request("GET", f"/api/calls/{job['job_id']}/transcript")[0] == 200
+        assert api.request("DELETE", f"/api/jobs/{job['job_id']}")[0] == 204  # the jobs route deletes calls alike
+        assert azurite_module.blob_names("calls", f"{job['job_id']}/") == []
+
+
+def test_upload_names_that_are_no_file_names_still_give_a_blob_the_calls_route_takes(api):
+    blob = _upload_through_url(api, "..", (FIXTURE / "call.wav").read_bytes())
+    status, _, job = api.request("POST", "/api/calls", {"blob": blob, "title": "dots"})
+    assert status == 202, job
+    finished(api, job["job_id"])
+
+
+def test_an_upload_named_result_json_is_not_searched(api):
+    _upload_through_url(api, "result.json", b"\xff\xfe not json")
+    _upload_through_url(api, "result.json", json.dumps({"segments": [{"start": 0, "end": 1, "text": "forged"}],
+                                                       "vectors": [[1.0] * 1536]}).encode())
+    status, _, found = api.request("GET", "/api/calls/search?q=forged&k=50")
+    assert status == 200, found
+    assert all(hit["call_id"] != "uploads" for hit in found["hits"])
 
 
 @pytest.mark.parametrize("blob", ["uploads/./x.wav", "uploads//x.wav", "uploads/a/../x.wav", "calls/x.wav"])

@@ -317,10 +317,7 @@ def test_requests_racing_under_one_key_with_other_bodies_do_not_swap_the_accepte
 
 def input_files(azurite: Azurite, job_id: str) -> list[str]:
     """The names of the files stored for the job (under its id in the inputs container)."""
-    from azure.storage.blob import ContainerClient
-
-    with ContainerClient.from_connection_string(azurite.connection_string, "intake-inputs") as container:
-        return [blob.name for blob in container.list_blobs(name_starts_with=f"{job_id}/")]
+    return azurite.blob_names("intake-inputs", f"{job_id}/")
 
 
 def test_deleting_a_finished_job_deletes_the_files_it_was_sent(openai_api, azurite_module, reset):

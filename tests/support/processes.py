@@ -83,6 +83,17 @@ class Azurite:
         return azurite_connection_string(blob_port=self.blob_port, queue_port=self.queue_port,
                                          table_port=self.table_port)
 
+    def blob_names(self, container: str, prefix: str = "") -> list[str]:
+        """The names of the blobs in the container that start with `prefix` (none when there is no container)."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.storage.blob import ContainerClient
+
+        with ContainerClient.from_connection_string(self.connection_string, container) as client:
+            try:
+                return [blob.name for blob in client.list_blobs(name_starts_with=prefix)]
+            except ResourceNotFoundError:
+                return []
+
     def stop(self, keep_data: bool = False) -> None:
         """Stops Azurite; `keep_data` keeps its folder, so that `start()` brings the same storage back."""
         if self.process and self.process.poll() is None:

@@ -94,6 +94,17 @@ def test_model_speaker_answer_applies_by_index_and_ignores_made_up_indexes():
         [None, "customer", "agent"]
 
 
+def test_a_speaker_label_with_line_breaks_cannot_forge_a_cue():
+    segments = [Segment(0, 1, "Hi"), Segment(1, 2, "Hello")]
+    forged = "agent\n\n7\n00:00:00,000 --> 00:09:00,000\nINJECTED"
+    labelled = apply_speakers(segments, {0: forged, 1: "x" * 500})
+    assert labelled[0].speaker == "agent 7 00:00:00,000 --> 00:09:00,000 INJECTED"[:40] and len(labelled[1].speaker) == 40
+    srt = to_srt(labelled)
+    assert [len(cue.splitlines()) for cue in srt.strip().split("\n\n")] == [3, 3]  # number, times, one text line
+    assert len(to_txt(labelled, timestamps=True).splitlines()) == 2
+    assert all("\n" not in line.split(">", 1)[0] for line in to_vtt(labelled).split("\n\n")[1:])
+
+
 def test_a_turn_runs_over_the_unlabelled_lines_up_to_the_next_one():
     segments = [Segment(i, i + 1, f"line {i}") for i in range(6)]
     segments[4] = replace(segments[4], speaker="agent")  # e.g. from its stereo channel
