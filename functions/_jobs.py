@@ -23,6 +23,37 @@ INPUTS = "intake-inputs"  # the files a job was started with, under its id: offe
 CALLS = "calls"  # a call's recording and the pieces made of it, under its id
 
 
+# What `start_job` starts: the jobs `GET /api/jobs` lists. Conversations, deliveries, rule runs and the steps a job
+# runs as sub-orchestrations are orchestrations too, but no caller's job.
+JOB_ORCHESTRATORS = frozenset({"offer_ingestion", "document_vision", "call_analysis", "kb_ingestion",
+                               "selftest_pipeline"})
+JOBS_WITH_FILES = frozenset({"offer_ingestion", "document_vision", "kb_ingestion"})  # in INPUTS (calls: CALLS)
+
+
+async def _steps_of(client: df.DurableOrchestrationClient, job_id: str) -> list[df.DurableOrchestrationStatus]:
+    """The sub-orchestrations the job ran or runs (`<job id>:<name>-<n>`, see `bounded_fan_out`)."""
+    return [s for s in await client.get_status_by() if (s.instance_id or "").startswith(f"{job_id}:")]
+
+
+async def cancel_job_steps(client: df.DurableOrchestrationClient, job_id: str) -> None:
+    """Terminating an orchestration does not reach its sub-orchestrations: a canceled job's pages or chunks still
+    under way are terminated here, or they would go on calling the model."""
+    for step in await _steps_of(client, job_id):
+        if getattr(step.runtime_status, "value", None) in ("Running", "Pending"):
+            try:
+                await client.terminate(step.instance_id, "its job was canceled")
+            except Exception:  # noqa: BLE001 - it finished meanwhile
+                pass
+
+
+async def purge_job(client: df.DurableOrchestrationClient, job_id: str) -> None:
+    """Purges the job and its sub-orchestrations, whose outputs hold parts of its result (a page read, a chunk
+    heard); the job last, so that a purge cut off can be asked for again."""
+    for step in await _steps_of(client, job_id):
+        await client.purge_instance_history(step.instance_id)
+    await client.purge_instance_history(job_id)
+
+
 async def delete_job_files(folder: str) -> int:
     """Deletes the files kept for a job (`folder`: its id, or the folder of one request); how many there were."""
     blobs = BlobStore(get_settings())
@@ -83,6 +114,8 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
     with different bodies (one gets a 409) store their bytes apart. `fingerprint_of` is what identifies the request;
     `idempotency_key` stands in for the header when the request names its own id (e.g. the caller's job id).
     """
+    if orchestrator not in JOB_ORCHESTRATORS:
+        raise ValueError(f"{orchestrator} is not in JOB_ORCHESTRATORS: its jobs would not be listed")
     fingerprint = request_fingerprint(fingerprint_of if fingerprint_of is not None else payload)
     key = idempotency_key if idempotency_key is not None else req.headers.get("Idempotency-Key")
     job_id = job_id_for(kind, key)

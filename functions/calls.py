@@ -25,7 +25,7 @@ from shared.storage.blobs import BlobStore
 from shared.webhooks import validate_target
 
 from ._http import checked_file_name, handles_errors, json_response, uploaded_file
-from ._jobs import CALLS, delete_job_files, require_job, respond_with_job, snapshot, start_job
+from ._jobs import CALLS, delete_job_files, purge_job, require_job, respond_with_job, snapshot, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
 
@@ -239,7 +239,7 @@ async def forget_call(client: df.DurableOrchestrationClient, call_id: str) -> No
     removed = await delete_job_files(call_id)
     if upload.startswith(f"{CALLS}/uploads/"):  # POST /api/calls: the recording stays where it was uploaded
         removed += await blobs.delete_prefix(CALLS, upload.split("/", 1)[1].rsplit("/", 1)[0] + "/")
-    await client.purge_instance_history(call_id)
+    await purge_job(client, call_id)
     log_event("call.deleted", job_id=call_id, blobs=removed)
 
 

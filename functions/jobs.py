@@ -13,7 +13,8 @@ from shared.storage.clients import check_storage
 from shared.version import VERSION
 
 from ._http import handles_errors, json_response
-from ._jobs import delete_job_files, require_job, respond_with_job, snapshot
+from ._jobs import (JOB_ORCHESTRATORS, JOBS_WITH_FILES, cancel_job_steps, delete_job_files, purge_job, require_job,
+                    respond_with_job, snapshot)
 
 bp = df.Blueprint()
 
@@ -34,7 +35,7 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
     limit = parse_limit(req.params.get("limit"))
     statuses = await client.get_status_by(
         runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
-    jobs = sorted((job_json(snapshot(s)) for s in statuses),
+    jobs = sorted((job_json(snapshot(s)) for s in statuses if s.name in JOB_ORCHESTRATORS),
                   key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
     page, continuation = page_of(jobs, limit, req.params.get("continuation"),
                                  query_scope("jobs", req.params, ("status",)))
@@ -50,6 +51,7 @@ async def cancel_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
     if is_finished(job):
         raise Conflict(f"Job '{job_id}' already ended as {job['status']}.", code="job_finished")
     await client.terminate(job_id, "canceled by request")
+    await cancel_job_steps(client, job_id)
     job = await require_job(client, job_id)
     return json_response(job, 202 if not is_finished(job) else 200)
 
@@ -67,8 +69,9 @@ async def delete_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
         await forget_call(client, job_id)
         return func.HttpResponse(status_code=204)
-    removed = await delete_job_files(job_id)  # first: a purge that fails leaves the job to delete again
-    await client.purge_instance_history(job_id)
+    # the files first: a purge that fails leaves the job to delete again
+    removed = await delete_job_files(job_id) if job["type"] in JOBS_WITH_FILES else 0
+    await purge_job(client, job_id)
     log_event("job.deleted", job_id=job_id, blobs=removed)
     return func.HttpResponse(status_code=204)
 

@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.http import Http, wait_until
-from tests.support.processes import FUNCTION_KEY, Azurite, DevhostProcess, free_port
+from tests.support.processes import FUNCTION_KEY, MASTER_KEY, Azurite, DevhostProcess, free_port
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "documents" / "rental_agreement_3p"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -159,6 +160,32 @@ def test_a_page_that_keeps_failing_leaves_the_task_partial_with_its_fallback_tex
     assert page["text"] == REQUEST["fallback_text"] and page["source"] == "fallback_text"
     assert done["result"]["parties"] == EXPECTED["parties"] and done["result"]["signed"] is True
     assert sum(1 for c in reset.chat_requests() if page_of(c["body"]) == 2) == 1  # permanent: not retried
+
+
+def test_a_canceled_document_stops_reading_its_pages_and_a_deleted_one_leaves_no_step_behind(azurite_module, reset):
+    """Terminating a job does not reach the sub-orchestrations that read its pages: cancel terminates them, or a
+    page the model keeps failing would be retried (and paid) after the cancel; delete purges them."""
+    reset.default = {"status": 500}
+    host = _devhost(azurite_module, reset, AI_MAX_ATTEMPTS="8", AI_RETRY_BASE_SECONDS="1")
+    try:
+        http = Http(host.base_url, FUNCTION_KEY)
+        queued = http.request("POST", "/api/process-document", {**REQUEST, "job_id": f"doc-{uuid.uuid4().hex[:8]}"})[2]
+        task_id = queued["task_id"]
+        wait_until(lambda: len(reset.chat_requests()) >= 3, timeout=30, interval=0.05)  # each page's first try
+        status, _, canceled = http.request("POST", f"/api/jobs/{task_id}/cancel")
+        assert status == 200 and canceled["status"] == "canceled", canceled
+        at_cancel = len(reset.chat_requests())
+        time.sleep(5)  # retries were due after about 1, 2 and 4 s
+        assert len(reset.chat_requests()) - at_cancel <= 3  # at most the tries under way at the cancel
+        assert not [j for j in http.request("GET", "/api/jobs?limit=500")[2]["jobs"] if j["type"] != "document_vision"]
+        steps = [f"{task_id}:retried_activity-{n}" for n in (1, 2, 3)]
+        management = Http(host.base_url, MASTER_KEY)
+        path = "/runtime/webhooks/durabletask/instances/{}"
+        assert all(management.request("GET", path.format(s))[2]["runtimeStatus"] == "Terminated" for s in steps)
+        assert http.request("DELETE", f"/api/jobs/{task_id}")[0] == 204
+        assert all(management.request("GET", path.format(s))[0] == 404 for s in steps)
+    finally:
+        host.stop()
 
 
 def test_progress_rises_page_by_page_with_the_seed_message(azurite_module, reset):
