@@ -6,10 +6,15 @@ import logging
 
 from shared.clock import parse_iso
 from shared.config import get_settings
+from shared.errors import SettingsError
 from shared.observability import configure_logging
 
 settings = get_settings()
-configure_logging(settings.log_level, settings.secret_values(), settings.app_insights_connection)
+settings.check_for_the_app()
+try:
+    configure_logging(settings.log_level, settings.secret_values(), settings.app_insights_connection)
+except ValueError as exc:  # the exporter refuses a malformed connection string
+    raise SettingsError(f"APPLICATIONINSIGHTS_CONNECTION_STRING: {exc}") from None
 
 # The Durable SDK parses every history event's timestamp with dateutil on every replay: about 70% of a replay's CPU.
 # The standard library's ISO parser reads the same values (tests/unit/test_sdk_timestamps.py checks both).

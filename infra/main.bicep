@@ -68,8 +68,9 @@ param wahaHmacKey string = ''
 param wahaApiKey string = ''
 
 @secure()
-@description('Secret that signs job callbacks (Standard Webhooks); stored in Key Vault.')
-param callbackSigningSecret string = ''
+@description('Secret that signs job callbacks (Standard Webhooks): whsec_ and the base64 of 16+ random bytes; stored in Key Vault. The app does not start without it.')
+@minLength(22)
+param callbackSigningSecret string
 
 @secure()
 @description('Password of the SMTP server for e-mail notifications; stored in Key Vault.')

@@ -1,10 +1,11 @@
 """One Settings object read from the environment, validated once, cached."""
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 from functools import lru_cache
 from typing import Literal
-
-import os
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -123,6 +124,13 @@ class Settings(BaseModel):
                                                self.acs_email_connection_string)
                 if v.get_secret_value()]
 
+    def check_for_the_app(self) -> None:
+        """What the app itself needs, checked as it loads (tools and tests may read the settings without it)."""
+        if len(signing_key(self.callback_signing_secret.get_secret_value())) < MIN_SIGNING_KEY_BYTES:
+            raise SettingsError("CALLBACK_SIGNING_SECRET: required, whsec_ and the base64 of at least "
+                                f"{MIN_SIGNING_KEY_BYTES} random bytes (Standard Webhooks); job callbacks and rule "
+                                "webhooks are signed with it")
+
     def model_post_init(self, _context: object) -> None:
         if not (self.storage_connection or self.storage_account):
             raise SettingsError("AzureWebJobsStorage: set a connection string, or "
@@ -142,6 +150,20 @@ class Settings(BaseModel):
             raise SettingsError("AZURE_OPENAI_ENDPOINT: required when AI_PROVIDER is azure_openai")
         if self.kb_search_backend == "azure_search" and not self.azure_search_endpoint:
             raise SettingsError("AZURE_SEARCH_ENDPOINT: required when KB_SEARCH_BACKEND is azure_search")
+
+
+MIN_SIGNING_KEY_BYTES = 16
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (`whsec_<base64>`; other strings are the key's bytes); empty when
+    the base64 is malformed."""
+    if not secret.startswith("whsec_"):
+        return secret.encode()
+    try:
+        return base64.b64decode(secret[len("whsec_"):], validate=True)
+    except binascii.Error:
+        return b""
 
 
 def load_settings() -> Settings:

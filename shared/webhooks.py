@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .config import signing_key
 from .errors import Unprocessable
 from .http_client import session
 
@@ -20,10 +21,12 @@ _LOCAL_NAMES = ("localhost", ".localhost", ".local", ".internal", ".lan", ".home
 
 
 def secret_key(secret: str) -> bytes:
-    """`whsec_<base64>` as the spec has it; other strings are used as raw bytes."""
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_"):])
-    return secret.encode()
+    """`whsec_<base64>` as the spec has it; other strings are used as raw bytes. Never an empty key: a signature
+    anyone can make would be worse than none."""
+    key = signing_key(secret)
+    if not key:
+        raise ValueError("empty or malformed signing secret")
+    return key
 
 
 def message_id_for(*parts: str) -> str:

@@ -6,7 +6,9 @@ import pytest
 from tests.support.processes import DevhostProcess
 
 
-@pytest.mark.parametrize("name,value", [("AI_PROVIDER", "skynet"), ("JOB_WAIT_MAX_SECONDS", "forever")])
+@pytest.mark.parametrize("name,value", [("AI_PROVIDER", "skynet"), ("JOB_WAIT_MAX_SECONDS", "forever"),
+                                        ("CALLBACK_SIGNING_SECRET", ""), ("CALLBACK_SIGNING_SECRET", "whsec_c2hvcnQ="),
+                                        ("APPLICATIONINSIGHTS_CONNECTION_STRING", "garbage")])
 def test_bad_setting_fails_start_naming_the_variable(name, value):
     host = DevhostProcess(None, {name: value})
     with pytest.raises(RuntimeError):

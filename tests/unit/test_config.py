@@ -35,3 +35,23 @@ def test_malformed_value_fails_with_its_name(monkeypatch, name, value):
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert str(caught.value).startswith(name) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_", "whsec_not base64!", "whsec_c2hvcnQ=", "short"])
+def test_a_callback_signing_secret_anyone_could_guess_stops_the_start(monkeypatch, secret):
+    """An empty key would sign every callback with a signature anyone can make."""
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("CALLBACK_SIGNING_SECRET", secret)
+    with pytest.raises(SettingsError, match="^CALLBACK_SIGNING_SECRET: required") as caught:
+        load_settings().check_for_the_app()
+    assert secret[6:] not in str(caught.value) or not secret[6:]
+
+
+def test_the_example_settings_secret_is_a_good_one(monkeypatch):
+    import json
+    from pathlib import Path
+
+    values = json.loads((Path(__file__).resolve().parents[2] / "local.settings.example.json").read_text())["Values"]
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("CALLBACK_SIGNING_SECRET", values["CALLBACK_SIGNING_SECRET"])
+    load_settings().check_for_the_app()

@@ -96,7 +96,8 @@ def test_secrets_are_key_vault_references_from_an_rbac_vault(bicep):
         assert f"@Microsoft.KeyVault(VaultName=${{vault.name}};SecretName={secret})" in settings[name]
     for param in ("openAiApiKey", "wahaHmacKey", "callbackSigningSecret"):
         assert "@secure()" in bicep.params[param]["decorators"]
-        assert bicep.params[param]["default"] == ""
+    assert bicep.params["openAiApiKey"]["default"] == bicep.params["wahaHmacKey"]["default"] == ""
+    assert bicep.params["callbackSigningSecret"]["default"] is None  # required: the app refuses to sign without it
 
 
 def test_azure_openai_is_optional_and_wired_to_the_app(bicep):

@@ -27,6 +27,12 @@ def test_a_message_id_is_the_same_for_the_same_message_and_holds_no_dot():
     assert Webhook(SECRET).verify(body, signed_headers([SECRET], first, body)) == {"type": "offer.parsed"}
 
 
+@pytest.mark.parametrize("secret", ["", "whsec_", "whsec_%%%"])
+def test_nothing_is_signed_with_an_empty_key(secret):
+    with pytest.raises(ValueError):
+        sign(secret, "m0", 1_700_000_000, b"{}")
+
+
 def test_tampered_body_fails_verification():
     headers = signed_headers([SECRET], "m1", b'{"a":1}')
     with pytest.raises(Exception):
