@@ -15,6 +15,7 @@ from shared.jobs import (OrchestrationSnapshot, check_same_request, is_finished,
                          parse_wait, request_fingerprint)
 from shared.observability import log_event
 from shared.storage.blobs import BlobStore
+from shared.storage.tables import Tables
 
 from ._http import json_response
 
@@ -121,6 +122,8 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
     job_id = job_id_for(kind, key)
     if key is not None:
         existing = await _existing_job(client, job_id, fingerprint)
+        if existing is None and prepare is not None:
+            existing = await _claim_key(client, job_id, fingerprint)
         if existing is not None:
             return existing
     folder = f"{job_id}/{fingerprint[:16]}"
@@ -136,11 +139,49 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
         if existing is None:
             if key is None:  # a job id of its own: no other request stores files in this folder
                 await _forget_files(folder, prepare)
+            elif prepare is not None:  # no job holds the key: another body may have it
+                await release_key(job_id)
             raise
         return existing
     log_event("job.accepted", job_id=job_id, capability=kind)
     now = datetime.now(timezone.utc)  # just started: no need to ask the hub what it would say
     return job_json(OrchestrationSnapshot(job_id, orchestrator, "Pending", now, now, None, None))
+
+
+JOB_KEYS = "JobKeys"  # the Idempotency-Key of each job that stores files first, and the request it belongs to
+TWIN_WAIT_S = 30.0  # how long the same request sent twice waits for its twin to start the job
+
+
+async def _claim_key(client: df.DurableOrchestrationClient, job_id: str, fingerprint: str) -> dict | None:
+    """Makes this request the one its Idempotency-Key starts a job for, before it stores its files (which may take
+    seconds): else a request with another body, checked meanwhile, would start after this one's job finished, and
+    Durable replaces a finished instance (host.json: NonRunningStates), so the key would run twice. 409 when
+    another body holds the key; the job its twin started (the same body, sent twice at once), or None to go on."""
+    tables = Tables(get_settings())
+    claim = {"fingerprint": fingerprint, "claimed_at": time.time()}
+    if await tables.insert(JOB_KEYS, job_id, "key", claim):
+        return None
+    held = await tables.get(JOB_KEYS, job_id, "key")
+    if held is None:  # its job was deleted just now
+        return None if await tables.insert(JOB_KEYS, job_id, "key", claim) else await _claim_key(
+            client, job_id, fingerprint)
+    check_same_request(held, fingerprint)
+    while time.time() < float(held.get("claimed_at") or 0) + TWIN_WAIT_S:
+        existing = await _existing_job(client, job_id, fingerprint)
+        if existing is not None:
+            return existing
+        await asyncio.sleep(0.2)
+    return None  # the twin gave up before it started the job: this request starts it (same folder, same files)
+
+
+async def release_key(job_id: str) -> None:
+    """A deleted job's Idempotency-Key may start a job again, with any body."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        await Tables(get_settings()).delete(JOB_KEYS, job_id, "key")
+    except ResourceNotFoundError:
+        pass
 
 
 async def _forget_files(folder: str, prepare: Any) -> None:

@@ -96,7 +96,8 @@ async def _dry_action(action: dict, event: Event, rule_id: str) -> dict:
     settings = get_settings()
     try:
         if action["type"] == "notify":
-            content = await Outbox(Tables(settings)).content(_notification_request(action, event, f"rule:{rule_id}:{event.id}:dry"))
+            request = _notification_request(action, event, f"rule:{rule_id}:{event.id}:dry")
+            content = await Outbox(Tables(settings)).content(request)
             return {**action, "message": content.model_dump()}
         if action["type"] == "webhook":
             validate_target(action["url"], settings.callback_allowed_hosts)

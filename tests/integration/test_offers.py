@@ -331,6 +331,32 @@ def test_deleting_a_finished_job_deletes_the_files_it_was_sent(openai_api, azuri
     assert openai_api.request("GET", f"/api/jobs/{job['job_id']}")[0] == 404
 
 
+def test_a_slow_upload_and_a_quick_text_under_one_key_start_one_job(offline_api):
+    """The upload checks the key first, then stores 20 MB; the text starts meanwhile and finishes: the upload must
+    get a 409, not replace the finished job (Durable replaces finished instances) and run the key twice."""
+    boundary = "----slow"
+    part = b"Offer line: 1 crate at 5 EUR\n" * 40_000
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="f{n}"; filename="p{n}.txt"\r\n'
+                    f"Content-Type: text/plain\r\n\r\n".encode() + part + str(n).encode() + b"\r\n"
+                    for n in range(16)) + f"--{boundary}--\r\n".encode()
+    for delay in (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0):
+        key = {"Idempotency-Key": f"slow-{uuid.uuid4().hex}"}
+        answers: dict[str, tuple] = {}
+
+        def upload() -> None:
+            answers["upload"] = offline_api.request(
+                "POST", "/api/ingest", raw=body, timeout=120,
+                headers={**key, "content-type": f"multipart/form-data; boundary={boundary}"})
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        time.sleep(delay)
+        answers["text"] = offline_api.request("POST", "/api/ingest", {"text": "Offer: 7 bolts at 2 EUR"}, headers=key)
+        thread.join()
+        statuses = sorted(answers[name][0] for name in ("upload", "text"))
+        assert statuses[0] in (200, 202) and statuses[1] == 409, (delay, statuses)
+
+
 def test_wait_returns_the_offer_in_the_same_call(openai_api, reset):
     reset.default = {"json": model_answer("whatsapp_en_terse")}
     status, _, job = send(openai_api, "whatsapp_en_terse", query="?wait=20")
