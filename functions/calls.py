@@ -16,7 +16,7 @@ from shared.blocking import in_thread
 from shared.calls.cost import call_cost
 from shared.config import get_settings
 from shared.errors import BadRequest, Conflict, NotFound, Unprocessable, decode_json
-from shared.jobs import (is_finished, job_json, page_of, parse_date, parse_limit, parse_status_filter,
+from shared.jobs import (is_finished, job_json, newest_first, page_of, parse_date, parse_limit, parse_status_filter,
                          query_scope, validate_job_id)
 from shared.observability import log_event
 from shared.offers.ingest import check_size
@@ -194,7 +194,7 @@ async def get_transcript(req: func.HttpRequest) -> func.HttpResponse:
 async def list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Newest first; `status` (done, failed...), `from`/`to` (dates or date-times of upload), `q` (text in the
     title and analysis), `limit` and `continuation` pages."""
-    runtime = parse_status_filter(req.params.get("status"))
+    runtime, wanted = parse_status_filter(req.params.get("status"))
     created_from = parse_date(req.params.get("from"), "from")
     created_to = parse_date(req.params.get("to"), "to", end=True)
     limit = parse_limit(req.params.get("limit"))
@@ -203,10 +203,11 @@ async def list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClien
         created_time_from=created_from, created_time_to=created_to,
         runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
     calls = [job for job in (job_json(snapshot(s)) for s in statuses if s.name == "call_analysis")
-             if not text or text in json.dumps(job.get("result") or {}).lower()]
-    calls.sort(key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
+             if (not wanted or job["status"] in wanted)
+             and (not text or text in json.dumps(job.get("result") or {}).lower())]
+    calls.sort(key=newest_first, reverse=True)
     scope = query_scope("calls", req.params, ("status", "from", "to", "q"))
-    page, continuation = page_of(calls, limit, req.params.get("continuation"), scope)
+    page, continuation = page_of(calls, limit, req.params.get("continuation"), scope, key=newest_first)
     return json_response({"calls": page, "continuation": continuation})
 
 

@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.config import get_settings
 from shared.errors import Conflict, ServiceUnavailable
-from shared.jobs import (is_finished, job_json, page_of, parse_limit, parse_status_filter, query_scope,
+from shared.jobs import (is_finished, job_json, newest_first, page_of, parse_limit, parse_status_filter, query_scope,
                          validate_job_id)
 from shared.observability import log_event
 from shared.storage.clients import check_storage
@@ -31,14 +31,14 @@ async def get_job(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    runtime = parse_status_filter(req.params.get("status"))
+    runtime, wanted = parse_status_filter(req.params.get("status"))
     limit = parse_limit(req.params.get("limit"))
     statuses = await client.get_status_by(
         runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
-    jobs = sorted((job_json(snapshot(s)) for s in statuses if s.name in JOB_ORCHESTRATORS),
-                  key=lambda j: (j["created_at"] or "", j["job_id"]), reverse=True)
+    jobs = sorted((job for job in (job_json(snapshot(s)) for s in statuses if s.name in JOB_ORCHESTRATORS)
+                   if not wanted or job["status"] in wanted), key=newest_first, reverse=True)
     page, continuation = page_of(jobs, limit, req.params.get("continuation"),
-                                 query_scope("jobs", req.params, ("status",)))
+                                 query_scope("jobs", req.params, ("status",)), key=newest_first)
     return json_response({"jobs": page, "continuation": continuation})
 
 

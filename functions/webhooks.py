@@ -106,11 +106,16 @@ async def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}.", code="invalid_status")
     limit = parse_limit(req.params.get("limit"), default=100, maximum=1000)
     found = [d async for d in _store().deliveries(req.params.get("subscription_id") or None, status)]
-    found.sort(key=lambda d: (d.created_at, d.id), reverse=True)
+    found.sort(key=_newest_first, reverse=True)
     page, continuation = page_of(found, limit, req.params.get("continuation"),
-                                 query_scope("webhooks/deliveries", req.params, ("subscription_id", "status")))
+                                 query_scope("webhooks/deliveries", req.params, ("subscription_id", "status")),
+                                 key=_newest_first)
     return json_response({"deliveries": [d.summary() for d in page], "count": len(page),
                           "continuation": continuation})
+
+
+def _newest_first(delivery) -> tuple[str, str]:
+    return delivery.created_at, delivery.id
 
 
 @bp.route(route="webhooks/deliveries/{delivery_id}", methods=["GET"])

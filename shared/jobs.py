@@ -9,7 +9,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 from .clock import iso_utc
 from .errors import BadRequest, Conflict
@@ -63,6 +63,11 @@ def _error_from_failure(output: Any) -> dict:
     if coded:
         return {"code": coded.group("code"), "message": coded.group("message").strip()}
     return {"code": "job_failed", "message": message[:2000]}
+
+
+def newest_first(job: dict) -> tuple[str, str]:
+    """The order of job lists (sorted from the highest): by creation, then id."""
+    return job["created_at"] or "", job["job_id"]
 
 
 def job_json(snapshot: OrchestrationSnapshot) -> dict:
@@ -171,11 +176,36 @@ def decode_continuation(token: str | None, scope: str) -> int:
                          code="invalid_continuation") from None
 
 
-def page_of(items: list, limit: int, continuation: str | None, scope: str) -> tuple[list, str | None]:
-    """One page of a sorted list, and the token of the next page (None on the last); `scope`: see `query_scope`."""
-    offset = decode_continuation(continuation, scope)
-    more = offset + limit < len(items)
-    return items[offset:offset + limit], encode_continuation(offset + limit, scope) if more else None
+def page_of(items: list, limit: int, continuation: str | None, scope: str,
+            key: Callable[[Any], tuple[str, ...]]) -> tuple[list, str | None]:
+    """One page of a list sorted by `key` from the highest (newest first), and the token of the next page (None on
+    the last). The token holds the key of the page's last item, not a count: items deleted or added between two
+    pages (a caller that deletes what it read, new jobs) make the next page neither skip nor repeat any.
+    `key` must tell every item apart; `scope`: see `query_scope`."""
+    after = _decode_cursor(continuation, scope)
+    start = 0 if after is None else next((n for n, item in enumerate(items) if list(key(item)) < after), len(items))
+    page = items[start:start + limit]
+    more = start + limit < len(items)
+    return page, _encode_cursor(list(key(page[-1])), scope) if more else None
+
+
+def _encode_cursor(after: list[str], scope: str) -> str:
+    text = json.dumps({"after": after, "scope": scope}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(token: str | None, scope: str) -> list[str] | None:
+    if not token:
+        return None
+    try:
+        cursor = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        after = cursor["after"]
+        if cursor["scope"] != scope or not isinstance(after, list) or not all(isinstance(v, str) for v in after):
+            raise ValueError
+        return after
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("continuation is not a token this API returned for this query.",
+                         code="invalid_continuation") from None
 
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -200,13 +230,17 @@ def parse_date(value: str | None, name: str, *, end: bool = False) -> datetime |
     return min(max(moment, _EARLIEST), _LATEST)
 
 
-def parse_status_filter(value: str | None) -> list[str]:
-    """`?status=done,failed` to the runtime statuses that produce them."""
+def parse_status_filter(value: str | None) -> tuple[list[str], frozenset[str]]:
+    """`?status=done,failed`: the runtime statuses to ask the task hub for, and the job statuses to keep of what it
+    answers (a job that completed with an error in its output is `failed`: `failed` asks for Completed ones too)."""
     if not value:
-        return []
+        return [], frozenset()
     wanted = list(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))  # a status named twice: once
     unknown = [s for s in wanted if s not in RUNTIME_BY_STATUS]
     if unknown:
         raise BadRequest(f"Unknown status {', '.join(unknown)}; use one of {', '.join(RUNTIME_BY_STATUS)}.",
                          code="invalid_status")
-    return list(dict.fromkeys(runtime for s in wanted for runtime in RUNTIME_BY_STATUS[s]))
+    runtimes = [runtime for s in wanted for runtime in RUNTIME_BY_STATUS[s]]
+    if "failed" in wanted:
+        runtimes += RUNTIME_BY_STATUS["done"]
+    return list(dict.fromkeys(runtimes)), frozenset(wanted)

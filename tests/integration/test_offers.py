@@ -181,6 +181,18 @@ def test_offline_provider_gets_supplier_currency_and_total(offline_api, case):
     assert done["usage"]["cost_usd"] == 0
 
 
+def test_a_job_that_ends_with_an_error_is_listed_as_failed_not_done(offline_api):
+    status, _, job = offline_api.request("POST", "/api/ingest", raw=b"<html><body><img src=x></body></html>",
+                                         headers={"content-type": "text/html"})
+    assert status == 202, job
+    assert finished(offline_api, job["job_id"])["status"] == "failed"
+
+    def listed(status: str) -> set[str]:
+        return {j["job_id"] for j in offline_api.request("GET", f"/api/jobs?status={status}&limit=500")[2]["jobs"]}
+
+    assert job["job_id"] in listed("failed") and job["job_id"] not in listed("done")
+
+
 def test_offline_provider_marks_a_non_offer(offline_api):
     status, _, job = send(offline_api, "email_not_an_offer")
     done = finished(offline_api, job["job_id"])

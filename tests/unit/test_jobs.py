@@ -8,8 +8,8 @@ import pytest
 
 from shared.errors import BadRequest, Conflict
 from shared.jobs import (OrchestrationSnapshot, check_same_request, decode_continuation, encode_continuation,
-                         job_id_for, job_json, parse_limit, parse_status_filter, parse_wait, query_scope,
-                         request_fingerprint, validate_job_id)
+                         job_id_for, job_json, newest_first, page_of, parse_limit, parse_status_filter, parse_wait,
+                         query_scope, request_fingerprint, validate_job_id)
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 
@@ -113,8 +113,33 @@ def test_a_continuation_serves_only_the_query_that_made_it():
             decode_continuation(base64.urlsafe_b64encode(forged.encode()).decode(), jobs)
 
 
+def test_pages_neither_skip_nor_repeat_when_items_are_deleted_or_added_between_them():
+    jobs = [{"job_id": f"j{n:02}", "created_at": f"2026-12-08T00:00:{n:02}Z"} for n in range(10)]
+    jobs.sort(key=newest_first, reverse=True)
+    scope = query_scope("jobs", {}, ("status",))
+    seen, token = [], None
+    while True:  # the caller deletes each page after reading it; a new job comes after the first page
+        page, token = page_of(jobs, 3, token, scope, key=newest_first)
+        seen += [j["job_id"] for j in page]
+        jobs = [j for j in jobs if j not in page]
+        if len(seen) == 3:
+            jobs.insert(0, {"job_id": "new", "created_at": "2026-12-08T00:01:00Z"})
+        if token is None:
+            break
+    assert seen == [f"j{n:02}" for n in range(9, -1, -1)]
+    with pytest.raises(BadRequest):
+        page_of(jobs, 3, token or "eyJhZnRlciI6MX0", scope, key=newest_first)
+    other = query_scope("jobs", {"status": "failed"}, ("status",))
+    first, token = page_of(seen, 2, None, scope, key=lambda j: (j,))
+    with pytest.raises(BadRequest):  # a token of another query
+        page_of(seen, 2, token, other, key=lambda j: (j,))
+
+
 def test_status_filter_and_limit():
-    assert set(parse_status_filter("done,canceled")) == {"Completed", "Terminated", "Canceled"}
+    runtimes, wanted = parse_status_filter("done,canceled")
+    assert set(runtimes) == {"Completed", "Terminated", "Canceled"} and wanted == {"done", "canceled"}
+    # a job that completed with an error in its output is failed: `failed` asks for completed ones, too
+    assert "Completed" in parse_status_filter("failed")[0]
     # a status named many times is asked for once: the host's URL stays short (260 of them once broke it)
     assert parse_status_filter(",".join(["processing"] * 1000 + ["done"] * 1000)) == parse_status_filter(
         "processing,done")
