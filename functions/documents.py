@@ -13,14 +13,14 @@ from shared.blocking import in_thread
 from shared.config import get_settings
 from shared.documents import ingest, service
 from shared.documents.status import progress_status, task_status
-from shared.errors import BadRequest
+from shared.errors import BadRequest, NotFound
 from shared.jobs import is_finished, job_id_for, parse_wait, validate_job_id
 from shared.observability import log_event
 from shared.outcomes import run
 from shared.storage.blobs import BlobStore
 
 from ._http import handles_errors, json_response, uploaded_files
-from ._jobs import INPUTS, require_job, respond_with_job, start_job, wait_for_job
+from ._jobs import INPUTS, read_job, require_job, respond_with_job, start_job, wait_for_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, deliver_callback
 
@@ -64,10 +64,14 @@ async def _store(folder: str, request: ingest.DocumentRequest) -> dict:
             "callback_url": request.callback_url, "parallelism": get_settings().document_page_parallelism}
 
 
+_SEED_STATUS = {"done": ("done", "Document processed"), "failed": ("failed", "Document processing failed"),
+                "canceled": ("canceled", "Document processing was canceled")}
+
+
 def _seed_answer(job: dict, request: ingest.DocumentRequest) -> dict:
     caller_id = request.caller_job_id or job["job_id"]
-    return {"status": "done" if is_finished(job) else "queued",
-            "message": "Document processed" if is_finished(job) else "Document queued for processing",
+    status, message = _SEED_STATUS.get(job["status"], ("queued", "Document queued for processing"))
+    return {"status": status, "message": message,
             "job_id": caller_id, "task_id": job["job_id"], "user_id": request.user_id,
             "num_pages": request.num_pages, "file_type": request.file_type,
             "status_endpoint": f"/api/job-status/{caller_id}", "task_endpoint": f"/api/task-status/{job['job_id']}",
@@ -97,7 +101,7 @@ def _wait_seconds(req: func.HttpRequest) -> float:
 
 async def _task_response(client: df.DurableOrchestrationClient, req: func.HttpRequest,
                          task_id: str) -> func.HttpResponse:
-    job = await require_job(client, task_id)
+    job = await require_job(client, task_id, "document_vision")
     wait = _wait_seconds(req)
     if wait and not is_finished(job):
         job = await wait_for_job(client, task_id, wait)
@@ -116,7 +120,13 @@ async def get_task_status(req: func.HttpRequest, client: df.DurableOrchestration
 @handles_errors
 async def get_job_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     job_id = validate_job_id(req.route_params["job_id"])
-    return await _task_response(client, req, job_id_for("doc", job_id))
+    task_id = job_id_for("doc", job_id)  # the caller's job id
+    if job_id.startswith("doc-") and await read_job(client, task_id) is None:
+        task_id = job_id  # a document sent without one: its answer gave the task id as its job id
+    try:
+        return await _task_response(client, req, task_id)
+    except NotFound:
+        raise NotFound(f"No document with job id '{job_id}'.", code="job_not_found") from None
 
 
 @bp.orchestration_trigger(context_name="context")

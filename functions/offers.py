@@ -86,7 +86,7 @@ async def ingest_offer(req: func.HttpRequest, client: df.DurableOrchestrationCli
 @handles_errors
 async def get_result(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     job_id = validate_job_id(req.route_params["job_id"])
-    job = await require_job(client, job_id)
+    job = await require_job(client, job_id, "offer_ingestion")
     return await respond_with_job(client, req, job, f"/api/result/{job_id}", _result_json)
 
 

@@ -290,4 +290,31 @@ def test_bad_input_is_a_4xx_json_error_and_starts_no_job(api, reset, name, body,
 
 def test_unknown_task_and_job_are_404(api):
     assert api.request("GET", "/api/task-status/doc-unknown")[0] == 404
-    assert api.request("GET", "/api/job-status/never-sent")[0] == 404
+    status, _, body = api.request("GET", "/api/job-status/never-sent")
+    assert status == 404 and "'never-sent'" in body["error"]["message"]  # the id the caller knows
+
+
+def test_the_status_endpoint_of_a_document_sent_without_a_job_id_answers(api, reset):
+    request = {k: v for k, v in REQUEST.items() if k != "job_id"}
+    status, _, queued = api.request("POST", "/api/process-document", request)
+    assert status == 202 and queued["job_id"] == queued["task_id"], queued
+    done = finished(api, queued["task_id"])
+    by_job = api.request("GET", queued["status_endpoint"])
+    assert by_job[0] == 200 and by_job[2]["state"] == done["state"] == "SUCCESS"
+
+
+def test_a_document_sent_again_after_its_cancel_says_canceled_not_processed(api, reset):
+    reset.latency = 2.0
+    request = {**REQUEST, "job_id": f"doc-{uuid.uuid4().hex[:8]}"}
+    queued = api.request("POST", "/api/process-document", request)[2]
+    assert api.request("POST", f"/api/jobs/{queued['task_id']}/cancel")[0] == 200
+    again = api.request("POST", "/api/process-document", request)[2]
+    assert (again["status"], again["message"], again["state"]) == (
+        "canceled", "Document processing was canceled", "FAILURE"), again
+
+
+def test_the_document_routes_see_no_other_kind_of_job(api, reset):
+    offer = api.request("POST", "/api/ingest", {"text": "Offer: 3 chairs at 5 EUR"})[2]
+    assert api.request("GET", f"/api/task-status/{offer['job_id']}")[0] == 404
+    document = api.request("POST", "/api/process-document", {**REQUEST, "job_id": f"doc-{uuid.uuid4().hex[:8]}"})[2]
+    assert api.request("GET", f"/api/result/{document['task_id']}")[0] == 404  # the offers' seed route
