@@ -181,8 +181,7 @@ def merge_document_pages(task: dict) -> dict:
     for number, outcome in enumerate(task["outcomes"], start=1):
         if outcome.get("ok"):
             pages.append({**outcome["value"], "page": number})
-        else:  # the page stays failed, and the caller's fallback text stands in for it
-            pages.append({"page": number, "failed": True, "error": outcome["error"],
-                          "text": task.get("fallback_text") or "",
+        else:  # the page stays failed, and the caller's fallback text (of the whole document) stands in for it
+            pages.append({"page": number, "failed": True, "error": outcome["error"], "text": "",
                           "source": "fallback_text" if task.get("fallback_text") else None})
-    return service.merge(pages)
+    return service.merge(pages, task.get("fallback_text"))

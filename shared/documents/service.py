@@ -72,8 +72,9 @@ def _typed(kind: str, value: str) -> Any:
     return value.strip()
 
 
-def merge(pages: list[dict]) -> dict:
-    """Page results (in page order) to one document: full text, type, parties, fields, signatures."""
+def merge(pages: list[dict], fallback_text: str | None = None) -> dict:
+    """Page results (in page order) to one document: full text, type, parties, fields, signatures. The caller's
+    fallback text, a text of the whole document, ends the full text once when a page could not be read."""
     ordered = sorted(pages, key=lambda p: p["page"])
     types = Counter(p["document_type"].lower() for p in ordered if p.get("document_type"))
     parties: dict[str, None] = {}
@@ -93,7 +94,8 @@ def merge(pages: list[dict]) -> dict:
         **fields,
         "signed": any(s.get("signed") for s in signatures) if signatures else None,
         "pages": len(ordered),
-        "text": "\n\n".join(p.get("text", "") for p in ordered).strip(),
+        "text": "\n\n".join([p["text"] for p in ordered if p.get("text")] + (
+            [fallback_text] if fallback_text and any(p.get("failed") for p in ordered) else [])).strip(),
         "fields": fields,
         "signatures": signatures,
         "failed_pages": [p["page"] for p in ordered if p.get("failed")],
