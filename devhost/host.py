@@ -46,6 +46,7 @@ class HostConfig:
     max_activities: int = 10
     max_orchestrators: int = 8
     hub_wait: float = 30.0  # how long to wait for another host's lease on the hub to lapse
+    max_body: int = MAX_BODY
 
     @classmethod
     def from_host_json(cls, path: Path, **overrides: Any) -> "HostConfig":
@@ -112,12 +113,12 @@ class DevHost:
     async def start(self) -> None:
         self.engine = Engine(self.index, self.store, hub=self.config.hub, max_activities=self.config.max_activities,
                              max_episodes=self.config.max_orchestrators, hub_wait=self.config.hub_wait)
-        public = web.Application(client_max_size=MAX_BODY)
+        public = web.Application(client_max_size=self.config.max_body)
         public.router.add_route("*", "/runtime/webhooks/durabletask/{tail:[\\s\\S]*}", self._public_management)
         public.router.add_route("*", "/admin/host/status", self._host_status)
         public.router.add_route("POST", "/admin/functions/{name}", self._run_by_hand)
         public.router.add_route("*", "/{tail:[\\s\\S]*}", self._http_trigger)  # any path, line breaks included
-        rpc = web.Application(client_max_size=MAX_BODY)
+        rpc = web.Application(client_max_size=self.config.max_body)
         rpc.router.add_route("*", "/durabletask/{tail:[\\s\\S]*}", self._rpc_management)
         # Bind first (the binding data needs the ports), recover the hub, and only then serve: a request
         # must never race the recovery of work the hub already holds.
@@ -231,7 +232,11 @@ class DevHost:
         import azure.functions as func
 
         info = function.info
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # the host's body limit, before any function sees the request
+            return _json_error(413, "payload_too_large",
+                               f"The body is larger than the host takes ({self.config.max_body:,} bytes).")
         params = {k: v for k, v in request.query.items()}
         url = f"{self.base_url}{request.path_qs}"
         req = func.HttpRequest(request.method, url, headers=dict(request.headers), params=params,

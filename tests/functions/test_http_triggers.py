@@ -69,6 +69,19 @@ def test_binary_body_round_trips_byte_for_byte(http):
     assert body == payload[::-1]
 
 
+def test_a_body_over_the_host_limit_is_a_413_json_error():
+    import sample_app
+    from devhost.host import DevHost, HostConfig, HostThread
+    from devhost.store import MemoryStore
+
+    config = HostConfig(port=0, function_key=FUNCTION_KEY, master_key=MASTER_KEY, max_body=4096)
+    with HostThread(DevHost(sample_app.app, MemoryStore(), config)) as running:
+        status, headers, body = Http(running.base_url).request(
+            "POST", "/api/binary", raw=b"x" * 5000, headers={"content-type": "application/octet-stream"})
+    _assert_json_error(status, headers, body, 413)
+    assert body["error"]["code"] == "payload_too_large"
+
+
 def test_multipart_form_exposes_fields_and_uploaded_file(http):
     boundary = "devhost-test-boundary"
     raw = (f"--{boundary}\r\n"
