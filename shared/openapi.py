@@ -164,7 +164,7 @@ def _automation_paths() -> dict[str, Any]:
         "/api/events": {"post": {**tags, "summary": "Publish your own custom.* event to subscriptions and rules",
                                  "operationId": "publishEvent", "requestBody": body("CustomEventIn"),
                                  "responses": {"202": ok("Routed: the event, its deliveries, whether rules run"),
-                                               **_errors("400", "401", "422")}}},
+                                               **_errors("400", "401", "409", "413", "422")}}},
         "/api/webhooks/subscriptions": {
             "post": {**tags, "summary": "Subscribe a URL to events; the answer holds its whsec_ secret, once",
                      "operationId": "createSubscription", "requestBody": body("SubscriptionIn"),
@@ -208,7 +208,7 @@ def _automation_paths() -> dict[str, Any]:
                      "parameters": [IDEMPOTENCY],
                      "responses": {"202": ok("Queued", "Notification"),
                                    "200": ok("The same idempotency key: the notification sent before", "Notification"),
-                                   **_errors("400", "401", "404", "422")}},
+                                   **_errors("400", "401", "404", "409", "413", "422")}},
             "get": {**tags, "summary": "Notifications, newest first", "operationId": "listNotifications",
                     "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
                                    for n in ("status", "channel", "to", "limit")],
@@ -220,7 +220,7 @@ def _automation_paths() -> dict[str, Any]:
         "/api/templates": {
             "post": {**tags, "summary": "Create a Jinja2 template (sandboxed; text and HTML)",
                      "operationId": "createTemplate", "requestBody": body("NamedTemplateIn"),
-                     "responses": {"201": ok("Created"), **_errors("400", "401", "409", "422")}},
+                     "responses": {"201": ok("Created"), **_errors("400", "401", "409", "413", "422")}},
             "get": {**tags, "summary": "Templates", "operationId": "listTemplates",
                     "responses": {"200": ok("Templates"), **_errors("401")}}},
         "/api/templates/preview": {"post": {
@@ -232,7 +232,7 @@ def _automation_paths() -> dict[str, Any]:
                     "responses": {"200": ok("The template"), **_errors("401", "404")}},
             "put": {**tags, "summary": "Replace a template", "operationId": "replaceTemplate", "parameters": [tpl],
                     "requestBody": body("TemplateIn"),
-                    "responses": {"200": ok("Replaced"), **_errors("400", "401", "404", "422")}},
+                    "responses": {"200": ok("Replaced"), **_errors("400", "401", "404", "413", "422")}},
             "delete": {**tags, "summary": "Delete a template", "operationId": "deleteTemplate", "parameters": [tpl],
                        "responses": {"204": ok("Deleted"), **_errors("401", "404")}}},
         "/api/templates/{name}/preview": {"post": {
