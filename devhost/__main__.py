@@ -15,13 +15,14 @@ from shared.storage.connection import expand_connection_string
 from .gc_freeze import freeze_after_imports
 from .host import DevHost, HostConfig
 from .settings import load_local_settings
+from .engine import StorageUnreachable
 from .store import HubBusy, open_store
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", 7071)))
-    parser.add_argument("--rpc-port", type=int, default=int(os.environ.get("DEVHOST_RPC_PORT", 0)))
+    parser.add_argument("--port", type=int, default=_setting("DEVHOST_PORT", 7071, int))
+    parser.add_argument("--rpc-port", type=int, default=_setting("DEVHOST_RPC_PORT", 0, int))
     parser.add_argument("--memory", action="store_true", help="keep the task hub in memory (lost on exit)")
     parser.add_argument("--app", default="function_app", help="module that defines `app`")
     parser.add_argument("--hub", default=os.environ.get("DEVHOST_HUB", ""),
@@ -31,7 +32,10 @@ def main() -> None:
     root = Path.cwd()
     sys.path.insert(0, str(root))
     settings_file = load_local_settings(root)
-    logging.basicConfig(level=os.environ.get("DEVHOST_LOG_LEVEL", "INFO"),
+    level = os.environ.get("DEVHOST_LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        _refuse(f"DEVHOST_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     try:
@@ -45,17 +49,38 @@ def main() -> None:
                                        master_key=os.environ.get("DEVHOST_MASTER_KEY", ""))
     if args.hub:
         config.hub = args.hub
-    config.hub_wait = float(os.environ.get("DEVHOST_HUB_WAIT_SECONDS", config.hub_wait))
-    store = open_store("memory" if memory else "azure_storage",
-                       expand_connection_string(os.environ.get("AzureWebJobsStorage", "")), config.hub)
+    config.hub_wait = _setting("DEVHOST_HUB_WAIT_SECONDS", config.hub_wait, float)
+    try:
+        store = open_store("memory" if memory else "azure_storage",
+                           expand_connection_string(os.environ.get("AzureWebJobsStorage", "")), config.hub)
+    except ValueError as exc:  # the SDK's words for a malformed connection string (it never quotes the key)
+        _refuse(f"AzureWebJobsStorage: {exc}")
     logging.getLogger("devhost").info("settings from %s", settings_file.name if settings_file else "environment")
     try:
         status = asyncio.run(_serve(DevHost(app, store, config)))
-    except HubBusy as exc:
-        print(f"devhost: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (HubBusy, StorageUnreachable) as exc:
+        _refuse(str(exc))
     if status:
         raise SystemExit(status)
+
+
+def _refuse(reason: str) -> None:
+    """Stops the start with one line, as the Functions host names a bad setting."""
+    print(f"devhost: {reason}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _setting(name: str, default, cast):
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = cast(value)
+    except ValueError:
+        _refuse(f"{name} must be a number, not {value!r}")
+    if not 0 <= number < float("inf"):
+        _refuse(f"{name} must be a number from 0, not {value!r}")
+    return number
 
 
 async def _serve(host: DevHost) -> int:

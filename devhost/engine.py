@@ -147,6 +147,10 @@ class _PartitionLock:
             self._engine._evict_if_finished(self._pk)
 
 
+class StorageUnreachable(Exception):
+    """The task hub's storage cannot be reached at start."""
+
+
 class IdTaken(Exception):
     """An instance with this id is already in storage."""
 
@@ -188,9 +192,13 @@ class Engine:
             try:
                 await self.store.open()
                 break
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 if time.monotonic() > deadline:
-                    raise
+                    with contextlib.suppress(Exception):
+                        await self.store.close()  # its connections, so that the exit prints nothing more
+                    raise StorageUnreachable(f"AzureWebJobsStorage: the task hub's storage did not answer within "
+                                             f"{storage_wait:.0f} s ({type(exc).__name__}); is Azurite running?"
+                                             ) from exc
                 await asyncio.sleep(0.2)
         await self.store.claim(wait=self._hub_wait)
         self._spawn(self._keep_lease())

@@ -17,6 +17,19 @@ def test_bad_setting_fails_start_naming_the_variable(name, value):
     assert len(lines) == 1 and f": {name}:" in lines[0], host.log()
 
 
+@pytest.mark.parametrize("name,value,storage", [("DEVHOST_HUB_WAIT_SECONDS", "abc", None),
+                                                ("DEVHOST_HUB_WAIT_SECONDS", "inf", None),
+                                                ("DEVHOST_LOG_LEVEL", "verbose", None),
+                                                ("AzureWebJobsStorage", "garbage", "garbage")])
+def test_a_bad_devhost_setting_stops_the_start_with_one_line_naming_it(name, value, storage):
+    host = DevhostProcess(storage, {name: value})
+    with pytest.raises(RuntimeError):
+        host.start(timeout=30)
+    lines = host.log().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"devhost: {name}"), host.log()
+    assert host.process.returncode == 2
+
+
 def test_missing_storage_setting_fails_start_naming_it(tmp_path):
     import shutil
 
