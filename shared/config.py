@@ -6,6 +6,7 @@ import binascii
 import os
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -16,7 +17,7 @@ from .errors import SettingsError
 class Settings(BaseModel):
     """Every setting the app reads; names match local.settings.example.json and the Azure app settings."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, allow_inf_nan=False)
 
     storage_connection: str = Field("", alias="AzureWebJobsStorage")
     storage_account: str = Field("", alias="AzureWebJobsStorage__accountName")
@@ -31,9 +32,10 @@ class Settings(BaseModel):
     # AI providers (the AI port reads these)
     openai_api_key: SecretStr = Field(SecretStr(""), alias="OPENAI_API_KEY")
     openai_base_url: str = Field("", alias="OPENAI_BASE_URL")
-    openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL")
-    openai_embedding_model: str = Field("text-embedding-3-small", alias="OPENAI_EMBEDDING_MODEL")
-    openai_transcription_model: str = Field("gpt-4o-mini-transcribe", alias="OPENAI_TRANSCRIPTION_MODEL")
+    openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL", min_length=1)
+    openai_embedding_model: str = Field("text-embedding-3-small", alias="OPENAI_EMBEDDING_MODEL", min_length=1)
+    openai_transcription_model: str = Field("gpt-4o-mini-transcribe", alias="OPENAI_TRANSCRIPTION_MODEL",
+                                            min_length=1)
     # who times a transcript: the model (whisper: verbose_json segments) or pieces cut at pauses (models that answer
     # text alone); auto: the model when the model or deployment name says whisper
     transcription_times: Literal["auto", "model", "pieces"] = Field("auto", alias="TRANSCRIPTION_TIMES")
@@ -63,7 +65,7 @@ class Settings(BaseModel):
 
     # Call analysis
     call_max_bytes: int = Field(100 * 1024 * 1024, alias="CALL_MAX_BYTES", gt=0)
-    call_max_duration_seconds: float = Field(4 * 3600.0, alias="CALL_MAX_DURATION_SECONDS", gt=0)
+    call_max_duration_seconds: float = Field(4 * 3600.0, alias="CALL_MAX_DURATION_SECONDS", gt=0, le=24 * 3600)
     call_chunk_seconds: float = Field(600.0, alias="CALL_CHUNK_SECONDS", ge=30, le=1400)
     # a model that answers text without times hears each chunk in pieces this long at most, cut at pauses
     call_piece_seconds: float = Field(30.0, alias="CALL_PIECE_SECONDS", ge=5, le=300)
@@ -74,7 +76,7 @@ class Settings(BaseModel):
     waha_api_key: SecretStr = Field(SecretStr(""), alias="WAHA_API_KEY")
     whatsapp_burst_seconds: float = Field(3.0, alias="WHATSAPP_BURST_SECONDS", ge=0, le=60)
     whatsapp_rate_limit: int = Field(10, alias="WHATSAPP_RATE_LIMIT_PER_MINUTE", ge=1, le=1000)
-    whatsapp_max_event_age_seconds: float = Field(300.0, alias="WHATSAPP_MAX_EVENT_AGE_SECONDS", gt=0)
+    whatsapp_max_event_age_seconds: float = Field(300.0, alias="WHATSAPP_MAX_EVENT_AGE_SECONDS", gt=0, le=7 * 86400)
     whatsapp_send_attempts: int = Field(8, alias="WHATSAPP_SEND_ATTEMPTS", ge=1, le=50)
     # after a turn's attempts are spent (WAHA down for long, or refusing): its messages wait this long, then again
     whatsapp_look_again_seconds: float = Field(60.0, alias="WHATSAPP_LOOK_AGAIN_SECONDS", ge=1, le=3600)
@@ -86,7 +88,7 @@ class Settings(BaseModel):
 
     # Automation: webhook subscriptions and notifications
     webhook_retry_schedule: str = Field("5s,5m,30m,2h,5h,10h,10h", alias="WEBHOOK_RETRY_SCHEDULE")
-    webhook_disable_after_days: float = Field(5.0, alias="WEBHOOK_DISABLE_AFTER_DAYS", gt=0)
+    webhook_disable_after_days: float = Field(5.0, alias="WEBHOOK_DISABLE_AFTER_DAYS", gt=0, le=365)
     webhook_rotation_grace_hours: float = Field(24.0, alias="WEBHOOK_ROTATION_GRACE_HOURS", ge=0, le=720)
     email_provider: Literal["smtp", "acs"] = Field("smtp", alias="EMAIL_PROVIDER")
     acs_email_endpoint: str = Field("", alias="ACS_EMAIL_ENDPOINT")  # with managed identity
@@ -146,6 +148,16 @@ class Settings(BaseModel):
             parse_schedule(self.webhook_retry_schedule)
         except ValueError as exc:
             raise SettingsError(f"WEBHOOK_RETRY_SCHEDULE: {exc}") from None
+        for name, url in (("OPENAI_BASE_URL", self.openai_base_url), ("AZURE_OPENAI_ENDPOINT", self.azure_openai_endpoint),
+                          ("WAHA_BASE_URL", self.waha_base_url), ("SMS_BASE_URL", self.sms_base_url),
+                          ("AZURE_SEARCH_ENDPOINT", self.azure_search_endpoint),
+                          ("ACS_EMAIL_ENDPOINT", self.acs_email_endpoint)):
+            if url and not _is_http_url(url):
+                raise SettingsError(f"{name}: must be an http:// or https:// URL with a host")
+        if (self.ai_provider == "openai" and not self.openai_api_key.get_secret_value()
+                and not self.openai_base_url):
+            raise SettingsError("OPENAI_API_KEY: required when AI_PROVIDER is openai (or OPENAI_BASE_URL for a "
+                                "compatible server that needs none)")
         if self.ai_provider == "azure_openai" and not self.azure_openai_endpoint:
             raise SettingsError("AZURE_OPENAI_ENDPOINT: required when AI_PROVIDER is azure_openai")
         if self.kb_search_backend == "azure_search" and not self.azure_search_endpoint:
@@ -153,6 +165,11 @@ class Settings(BaseModel):
 
 
 MIN_SIGNING_KEY_BYTES = 16
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def signing_key(secret: str) -> bytes:

@@ -28,7 +28,10 @@ def test_managed_identity_storage_is_enough(monkeypatch):
 
 
 @pytest.mark.parametrize("name,value", [("AI_PROVIDER", "skynet"), ("JOB_WAIT_MAX_SECONDS", "-3"),
-                                        ("LOG_LEVEL", "LOUD")])
+                                        ("LOG_LEVEL", "LOUD"), ("WHATSAPP_MAX_EVENT_AGE_SECONDS", "inf"),
+                                        ("WEBHOOK_DISABLE_AFTER_DAYS", "1e300"), ("CALL_MAX_DURATION_SECONDS", "nan"),
+                                        ("WAHA_BASE_URL", "ftp://waha.example.com"), ("SMS_BASE_URL", "localhost:3000"),
+                                        ("OPENAI_BASE_URL", "https://"), ("OPENAI_MODEL", "")])
 def test_malformed_value_fails_with_its_name(monkeypatch, name, value):
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.setenv(name, value)
@@ -55,3 +58,14 @@ def test_the_example_settings_secret_is_a_good_one(monkeypatch):
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.setenv("CALLBACK_SIGNING_SECRET", values["CALLBACK_SIGNING_SECRET"])
     load_settings().check_for_the_app()
+
+
+def test_openai_without_a_key_or_a_server_of_its_own_names_the_key(monkeypatch):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("AI_PROVIDER", "openai")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(SettingsError, match="^OPENAI_API_KEY: required"):
+        load_settings()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")  # a compatible server may need no key
+    assert load_settings().effective_ai_provider == "openai"
