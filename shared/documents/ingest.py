@@ -6,7 +6,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import files as filetypes
 from ..errors import BadRequest, PayloadTooLarge, Unprocessable, invalid_body, parse_json_body
@@ -57,6 +57,13 @@ class _Body(BaseModel):
     file_type: str | None = Field(None, max_length=100)
     fallback_text: str | None = Field(None, max_length=200_000)
     callback_url: str | None = None
+
+    @field_validator("num_pages", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: object) -> object:
+        if isinstance(value, bool):  # JSON true is no page count, though Python counts it as 1
+            raise ValueError("num_pages must be a number")
+        return value
 
 
 _FORM_FIELDS = ("job_id", "user_id", "num_pages", "fallback_text", "callback_url")

@@ -276,6 +276,7 @@ BAD = [
     ("too many pages", {"images_base64": [_b64(PNG)] * 51}, 422, "too_many_pages"),
     ("an empty list", {"images_base64": []}, 422, "no_pages"),
     ("num_pages that disagrees", {"images_base64": [_b64(PNG)], "num_pages": 3}, 422, "num_pages_mismatch"),
+    ("num_pages true", {"images_base64": [_b64(PNG)], "num_pages": True}, 422, "invalid_request"),
     ("nothing", {"user_id": "u"}, 400, "empty_request"),
 ]
 
