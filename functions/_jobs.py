@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -18,6 +18,7 @@ from shared.storage.blobs import BlobStore
 from shared.storage.tables import Tables
 
 from ._http import json_response
+from ._retry import step_id
 
 
 INPUTS = "intake-inputs"  # the files a job was started with, under its id: offers, documents, knowledge base
@@ -31,15 +32,19 @@ JOB_ORCHESTRATORS = frozenset({"offer_ingestion", "document_vision", "call_analy
 JOBS_WITH_FILES = frozenset({"offer_ingestion", "document_vision", "kb_ingestion"})  # in INPUTS (calls: CALLS)
 
 
-async def _steps_of(client: df.DurableOrchestrationClient, job_id: str) -> list[df.DurableOrchestrationStatus]:
-    """The sub-orchestrations the job ran or runs (`<job id>:<name>-<n>`, see `bounded_fan_out`)."""
-    return [s for s in await client.get_status_by() if (s.instance_id or "").startswith(f"{job_id}:")]
+async def _steps_of(client: df.DurableOrchestrationClient, job_id: str) -> AsyncIterator[df.DurableOrchestrationStatus]:
+    """The steps (sub-orchestrations) the job ran or runs: numbered from 1 in the order they started, so the first
+    number that is not there ends them (see `bounded_fan_out`); no listing of every instance of the hub."""
+    number = 1
+    while (status := await client.get_status(step_id(job_id, number))) and status.instance_id:
+        yield status
+        number += 1
 
 
 async def cancel_job_steps(client: df.DurableOrchestrationClient, job_id: str) -> None:
     """Terminating an orchestration does not reach its sub-orchestrations: a canceled job's pages or chunks still
     under way are terminated here, or they would go on calling the model."""
-    for step in await _steps_of(client, job_id):
+    async for step in _steps_of(client, job_id):
         if getattr(step.runtime_status, "value", None) in ("Running", "Pending"):
             try:
                 await client.terminate(step.instance_id, "its job was canceled")
@@ -50,8 +55,9 @@ async def cancel_job_steps(client: df.DurableOrchestrationClient, job_id: str) -
 async def purge_job(client: df.DurableOrchestrationClient, job_id: str) -> None:
     """Purges the job and its sub-orchestrations, whose outputs hold parts of its result (a page read, a chunk
     heard); the job last, so that a purge cut off can be asked for again."""
-    for step in await _steps_of(client, job_id):
-        await client.purge_instance_history(step.instance_id)
+    steps = [step.instance_id async for step in _steps_of(client, job_id)]  # all found before any is purged
+    for step in steps:
+        await client.purge_instance_history(step)
     await client.purge_instance_history(job_id)
 
 
@@ -120,14 +126,27 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
     fingerprint = request_fingerprint(fingerprint_of if fingerprint_of is not None else payload)
     key = idempotency_key if idempotency_key is not None else req.headers.get("Idempotency-Key")
     job_id = job_id_for(kind, key)
+    claimed = False
     if key is not None:
         existing = await _existing_job(client, job_id, fingerprint)
         if existing is None and prepare is not None:
-            existing = await _claim_key(client, job_id, fingerprint)
+            existing, claimed = await _claim_key(client, job_id, fingerprint)
         if existing is not None:
             return existing
     folder = f"{job_id}/{fingerprint[:16]}"
-    job_input = {"request": await prepare(folder) if prepare else payload, "fingerprint": fingerprint}
+
+    async def give_up() -> None:
+        """No job came of this request: what it stored goes, and its key is free again for any body."""
+        if key is None or claimed:  # a folder no other request uses (a twin waits for the claim's holder)
+            await _forget_files(folder, prepare)
+        if claimed:
+            await release_key(job_id, fingerprint)
+
+    try:
+        job_input = {"request": await prepare(folder) if prepare else payload, "fingerprint": fingerprint}
+    except BaseException:
+        await give_up()
+        raise
     try:
         await client.start_new(orchestrator, job_id, job_input)
     except Exception:  # noqa: BLE001 - a concurrent request with the same key may have won the race
@@ -137,10 +156,7 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
             await _forget_files(folder, prepare)
             raise
         if existing is None:
-            if key is None:  # a job id of its own: no other request stores files in this folder
-                await _forget_files(folder, prepare)
-            elif prepare is not None:  # no job holds the key: another body may have it
-                await release_key(job_id)
+            await give_up()
             raise
         return existing
     log_event("job.accepted", job_id=job_id, capability=kind)
@@ -152,36 +168,46 @@ JOB_KEYS = "JobKeys"  # the Idempotency-Key of each job that stores files first,
 TWIN_WAIT_S = 30.0  # how long the same request sent twice waits for its twin to start the job
 
 
-async def _claim_key(client: df.DurableOrchestrationClient, job_id: str, fingerprint: str) -> dict | None:
+async def _claim_key(client: df.DurableOrchestrationClient, job_id: str,
+                     fingerprint: str) -> tuple[dict | None, bool]:
     """Makes this request the one its Idempotency-Key starts a job for, before it stores its files (which may take
     seconds): else a request with another body, checked meanwhile, would start after this one's job finished, and
-    Durable replaces a finished instance (host.json: NonRunningStates), so the key would run twice. 409 when
-    another body holds the key; the job its twin started (the same body, sent twice at once), or None to go on."""
+    Durable replaces a finished instance (host.json: NonRunningStates), so the key would run twice.
+
+    Answers the job the key already has (the same body sent twice at once: the twin's), or whether this request now
+    holds the claim. 409 when another body holds it. A claim older than `TWIN_WAIT_S` with no job is one whose
+    request died or gave up: it is taken over, whatever its body."""
     tables = Tables(get_settings())
     claim = {"fingerprint": fingerprint, "claimed_at": time.time()}
-    if await tables.insert(JOB_KEYS, job_id, "key", claim):
-        return None
-    held = await tables.get(JOB_KEYS, job_id, "key")
-    if held is None:  # its job was deleted just now
-        return None if await tables.insert(JOB_KEYS, job_id, "key", claim) else await _claim_key(
-            client, job_id, fingerprint)
-    check_same_request(held, fingerprint)
-    while time.time() < float(held.get("claimed_at") or 0) + TWIN_WAIT_S:
-        existing = await _existing_job(client, job_id, fingerprint)
+    while True:
+        if await tables.insert(JOB_KEYS, job_id, "key", claim):
+            return None, True
+        held = await tables.get_tagged(JOB_KEYS, job_id, "key")
+        if held is None:  # deleted meanwhile (its job was deleted): insert again
+            continue
+        row, etag = held
+        if time.time() < float(row.get("claimed_at") or 0) + TWIN_WAIT_S:
+            check_same_request(row, fingerprint)
+            existing = await _existing_job(client, job_id, fingerprint)
+            if existing is not None:
+                return existing, False
+            await asyncio.sleep(0.2)  # the twin is storing its files: its job comes, or its claim goes stale
+            continue
+        existing = await _existing_job(client, job_id, fingerprint)  # a job of another body: 409
         if existing is not None:
-            return existing
-        await asyncio.sleep(0.2)
-    return None  # the twin gave up before it started the job: this request starts it (same folder, same files)
+            return existing, False
+        if await tables.replace_unchanged(JOB_KEYS, job_id, "key", {**claim, "claimed_at": time.time()}, None,
+                                          etag):
+            return None, True
 
 
-async def release_key(job_id: str) -> None:
-    """A deleted job's Idempotency-Key may start a job again, with any body."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        await Tables(get_settings()).delete(JOB_KEYS, job_id, "key")
-    except ResourceNotFoundError:
-        pass
+async def release_key(job_id: str, fingerprint: str | None = None) -> None:
+    """Frees the job's Idempotency-Key for any body: when the job is deleted, or (`fingerprint`: only if that
+    request still holds the claim) when the request that claimed it started no job."""
+    tables = Tables(get_settings())
+    held = await tables.get_tagged(JOB_KEYS, job_id, "key")
+    if held is not None and (fingerprint is None or held[0].get("fingerprint") == fingerprint):
+        await tables.delete_unchanged(JOB_KEYS, job_id, "key", held[1])
 
 
 async def _forget_files(folder: str, prepare: Any) -> None:

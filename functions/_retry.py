@@ -40,6 +40,14 @@ def deliver_callback(context: df.DurableOrchestrationContext, url: str, event_ty
     return record
 
 
+STEP = "retried_activity"  # the sub-orchestration that runs each fanned-out step of a job (functions/callbacks.py)
+
+
+def step_id(instance_id: str, number: int, sub_orchestrator: str = STEP) -> str:
+    """The instance id of a job's `number`th fanned-out step (from 1): steps start in that order."""
+    return f"{instance_id}:{sub_orchestrator}-{number}"
+
+
 def bounded_fan_out(context: df.DurableOrchestrationContext, sub_orchestrator: str, inputs: list[dict],
                     limit: int, on_done: Callable[[int], Any] | None = None) -> Generator[Any, Any, list[dict]]:
     """Runs one sub-orchestration per input, at most `limit` at a time, results in input order.
@@ -53,7 +61,7 @@ def bounded_fan_out(context: df.DurableOrchestrationContext, sub_orchestrator: s
     while done < len(inputs):
         while started < len(inputs) and len(running) < limit:
             task = context.call_sub_orchestrator(sub_orchestrator, inputs[started],
-                                                 f"{context.instance_id}:{sub_orchestrator}-{started + 1}")
+                                                 step_id(context.instance_id, started + 1, sub_orchestrator))
             running[task] = started
             started += 1
         finished = yield context.task_any(list(running))

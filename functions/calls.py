@@ -125,8 +125,9 @@ async def start_call_from_blob(req: func.HttpRequest, client: df.DurableOrchestr
         await _undelete(folder)
         return {**meta, "filename": blob.rsplit("/", 1)[-1], "blob": ref}
 
+    # An upload is one call: the blob is the idempotency key, so that deleting the call may delete the recording.
     job = await start_job(client, req, kind="call", orchestrator="call_analysis", prepare=prepare,
-                          fingerprint_of={**meta, "blob": blob})
+                          fingerprint_of={**meta, "blob": blob}, idempotency_key=f"upload:{blob}")
     return await respond_with_job(client, req, job, f"/api/calls/{job['job_id']}")
 
 

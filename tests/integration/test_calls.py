@@ -443,6 +443,17 @@ def test_a_call_deleted_while_its_analysis_still_runs_leaves_nothing_behind(api,
     assert call_id not in {h["call_id"] for h in api.request("GET", "/api/calls/search?q=price&k=50")[2]["hits"]}
 
 
+def test_an_upload_is_one_call_so_deleting_it_takes_no_recording_another_call_uses(api):
+    blob = _upload_through_url(api, "shared.wav", (FIXTURE / "call.wav").read_bytes())
+    status, _, first = api.request("POST", "/api/calls", {"blob": blob, "title": "First"})
+    assert status == 202, first
+    again = api.request("POST", "/api/calls", {"blob": blob, "title": "First"}, headers={"Idempotency-Key": "x"})
+    assert again[0] in (200, 202) and again[2]["job_id"] == first["job_id"]
+    other = api.request("POST", "/api/calls", {"blob": blob, "title": "Second"})
+    assert other[0] == 409 and other[2]["error"]["code"] == "idempotency_key_reused"
+    assert finished(api, first["job_id"])["status"] == "done"
+
+
 def test_a_call_started_again_under_the_key_of_a_deleted_one_keeps_its_files(api, azurite_module):
     key = {"Idempotency-Key": f"again-{uuid.uuid4().hex}"}
     audio = (FIXTURE / "call.wav").read_bytes()

@@ -369,6 +369,35 @@ def test_a_slow_upload_and_a_quick_text_under_one_key_start_one_job(offline_api)
         assert statuses[0] in (200, 202) and statuses[1] == 409, (delay, statuses)
 
 
+def test_a_request_whose_files_could_not_be_stored_leaves_its_key_free(offline_api, azurite_module):
+    """Its claim of the key goes with it: a corrected body under the same key starts at once, not a 409 for ever
+    (or a 30 s wait for a twin that is gone)."""
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.jobs import job_id_for, request_fingerprint
+    from shared.offers import ingest
+
+    key = f"stuck-{uuid.uuid4().hex}"
+    first = {"text": "Offer from ACME GmbH\n" + "Widget 10 pcs 5.00 EUR\n" * 2000}  # over 32 KiB: stored as a file
+    job_id = job_id_for("offer", key)
+    fingerprint = request_fingerprint(ingest.parse_json(json.dumps(first).encode()).fingerprint_view())
+    service = BlobServiceClient.from_connection_string(azurite_module.connection_string)
+    container = service.get_container_client("intake-inputs")
+    if not container.exists():
+        container.create_container()
+    blocker = container.get_blob_client(f"{job_id}/{fingerprint[:16]}/text.txt")
+    blocker.upload_blob(b"x", overwrite=True)
+    lease = blocker.acquire_lease(-1)  # the request cannot write its text: a storage fault, as far as it knows
+    try:
+        assert offline_api.request("POST", "/api/ingest", first, headers={"Idempotency-Key": key})[0] >= 500
+    finally:
+        lease.release()
+    started = time.monotonic()
+    status, _, job = offline_api.request("POST", "/api/ingest", {"text": "Offer: 3 chairs at 5 EUR"},
+                                         headers={"Idempotency-Key": key})
+    assert status == 202 and job["job_id"] == job_id and time.monotonic() - started < 10, job
+
+
 def test_wait_returns_the_offer_in_the_same_call(openai_api, reset):
     reset.default = {"json": model_answer("whatsapp_en_terse")}
     status, _, job = send(openai_api, "whatsapp_en_terse", query="?wait=20")
