@@ -274,24 +274,28 @@ async def resume_conversation(req: func.HttpRequest) -> func.HttpResponse:
 async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     body = req.get_body()
     if req.files:
-        name, declared, body = uploaded_file(req)
-        name = name or "document"
+        given, declared, body = uploaded_file(req)
     else:
-        name, declared = checked_file_name(req.params.get("name")) or "document", req.headers.get("content-type")
+        given, declared = checked_file_name(req.params.get("name")), req.headers.get("content-type")
+    name = given or "document"
     if not body:
         raise BadRequest("Send the document as the body or as a multipart file.", code="empty_request")
     info = await in_thread(filetypes.inspect, body, declared, name, allowed=frozenset(
         {filetypes.PDF, filetypes.DOCX, filetypes.TEXT, filetypes.HTML}))
     check_pages(info)
-    doc_id = req.params.get("id") or hashlib.sha256(name.encode()).hexdigest()[:16]
-    if not _DOC_ID.match(doc_id):
-        raise BadRequest("id may hold letters, digits, '.', '_' and '-', at most 128 of them.", code="invalid_id")
     sha = hashlib.sha256(body).hexdigest()
+    # the same name is the same document (a new version replaces it); an unnamed one is known by its content
+    doc_id = req.params.get("id") or (hashlib.sha256(given.encode()).hexdigest() if given else sha)[:16]
+    if not _DOC_ID.match(doc_id) or doc_id.strip(".") == "":
+        raise BadRequest("id may hold letters, digits, '.', '_' and '-', at most 128 of them (not only dots).",
+                         code="invalid_id")
 
     async def store(folder: str) -> dict:
         ref = await BlobStore(get_settings()).put(INPUTS, f"{folder}/{filetypes.storable_name(name)}", body,
                                                   info.content_type)
-        return {"doc_id": doc_id, "name": name, "content_type": info.content_type, "blob": ref}
+        # the upload's time orders the versions of one id: the last upload wins, whichever finishes last
+        return {"doc_id": doc_id, "name": name, "content_type": info.content_type, "blob": ref,
+                "version": time.time()}
 
     job = await start_job(client, req, kind="kb", orchestrator="kb_ingestion", prepare=store,
                           fingerprint_of={"doc_id": doc_id, "sha": sha})
@@ -301,7 +305,7 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
 @bp.orchestration_trigger(context_name="context")
 @observed_orchestrator("knowledge")
 def kb_ingestion(context: df.DurableOrchestrationContext):
-    request = context.get_input()["request"]
+    request = {**context.get_input()["request"], "job_id": context.instance_id}
     outcome = yield from call_with_retries(context, "kb_add_document", request)
     usage = summarize(outcome["usage"])
     return {"result": outcome["value"], "usage": usage} if outcome["ok"] else {"error": outcome["error"],
@@ -309,13 +313,20 @@ def kb_ingestion(context: df.DurableOrchestrationContext):
 
 
 @bp.activity_trigger(input_name="request")
+@bp.durable_client_input(client_name="client")
 @observed_activity("knowledge")
-async def kb_add_document(request: dict) -> dict:
+async def kb_add_document(request: dict, client: df.DurableOrchestrationClient) -> dict:
     settings = get_settings()
     data = await BlobStore(settings).get(request["blob"])
+
+    async def still_wanted() -> bool:  # a canceled upload does not go live (the activity runs on after a cancel)
+        status = await client.get_status(request["job_id"]) if request.get("job_id") else None
+        return getattr(getattr(status, "runtime_status", None), "value", None) not in ("Terminated", "Canceled")
+
     try:
         pages = await in_thread(document_pages, request["content_type"], data)
-        count, usage = await assistant.KnowledgeBase(_deps()).add(request["doc_id"], request["name"], pages)
+        count, usage = await assistant.KnowledgeBase(_deps()).add(
+            request["doc_id"], request["name"], pages, request.get("version") or time.time(), still_wanted)
     except AppError as error:
         return failed(error, attempt=request.get("attempt", 1), max_attempts=settings.ai_max_attempts,
                       base_delay=settings.ai_retry_base_seconds)

@@ -11,10 +11,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Sequence
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from ..ai.port import AIProvider
 from ..ai.usage import Usage
 from ..blocking import in_thread
-from ..errors import AppError
+from ..errors import AppError, Unprocessable
 from ..observability import log_event
 from ..storage.blobs import BlobStore
 from ..storage.tables import Tables
@@ -229,6 +231,13 @@ async def record_duplicate(tables: Tables, message: IncomingMessage) -> None:
 async def messages(tables: Tables, *, chat_id: str | None, direction: str | None, since: float | None,
                    limit: int, offset: int) -> tuple[list[dict], int | None]:
     """Stored messages, oldest first; `offset` and the returned next offset page through them."""
+    rows = await _sorted_messages(tables, chat_id, direction, since)
+    page = rows[offset:offset + limit]
+    return page, (offset + limit if offset + limit < len(rows) else None)
+
+
+async def _sorted_messages(tables: Tables, chat_id: str | None, direction: str | None = None,
+                           since: float | None = None) -> list[dict]:
     if chat_id:
         rows = [row async for _, row in tables.partition(MESSAGES, chat_id)]
     else:
@@ -236,8 +245,7 @@ async def messages(tables: Tables, *, chat_id: str | None, direction: str | None
     rows = [r for r in rows if _is_message(r) and (not direction or r["direction"] == direction)
             and (since is None or r["received_at"] >= since)]
     rows.sort(key=lambda r: (r["received_at"], r.get("message_id", "")))
-    page = rows[offset:offset + limit]
-    return page, (offset + limit if offset + limit < len(rows) else None)
+    return rows
 
 
 async def conversations(tables: Tables) -> list[dict]:
@@ -257,7 +265,7 @@ async def conversations(tables: Tables) -> list[dict]:
 
 
 async def conversation(tables: Tables, chat_id: str) -> dict | None:
-    rows, _ = await messages(tables, chat_id=chat_id, direction=None, since=None, limit=10_000, offset=0)
+    rows = await _sorted_messages(tables, chat_id)  # the newest 50, however long the chat
     state = await tables.get(CONVERSATIONS, "chat", chat_id)
     if not rows and state is None:
         return None
@@ -310,30 +318,71 @@ class KnowledgeBase:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
-    async def add(self, doc_id: str, name: str, pages: list[tuple[int, str]]) -> tuple[int, list[Usage]]:
+    async def add(self, doc_id: str, name: str, pages: list[tuple[int, str]], version: float | None = None,
+                  still_wanted: Callable[[], Awaitable[bool]] | None = None) -> tuple[int, list[Usage]]:
+        """Chunks, embeds and stores the document as uploaded at `version` (the upload's time): it goes live unless
+        a later upload or a delete of the same id came first (uploads may finish in another order than they came),
+        or `still_wanted` says no (the upload was canceled). 422 when the document holds no text."""
         from .knowledge import chunk_text, packed_vectors  # numpy loads with the first knowledge-base use
 
+        version = time.time() if version is None else version
         chunks = chunk_text(pages)
+        if not chunks:
+            raise Unprocessable("The document holds no text to answer from (a scan? the knowledge base reads no "
+                                "images): nothing was changed.", code="document_has_no_text")
         vectors, usage = [], []
         for start in range(0, len(chunks), 64):  # embeddings in batches
             result = await in_thread(self.deps.provider.embed, [c.text for c in chunks[start:start + 64]])
             vectors += result.value
             usage += result.usage
         body = json.dumps({"chunks": [c.model_dump() for c in chunks], **packed_vectors(vectors)}).encode()
-        await self.deps.blobs.put(KB_CONTAINER, f"{doc_id}.json", body, "application/json")
+        blob = await self.deps.blobs.put(KB_CONTAINER, f"{doc_id}.{round(version * 1e6)}.json", body,
+                                         "application/json")
+        row = {"id": doc_id, "name": name, "chunks": len(chunks), "updated": time.time(), "version": version,
+               "blob": blob}
+        if still_wanted is not None and not await still_wanted():
+            await self.deps.blobs.delete(blob)
+            raise Unprocessable("The upload was canceled: nothing was changed.", code="upload_canceled")
+        replaced = await self._commit(doc_id, row)
+        if replaced is False:  # a later upload or a delete won: this version never goes live
+            await self.deps.blobs.delete(blob)
+            return len(chunks), usage
         if self.deps.search is not None:
             await self.deps.search.replace(doc_id, chunks, vectors)
-        await self.deps.tables.upsert(DOCUMENTS, "kb", doc_id, {"id": doc_id, "name": name, "chunks": len(chunks),
-                                                                "updated": time.time()})
+        if replaced is not None:
+            await self._drop_blob(replaced)
         return len(chunks), usage
 
+    async def _commit(self, doc_id: str, row: dict) -> dict | bool | None:
+        """Writes the document's row unless one of a later version (or a later delete) stands; the row it replaced
+        (None: there was none), or False when this version lost."""
+        while True:
+            held = await self.deps.tables.get_tagged(DOCUMENTS, "kb", doc_id)
+            if held is None:
+                if await self.deps.tables.insert(DOCUMENTS, "kb", doc_id, row):
+                    return None
+                continue
+            current, etag = held
+            if float(current.get("version", current.get("updated", 0))) >= row["version"]:
+                return False
+            if await self.deps.tables.replace_unchanged(DOCUMENTS, "kb", doc_id, row, None, etag):
+                return current
+
+    async def _drop_blob(self, row: dict) -> None:
+        """The chunks of a version no longer live (rows stored before versions name them by id alone)."""
+        if not row.get("deleted"):
+            await self.deps.blobs.delete(row.get("blob") or f"{KB_CONTAINER}/{row['id']}.json")
+
     async def remove(self, doc_id: str) -> bool:
-        """False when there was nothing of it; in Azure AI Search, chunks a failed upload left are deleted too."""
-        document = await self.deps.tables.get(DOCUMENTS, "kb", doc_id)
+        """False when there was nothing of it. The delete stands against uploads of the id that came before it and
+        finish later (a mark with the delete's time takes the row's place); in Azure AI Search, chunks a failed
+        upload left are deleted too."""
+        replaced = await self._commit(doc_id, {"id": doc_id, "deleted": True, "version": time.time(),
+                                               "updated": time.time()})
         searched = await self.deps.search.remove(doc_id) if self.deps.search is not None else 0
-        if document is None:
+        if not isinstance(replaced, dict) or replaced.get("deleted"):
             return searched > 0
-        await self.deps.tables.delete(DOCUMENTS, "kb", doc_id)
+        await self._drop_blob(replaced)
         return True
 
     async def search(self, vector: Sequence[float], k: int = 5) -> list["Hit"]:
@@ -353,7 +402,13 @@ class KnowledgeBase:
         return hits
 
     async def documents(self) -> list[dict]:
-        return [row async for _, row in self.deps.tables.partition(DOCUMENTS, "kb")]
+        """The live documents: id, name, chunks, updated (deleted ones leave a mark, not listed)."""
+        return [{k: row[k] for k in ("id", "name", "chunks", "updated")}
+                async for _, row in self.deps.tables.partition(DOCUMENTS, "kb") if not row.get("deleted")]
+
+    async def _live(self) -> dict[str, dict]:
+        return {row["id"]: row async for _, row in self.deps.tables.partition(DOCUMENTS, "kb")
+                if not row.get("deleted")}
 
     async def index(self) -> "VectorIndex":
         """The worker's index, brought up to date with the document list: only documents added or changed since
@@ -363,18 +418,20 @@ class KnowledgeBase:
         loop = id(asyncio.get_running_loop())
         lock = self._locks.setdefault(loop, asyncio.Lock())  # one refresh at a time: not one index per turn
         async with lock:
-            listed = {d["id"]: d["updated"] for d in await self.documents()}
+            live = await self._live()
+            listed = {doc_id: row["updated"] for doc_id, row in live.items()}
             known, index = self._cache.get("kb") or ({}, VectorIndex())
             if known == listed:
                 return index
             known = dict(known)
-            if not await self._refresh(index, known, listed):  # another embedding model: afresh, newest first
+            if not await self._refresh(index, known, listed, live):  # another embedding model: afresh, newest first
                 known, index = {}, VectorIndex()
-                await self._refresh(index, known, listed)
+                await self._refresh(index, known, listed, live)
             self._cache["kb"] = (known, index)
             return index
 
-    async def _refresh(self, index: "VectorIndex", known: dict[str, float], listed: dict[str, float]) -> bool:
+    async def _refresh(self, index: "VectorIndex", known: dict[str, float], listed: dict[str, float],
+                       live: dict[str, dict]) -> bool:
         """Brings `index` and `known` to `listed`, newest documents first; False when a document newer than all
         indexed ones has vectors of another width (the embedding model changed), so the index must be rebuilt.
         Older documents of another width are skipped: every question would fail on them."""
@@ -389,7 +446,11 @@ class KnowledgeBase:
         for doc_id, updated in sorted(listed.items(), key=lambda item: -item[1]):
             if known.get(doc_id) == updated:
                 continue
-            data = json.loads(await self.deps.blobs.get(f"{KB_CONTAINER}/{doc_id}.json"))
+            try:
+                ref = live[doc_id].get("blob") or f"{KB_CONTAINER}/{doc_id}.json"  # stored before versions
+                data = json.loads(await self.deps.blobs.get(ref))
+            except ResourceNotFoundError:  # replaced or deleted since the listing: the next refresh reads it
+                continue
             vectors = unpacked_vectors(data)
             if index.dim and vectors.shape[0] and vectors.shape[1] != index.dim:
                 if newest_known is not None and updated > newest_known:

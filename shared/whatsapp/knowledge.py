@@ -30,8 +30,17 @@ class Chunk(BaseModel):
     page_end: int | None = None
 
 
+# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, Japanese kana, Chinese characters) and
+# Hangul: BPE makes about a token of each character.
+_DENSE = re.compile(r"[\u0E00-\u0EFF\u1000-\u109F\u1780-\u17FF\u3040-\u30FF\u3400-\u4DBF\u4E00-\u9FFF"
+                    r"\uAC00-\uD7AF\uF900-\uFAFF]")
+PIECE = 100  # characters: a word too long for a chunk is cut into pieces this long
+
+
 def count_tokens(text: str) -> int:
-    return len(_TOKEN.findall(text))
+    """Words and marks count a token each, and each character of a script written without spaces."""
+    dense = len(_DENSE.findall(text))
+    return dense + len(_TOKEN.findall(_DENSE.sub(" ", text) if dense else text))
 
 
 @dataclass(frozen=True)
@@ -43,9 +52,20 @@ class _Word:
     end: int
 
 
-def _words(pages: Sequence[tuple[int | None, str]]) -> list[_Word]:
-    return [_Word(m.group(), max(1, count_tokens(m.group())), page, m.start(), m.end())
-            for page, text in pages for m in _WORD.finditer(text)]
+def _words(pages: Sequence[tuple[int | None, str]], size: int) -> list[_Word]:
+    """The words of the pages; one too long for a chunk (a paragraph of a script written without spaces) is cut
+    into pieces of `PIECE` characters, so that it spreads over chunks instead of making one enormous chunk."""
+    words = []
+    for page, text in pages:
+        for m in _WORD.finditer(text):
+            tokens = max(1, count_tokens(m.group()))
+            if tokens <= size:
+                words.append(_Word(m.group(), tokens, page, m.start(), m.end()))
+                continue
+            for start in range(m.start(), m.end(), PIECE):
+                end = min(start + PIECE, m.end())
+                words.append(_Word(text[start:end], max(1, count_tokens(text[start:end])), page, start, end))
+    return words
 
 
 def _render(words: list[_Word], pages: dict[int | None, str]) -> str:
@@ -63,8 +83,8 @@ def chunk_text(content: str | Sequence[tuple[int, str]], *, size: int = DEFAULT_
                overlap: int = DEFAULT_OVERLAP_TOKENS) -> list[Chunk]:
     """Chunks of at most `size` tokens, each repeating up to `overlap` tokens of the one before.
 
-    `content` is plain text or a list of (page number, page text). Chunks end between words only; a
-    single word longer than `size` becomes a chunk of its own rather than being cut.
+    `content` is plain text or a list of (page number, page text). Chunks end between words; a word longer than
+    `size` (a paragraph of Thai or Japanese, written without spaces) is cut into pieces of `PIECE` characters.
     """
     if size < 1 or not 0 <= overlap < size:
         raise ValueError("size must be positive and 0 <= overlap < size")
@@ -72,7 +92,7 @@ def chunk_text(content: str | Sequence[tuple[int, str]], *, size: int = DEFAULT_
     by_page = dict(pages)
     if len(by_page) != len(pages):
         raise ValueError("page numbers must be unique")
-    words = _words(pages)
+    words = _words(pages, size)
     chunks: list[Chunk] = []
     start = 0
     while start < len(words):

@@ -45,7 +45,7 @@ def test_index_reads_only_added_or_changed_documents_and_drops_deleted_ones(azur
         await kb.add("pets", "pets.txt", [(1, "No pets at all, sorry.")])
         blobs.read.clear()
         index = await kb.index()
-        assert blobs.read == ["knowledge/pets.json"]  # the changed one only
+        assert len(blobs.read) == 1 and blobs.read[0].startswith("knowledge/pets.")  # the changed one only
         texts = [h.chunk.text for h in index.search(provider.embed(["pets"]).value[0], k=5)]
         assert any("No pets" in t for t in texts) and not any("Cats" in t for t in texts)  # replaced, not added
 
@@ -107,3 +107,51 @@ def test_after_every_document_is_deleted_the_next_one_sets_the_width(azurite):
     index = asyncio.run(main())
     assert index.doc_ids == ["small"] and index.dim == 3
 
+
+
+def test_the_last_upload_of_a_document_wins_whichever_finishes_last_and_a_delete_stands(azurite):
+    """Uploads of one id may finish out of order (a large first version, a corrected second one): the version
+    uploaded last stays live. A delete stands against uploads that came before it and finish after it."""
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    provider = OfflineProvider()
+    kb = KnowledgeBase(Deps(Tables(settings), BlobStore(settings), Waha("http://127.0.0.1:9", ""), provider))
+    KnowledgeBase._cache.clear()
+
+    async def texts() -> list[str]:
+        index = await kb.index()
+        return [h.chunk.text for h in index.search(provider.embed(["hotline"]).value[0], k=5)]
+
+    async def main() -> None:
+        await kb.add("hotline", "h.txt", [(1, "The rent hotline is 0800-222-NEW.")], version=2.0)
+        await kb.add("hotline", "h.txt", [(1, "The rent hotline is 0800-111-OLD.")], version=1.0)  # finished last
+        assert [d["id"] for d in await kb.documents()] == ["hotline"]
+        assert any("NEW" in t for t in await texts()) and not any("OLD" in t for t in await texts())
+
+        assert await kb.remove("hotline")
+        await kb.add("hotline", "h.txt", [(1, "The rent hotline is 0800-333-LATE.")], version=3.0)  # began before
+        assert await kb.documents() == [] and await texts() == []
+        assert not await kb.remove("hotline")  # gone already: 404 again
+
+        await kb.add("hotline", "h.txt", [(1, "The rent hotline is 0800-444-AGAIN.")])  # uploaded after the delete
+        assert [d["id"] for d in await kb.documents()] == ["hotline"] and any("AGAIN" in t for t in await texts())
+        assert len(azurite.blob_names("knowledge", "hotline.")) == 1  # only the live version's chunks are kept
+
+    asyncio.run(main())
+
+
+def test_a_document_with_no_text_changes_nothing(azurite):
+    import pytest
+
+    from shared.errors import Unprocessable
+
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    kb = KnowledgeBase(Deps(Tables(settings), BlobStore(settings), Waha("http://127.0.0.1:9", ""), OfflineProvider()))
+
+    async def main() -> None:
+        await kb.add("prices", "p.txt", [(1, "A kayak costs 30 EUR a day.")])
+        with pytest.raises(Unprocessable) as refused:
+            await kb.add("prices", "p.pdf", [(1, "  "), (2, "")])  # a scan: no text layer
+        assert refused.value.code == "document_has_no_text"
+        assert [d["chunks"] for d in await kb.documents()] == [1]
+
+    asyncio.run(main())

@@ -290,6 +290,42 @@ def test_docx_knowledge_is_retrieved_and_gone_after_delete(api, waha):
     assert "38,00" not in second["text"]
 
 
+def test_unnamed_knowledge_documents_are_known_by_their_content_not_all_by_one_id(api):
+    def upload(text: str) -> str:
+        status, _, job = api.request("POST", "/api/kb/documents?wait=20", raw=text.encode(),
+                                     headers={"content-type": "text/plain"})
+        assert status == 200 and job["status"] == "done", job
+        return job["result"]["doc_id"]
+
+    first, second = upload("Kayaks cost 30 EUR a day."), upload("Canoes cost 40 EUR a day.")
+    assert first != second and upload("Kayaks cost 30 EUR a day.") == first
+    listed = {d["id"] for d in api.request("GET", "/api/kb/documents")[2]["documents"]}
+    assert {first, second} <= listed
+    for doc_id in (first, second):
+        assert api.request("DELETE", f"/api/kb/documents/{doc_id}")[0] == 204
+
+
+def test_a_canceled_knowledge_upload_never_goes_live(azurite_module, waha):
+    from tests.support.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        fake.latency = 2.0
+        host = DevhostProcess(azurite_module.connection_string, {
+            "DEVHOST_RPC_PORT": str(free_port()), "AI_PROVIDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_API_KEY": "sk-fake", "WAHA_BASE_URL": waha.base_url, "WAHA_HMAC_KEY": KEY}).start()
+        try:
+            http = Http(host.base_url, FUNCTION_KEY)
+            status, _, job = http.request("POST", "/api/kb/documents?name=canceled.txt&id=canceled",
+                                          raw=b"Boat tours cost 777 EUR.", headers={"content-type": "text/plain"})
+            assert status == 202, job
+            wait_until(lambda: any(r["path"].endswith("/embeddings") for r in fake.requests), timeout=30)
+            assert http.request("POST", f"/api/jobs/{job['job_id']}/cancel")[0] == 200
+            time.sleep(fake.latency + 2)  # the embedding answers; the activity would store the document now
+            assert "canceled" not in {d["id"] for d in http.request("GET", "/api/kb/documents")[2]["documents"]}
+        finally:
+            host.stop()
+
+
 def test_read_apis_show_messages_conversations_and_stats(api, waha):
     chat = new_chat()
     post(api, event("How much is the monthly rent?", chat))

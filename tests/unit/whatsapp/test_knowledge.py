@@ -60,11 +60,21 @@ def test_boundaries_fall_between_words_only():
         assert chunk.tokens <= 17
 
 
-def test_a_word_longer_than_the_chunk_size_is_kept_whole():
+def test_a_long_word_that_fits_a_chunk_is_kept_whole():
     url = "https://example.com/" + "/".join(["very-long-path"] * 20)
-    chunks = chunk_text(f"see {url} now", size=10, overlap=2)
+    chunks = chunk_text(f"see {url} now", size=200, overlap=2)
     assert any(url in c.text for c in chunks)
     assert words_of(chunks[-1])[-1] == "now"
+
+
+def test_text_written_without_spaces_is_cut_into_chunks_of_the_usual_size():
+    thai = "ราคาห้องพักรวมอาหารเช้าและภาษีแล้ว" * 600  # 20,000 characters, not one space
+    japanese = "家賃は毎月一日に払います。" * 1600
+    for text in (thai, japanese):
+        chunks = chunk_text(text, size=300, overlap=50)
+        assert len(chunks) > 20 and max(c.tokens for c in chunks) <= 300
+        assert max(len(c.text) for c in chunks) <= 400  # not one 20,000-character chunk
+        assert chunks[0].text == text[:len(chunks[0].text)] and text.endswith(chunks[-1].text)
 
 
 def test_chunk_keeps_line_breaks_of_the_source():
