@@ -98,19 +98,24 @@ def pdf_pages(data: bytes, render_scale: float = 2.0, max_renders: int = MAX_IMA
 
 
 def docx_text(data: bytes) -> str:
-    """Paragraphs, then each table row as cells separated by ' | '. A file that is a sound zip but not a Word
-    document python-docx can read (no relationships, broken XML) is `docx_corrupt`."""
+    """Paragraphs and tables in the order of the document (a table under its heading), each table row as cells
+    separated by ' | '. A file that is a sound zip but not a Word document python-docx can read (no
+    relationships, broken XML) is `docx_corrupt`."""
     import docx
+    from docx.table import Table
 
     try:
         document = docx.Document(io.BytesIO(data))
+        lines = []
+        for block in document.iter_inner_content():
+            if isinstance(block, Table):
+                for row in block.rows:
+                    cells = [c.text.strip() for c in row.cells]
+                    lines.append(" | ".join(dict.fromkeys(cells)))  # merged cells repeat; keep each once
+            elif block.text.strip():
+                lines.append(block.text)
     except Exception:  # noqa: BLE001 - python-docx raises KeyError, lxml errors, AttributeError...
         raise Unprocessable("The DOCX file is damaged and cannot be read.", code="docx_corrupt") from None
-    lines = [p.text for p in document.paragraphs if p.text.strip()]
-    for table in document.tables:
-        for row in table.rows:
-            cells = [c.text.strip() for c in row.cells]
-            lines.append(" | ".join(dict.fromkeys(cells)))  # merged cells repeat; keep each once
     return "\n".join(lines)
 
 
