@@ -349,13 +349,14 @@ class KnowledgeBase:
             return len(chunks), usage
         if self.deps.search is not None:
             await self.deps.search.replace(doc_id, chunks, vectors)
-        if replaced is not None:
+        if replaced is not None and replaced.get("blob") != blob:  # the same blob: this upload's earlier attempt
             await self._drop_blob(replaced)
         return len(chunks), usage
 
     async def _commit(self, doc_id: str, row: dict) -> dict | bool | None:
         """Writes the document's row unless one of a later version (or a later delete) stands; the row it replaced
-        (None: there was none), or False when this version lost."""
+        (None: there was none), or False when this version lost. The same version again (an upload's activity run
+        once more after a crash) writes over its own row."""
         while True:
             held = await self.deps.tables.get_tagged(DOCUMENTS, "kb", doc_id)
             if held is None:
@@ -363,7 +364,7 @@ class KnowledgeBase:
                     return None
                 continue
             current, etag = held
-            if float(current.get("version", current.get("updated", 0))) >= row["version"]:
+            if float(current.get("version", current.get("updated", 0))) > row["version"]:
                 return False
             if await self.deps.tables.replace_unchanged(DOCUMENTS, "kb", doc_id, row, None, etag):
                 return current

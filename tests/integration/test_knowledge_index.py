@@ -123,6 +123,8 @@ def test_the_last_upload_of_a_document_wins_whichever_finishes_last_and_a_delete
 
     async def main() -> None:
         await kb.add("hotline", "h.txt", [(1, "The rent hotline is 0800-222-NEW.")], version=2.0)
+        await kb.add("hotline", "h.txt", [(1, "The rent hotline is 0800-222-NEW.")], version=2.0)  # run again
+        assert any("NEW" in t for t in await texts())  # its chunks are still there
         await kb.add("hotline", "h.txt", [(1, "The rent hotline is 0800-111-OLD.")], version=1.0)  # finished last
         assert [d["id"] for d in await kb.documents()] == ["hotline"]
         assert any("NEW" in t for t in await texts()) and not any("OLD" in t for t in await texts())
