@@ -25,6 +25,7 @@ from shared.observability import log_event
 from shared.outcomes import failed, succeeded
 from shared.storage.blobs import BlobStore
 from shared.storage.tables import Tables
+from shared.offers.ingest import declared_text
 from shared.whatsapp import assistant
 from shared.whatsapp.events import checked_chat_id, classify, dedup_key, is_fresh, parse_envelope
 from shared.whatsapp.kb_documents import check_pages, document_pages
@@ -277,6 +278,8 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
         given, declared, body = uploaded_file(req)
     else:
         given, declared = checked_file_name(req.params.get("name")), req.headers.get("content-type")
+        if filetypes.normalise_type(declared) in (filetypes.TEXT, filetypes.HTML) and "charset" in (declared or ""):
+            body = declared_text(declared, body).encode()  # stored as UTF-8, read in the charset it names
     name = given or "document"
     if not body:
         raise BadRequest("Send the document as the body or as a multipart file.", code="empty_request")

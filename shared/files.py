@@ -25,6 +25,7 @@ MAX_FILE_NAME_CHARS = 255  # of a file's name as sent (most file systems allow n
 MAX_DOCX_XML_BYTES = 32 << 20
 MAX_DOCX_UNPACKED_BYTES = 256 << 20
 _ALIASES = {"image/jpg": JPEG, "image/pjpeg": JPEG, "application/x-pdf": PDF, "text/markdown": TEXT,
+            "text/x-markdown": TEXT,
             "application/msword+xml": DOCX}
 _EXTENSIONS = {".pdf": PDF, ".docx": DOCX, ".png": PNG, ".jpg": JPEG, ".jpeg": JPEG, ".webp": WEBP,
                ".eml": EML, ".txt": TEXT, ".md": TEXT, ".html": HTML, ".htm": HTML}

@@ -144,7 +144,7 @@ def parse_raw(content_type: str, body: bytes, *, name: str | None, source: str |
     except ValidationError as exc:
         raise invalid_body(exc) from None
     if declared == filetypes.TEXT and filetypes.sniff(body) not in _FILES:
-        return _finish(extra.model_dump() | {"text": _declared_text(content_type, body)}, [], allowed_hosts)
+        return _finish(extra.model_dump() | {"text": declared_text(content_type, body)}, [], allowed_hosts)
     if declared == filetypes.TEXT:  # a PDF or image sent as text/plain (a tool's default): its bytes say what it is
         declared = filetypes.sniff(body) or declared
     guessed = {filetypes.EML: "message.eml", filetypes.PDF: "offer.pdf", filetypes.DOCX: "offer.docx",
@@ -161,7 +161,7 @@ _FILES = {filetypes.PDF, filetypes.DOCX, *filetypes.IMAGES}
 _CHARSET = re.compile(r";\s*charset\s*=\s*\"?([A-Za-z0-9._:-]{1,40})", re.IGNORECASE)
 
 
-def _declared_text(content_type: str, body: bytes) -> str:
+def declared_text(content_type: str, body: bytes) -> str:
     """A text/plain body in the charset its Content-Type names (`; charset=windows-1252`), else UTF-8 or UTF-16."""
     named = _CHARSET.search(content_type)
     codec = filetypes.text_codec(named.group(1)) if named else None

@@ -305,6 +305,15 @@ def test_unnamed_knowledge_documents_are_known_by_their_content_not_all_by_one_i
         assert api.request("DELETE", f"/api/kb/documents/{doc_id}")[0] == 204
 
 
+def test_knowledge_text_is_read_in_the_charset_it_names_and_markdown_by_either_name(api):
+    for body, content_type in (("Die Kaution beträgt 700 €.".encode("cp1252"), "text/plain; charset=windows-1252"),
+                               ("# Preise\n\nKajak: 30 EUR".encode(), "text/x-markdown")):
+        status, _, job = api.request("POST", "/api/kb/documents?wait=20&id=charset-test", raw=body,
+                                     headers={"content-type": content_type})
+        assert status == 200 and job["status"] == "done", job
+    assert api.request("DELETE", "/api/kb/documents/charset-test")[0] == 204
+
+
 def test_a_canceled_knowledge_upload_never_goes_live(azurite_module, waha):
     from tests.support.fake_openai import FakeOpenAI
 
