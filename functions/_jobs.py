@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -56,7 +57,7 @@ async def purge_job(client: df.DurableOrchestrationClient, job_id: str) -> None:
     """Purges the job and its sub-orchestrations, whose outputs hold parts of its result (a page read, a chunk
     heard); the job last, so that a purge cut off can be asked for again."""
     steps = [step.instance_id async for step in _steps_of(client, job_id)]  # all found before any is purged
-    for step in steps:
+    for step in reversed(steps):  # the last first: a purge cut off leaves steps 1..k, which a retry finds
         await client.purge_instance_history(step)
     await client.purge_instance_history(job_id)
 
@@ -126,27 +127,32 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
     fingerprint = request_fingerprint(fingerprint_of if fingerprint_of is not None else payload)
     key = idempotency_key if idempotency_key is not None else req.headers.get("Idempotency-Key")
     job_id = job_id_for(kind, key)
-    claimed = False
+    token = None  # this request's claim of the key, while it holds it
     if key is not None:
         existing = await _existing_job(client, job_id, fingerprint)
         if existing is None and prepare is not None:
-            existing, claimed = await _claim_key(client, job_id, fingerprint)
+            existing, token = await _claim_key(client, job_id, fingerprint)
         if existing is not None:
             return existing
     folder = f"{job_id}/{fingerprint[:16]}"
 
     async def give_up() -> None:
-        """No job came of this request: what it stored goes, and its key is free again for any body."""
-        if key is None or claimed:  # a folder no other request uses (a twin waits for the claim's holder)
+        """No job came of this request: what it stored goes, and its key is free again for any body, unless another
+        request took the claim over meanwhile (and may use the same folder)."""
+        if key is None or (token is not None and await release_key(job_id, token)):
             await _forget_files(folder, prepare)
-        if claimed:
-            await release_key(job_id, fingerprint)
 
     try:
         job_input = {"request": await prepare(folder) if prepare else payload, "fingerprint": fingerprint}
     except BaseException:
         await give_up()
         raise
+    if token is not None and not await _holds_key(job_id, token):  # taken over: this request was too slow
+        existing = await _twin_job(client, job_id, fingerprint)
+        if existing is not None:
+            return existing
+        raise Conflict("Another request with this Idempotency-Key is starting its job; send it again.",
+                       code="idempotency_key_busy")
     try:
         await client.start_new(orchestrator, job_id, job_input)
     except Exception:  # noqa: BLE001 - a concurrent request with the same key may have won the race
@@ -169,45 +175,61 @@ TWIN_WAIT_S = 30.0  # how long the same request sent twice waits for its twin to
 
 
 async def _claim_key(client: df.DurableOrchestrationClient, job_id: str,
-                     fingerprint: str) -> tuple[dict | None, bool]:
+                     fingerprint: str) -> tuple[dict | None, str | None]:
     """Makes this request the one its Idempotency-Key starts a job for, before it stores its files (which may take
     seconds): else a request with another body, checked meanwhile, would start after this one's job finished, and
     Durable replaces a finished instance (host.json: NonRunningStates), so the key would run twice.
 
-    Answers the job the key already has (the same body sent twice at once: the twin's), or whether this request now
-    holds the claim. 409 when another body holds it. A claim older than `TWIN_WAIT_S` with no job is one whose
-    request died or gave up: it is taken over, whatever its body."""
+    Answers the job the key already has (the same body sent twice at once: the twin's), or this request's claim
+    token. 409 when another body holds the claim. A claim older than `TWIN_WAIT_S` with no job is one whose request
+    died or gave up: it is taken over, whatever its body (its holder, if alive, sees that before it starts)."""
     tables = Tables(get_settings())
-    claim = {"fingerprint": fingerprint, "claimed_at": time.time()}
+    token = uuid.uuid4().hex
     while True:
+        claim = {"fingerprint": fingerprint, "claimed_at": time.time(), "token": token}
         if await tables.insert(JOB_KEYS, job_id, "key", claim):
-            return None, True
+            return None, token
         held = await tables.get_tagged(JOB_KEYS, job_id, "key")
         if held is None:  # deleted meanwhile (its job was deleted): insert again
             continue
         row, etag = held
         if time.time() < float(row.get("claimed_at") or 0) + TWIN_WAIT_S:
             check_same_request(row, fingerprint)
-            existing = await _existing_job(client, job_id, fingerprint)
+            existing = await _twin_job(client, job_id, fingerprint, until=float(row["claimed_at"]) + TWIN_WAIT_S)
             if existing is not None:
-                return existing, False
-            await asyncio.sleep(0.2)  # the twin is storing its files: its job comes, or its claim goes stale
-            continue
+                return existing, None
+            continue  # the claim went stale: taken over below, unless a job came
         existing = await _existing_job(client, job_id, fingerprint)  # a job of another body: 409
         if existing is not None:
-            return existing, False
-        if await tables.replace_unchanged(JOB_KEYS, job_id, "key", {**claim, "claimed_at": time.time()}, None,
-                                          etag):
-            return None, True
+            return existing, None
+        if await tables.replace_unchanged(JOB_KEYS, job_id, "key", claim, None, etag):
+            return None, token
 
 
-async def release_key(job_id: str, fingerprint: str | None = None) -> None:
-    """Frees the job's Idempotency-Key for any body: when the job is deleted, or (`fingerprint`: only if that
-    request still holds the claim) when the request that claimed it started no job."""
+async def _twin_job(client: df.DurableOrchestrationClient, job_id: str, fingerprint: str,
+                    until: float | None = None) -> dict | None:
+    """The job another request with this key starts, waited for until `until` (default: `TWIN_WAIT_S` from now)."""
+    until = time.time() + TWIN_WAIT_S if until is None else until
+    while True:
+        existing = await _existing_job(client, job_id, fingerprint)
+        if existing is not None or time.time() >= until:
+            return existing
+        await asyncio.sleep(0.2)
+
+
+async def _holds_key(job_id: str, token: str) -> bool:
+    held = await Tables(get_settings()).get(JOB_KEYS, job_id, "key")
+    return held is not None and held.get("token") == token
+
+
+async def release_key(job_id: str, token: str | None = None) -> bool:
+    """Frees the job's Idempotency-Key for any body: when the job is deleted, or (`token`: only while that request
+    still holds the claim) when the request that claimed it started no job. Whether it freed it."""
     tables = Tables(get_settings())
     held = await tables.get_tagged(JOB_KEYS, job_id, "key")
-    if held is not None and (fingerprint is None or held[0].get("fingerprint") == fingerprint):
-        await tables.delete_unchanged(JOB_KEYS, job_id, "key", held[1])
+    if held is None or (token is not None and held[0].get("token") != token):
+        return False
+    return await tables.delete_unchanged(JOB_KEYS, job_id, "key", held[1])
 
 
 async def _forget_files(folder: str, prepare: Any) -> None:

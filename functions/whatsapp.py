@@ -278,7 +278,8 @@ async def upload_kb_document(req: func.HttpRequest, client: df.DurableOrchestrat
         given, declared, body = uploaded_file(req)
     else:
         given, declared = checked_file_name(req.params.get("name")), req.headers.get("content-type")
-        if filetypes.normalise_type(declared) in (filetypes.TEXT, filetypes.HTML) and "charset" in (declared or ""):
+        if (filetypes.normalise_type(declared) in (filetypes.TEXT, filetypes.HTML) and "charset" in (declared or "")
+                and filetypes.sniff(body) is None):  # a PDF or DOCX labelled as text is read as what it is
             body = declared_text(declared, body).encode()  # stored as UTF-8, read in the charset it names
     name = given or "document"
     if not body:
@@ -345,6 +346,8 @@ async def list_kb_documents(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="kb/documents/{doc_id}", methods=["DELETE"])
 @handles_errors
 async def delete_kb_document(req: func.HttpRequest) -> func.HttpResponse:
+    if not _DOC_ID.match(req.route_params["doc_id"]):  # no id an upload takes: nothing to delete
+        raise NotFound("No such document in the knowledge base.", code="document_not_found")
     if not await assistant.KnowledgeBase(_deps()).remove(req.route_params["doc_id"]):
         raise NotFound("No such document in the knowledge base.", code="document_not_found")
     return func.HttpResponse(status_code=204)

@@ -335,14 +335,14 @@ class KnowledgeBase:
             result = await in_thread(self.deps.provider.embed, [c.text for c in chunks[start:start + 64]])
             vectors += result.value
             usage += result.usage
+        if still_wanted is not None and not await still_wanted():  # before anything is written: a run again of
+            # an upload that went live and was canceled after must not touch its live chunks
+            raise Unprocessable("The upload was canceled: nothing was changed.", code="upload_canceled")
         body = json.dumps({"chunks": [c.model_dump() for c in chunks], **packed_vectors(vectors)}).encode()
         blob = await self.deps.blobs.put(KB_CONTAINER, f"{doc_id}.{round(version * 1e6)}.json", body,
                                          "application/json")
         row = {"id": doc_id, "name": name, "chunks": len(chunks), "updated": time.time(), "version": version,
                "blob": blob}
-        if still_wanted is not None and not await still_wanted():
-            await self.deps.blobs.delete(blob)
-            raise Unprocessable("The upload was canceled: nothing was changed.", code="upload_canceled")
         replaced = await self._commit(doc_id, row)
         if replaced is False:  # a later upload or a delete won: this version never goes live
             await self.deps.blobs.delete(blob)
@@ -378,8 +378,9 @@ class KnowledgeBase:
         """False when there was nothing of it. The delete stands against uploads of the id that came before it and
         finish later (a mark with the delete's time takes the row's place); in Azure AI Search, chunks a failed
         upload left are deleted too."""
+        exists = await self.deps.tables.get(DOCUMENTS, "kb", doc_id) is not None  # no mark for ids never uploaded
         replaced = await self._commit(doc_id, {"id": doc_id, "deleted": True, "version": time.time(),
-                                               "updated": time.time()})
+                                               "updated": time.time()}) if exists else None
         searched = await self.deps.search.remove(doc_id) if self.deps.search is not None else 0
         if not isinstance(replaced, dict) or replaced.get("deleted"):
             return searched > 0

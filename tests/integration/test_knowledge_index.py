@@ -157,3 +157,27 @@ def test_a_document_with_no_text_changes_nothing(azurite):
         assert [d["chunks"] for d in await kb.documents()] == [1]
 
     asyncio.run(main())
+
+
+def test_an_upload_run_again_after_a_cancel_leaves_the_version_that_went_live_alone(azurite):
+    settings = Settings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    provider = OfflineProvider()
+    kb = KnowledgeBase(Deps(Tables(settings), BlobStore(settings), Waha("http://127.0.0.1:9", ""), provider))
+    KnowledgeBase._cache.clear()
+
+    async def canceled() -> bool:
+        return False
+
+    async def main() -> list:
+        import pytest
+
+        from shared.errors import Unprocessable
+
+        await kb.add("boats", "b.txt", [(1, "Boat tours cost 50 EUR.")], version=5.0)
+        with pytest.raises(Unprocessable):  # the same upload's activity once more, its job canceled since
+            await kb.add("boats", "b.txt", [(1, "Boat tours cost 50 EUR.")], version=5.0, still_wanted=canceled)
+        index = await kb.index()
+        return [h.chunk.text for h in index.search(provider.embed(["boat tours"]).value[0], k=1)]
+
+    assert asyncio.run(main()) == ["Boat tours cost 50 EUR."]
+    assert not asyncio.run(kb.remove("never-uploaded")) and azurite.blob_names("knowledge", "never") == []

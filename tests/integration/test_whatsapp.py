@@ -312,6 +312,13 @@ def test_knowledge_text_is_read_in_the_charset_it_names_and_markdown_by_either_n
                                      headers={"content-type": content_type})
         assert status == 200 and job["status"] == "done", job
     assert api.request("DELETE", "/api/kb/documents/charset-test")[0] == 204
+    pdf = (FIXTURES / "documents" / "rental_agreement_3p" / "agreement.pdf").read_bytes()
+    status, _, job = api.request("POST", "/api/kb/documents?wait=20&id=labelled-text", raw=pdf,
+                                 headers={"content-type": "text/plain; charset=utf-8"})  # a PDF, whatever its label
+    assert status == 200 and job["status"] == "done" and job["result"]["chunks"] >= 1, job
+    assert api.request("DELETE", "/api/kb/documents/labelled-text")[0] == 204
+    status, _, answer = api.request("DELETE", "/api/kb/documents/" + "x" * 1500)
+    assert status == 404 and answer["error"]["code"] == "document_not_found"
 
 
 def test_a_canceled_knowledge_upload_never_goes_live(azurite_module, waha):
