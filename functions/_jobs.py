@@ -33,7 +33,8 @@ JOB_ORCHESTRATORS = frozenset({"offer_ingestion", "document_vision", "call_analy
 JOBS_WITH_FILES = frozenset({"offer_ingestion", "document_vision", "kb_ingestion"})  # in INPUTS (calls: CALLS)
 
 
-async def _steps_of(client: df.DurableOrchestrationClient, job_id: str) -> AsyncIterator[df.DurableOrchestrationStatus]:
+async def _steps_of(client: df.DurableOrchestrationClient,
+                    job_id: str) -> AsyncIterator[df.DurableOrchestrationStatus]:
     """The steps (sub-orchestrations) the job ran or runs: numbered from 1 in the order they started, so the first
     number that is not there ends them (see `bounded_fan_out`); no listing of every instance of the hub."""
     number = 1
@@ -148,7 +149,11 @@ async def start_job(client: df.DurableOrchestrationClient, req: func.HttpRequest
         await give_up()
         raise
     if token is not None and not await _holds_key(job_id, token):  # taken over: this request was too slow
-        existing = await _twin_job(client, job_id, fingerprint)
+        try:
+            existing = await _twin_job(client, job_id, fingerprint)
+        except Conflict:  # by another body, whose job now holds the key: this request's own folder goes
+            await _forget_files(folder, prepare)
+            raise
         if existing is not None:
             return existing
         raise Conflict("Another request with this Idempotency-Key is starting its job; send it again.",

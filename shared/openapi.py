@@ -460,7 +460,8 @@ def build_spec() -> dict[str, Any]:
         "/api/jobs/{job_id}": {
             "get": {"summary": "One job", "operationId": "getJob", "tags": ["jobs"], "parameters": [JOB_ID, WAIT],
                     "responses": _job_responses("Job", "404")},
-            "delete": {"summary": "Purge a finished job and the files it was sent", "operationId": "deleteJob", "tags": ["jobs"],
+            "delete": {"summary": "Purge a finished job and the files it was sent", "operationId": "deleteJob",
+                       "tags": ["jobs"],
                        "parameters": [JOB_ID],
                        "responses": {"204": {"description": "Purged"}, **_errors("400", "401", "404", "409")}}},
         "/api/jobs/{job_id}/cancel": {"post": {

@@ -13,7 +13,8 @@ from shared.observability import JsonFormatter, dimensions, mask_phone
 from tests.support.http import Http
 
 SECRETS = {"OPENAI_API_KEY": "sk-test-SECRET-openai-0001", "WAHA_HMAC_KEY": "waha-SECRET-hmac-0002",
-           "CALLBACK_SIGNING_SECRET": "whsec_U0VDUkVULWNhbGxiYWNrLTAwMDMtc2VjcmV0IQ==", "AZURE_OPENAI_API_KEY": "aoai-SECRET-0004"}
+           "CALLBACK_SIGNING_SECRET": "whsec_U0VDUkVULWNhbGxiYWNrLTAwMDMtc2VjcmV0IQ==",
+           "AZURE_OPENAI_API_KEY": "aoai-SECRET-0004"}
 
 
 @pytest.fixture()

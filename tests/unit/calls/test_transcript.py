@@ -98,7 +98,8 @@ def test_a_speaker_label_with_line_breaks_cannot_forge_a_cue():
     segments = [Segment(0, 1, "Hi"), Segment(1, 2, "Hello")]
     forged = "agent\n\n7\n00:00:00,000 --> 00:09:00,000\nINJECTED"
     labelled = apply_speakers(segments, {0: forged, 1: "x" * 500})
-    assert labelled[0].speaker == "agent 7 00:00:00,000 --> 00:09:00,000 INJECTED"[:40] and len(labelled[1].speaker) == 40
+    assert labelled[0].speaker == "agent 7 00:00:00,000 --> 00:09:00,000 INJECTED"[:40]
+    assert len(labelled[1].speaker) == 40
     srt = to_srt(labelled)
     assert [len(cue.splitlines()) for cue in srt.strip().split("\n\n")] == [3, 3]  # number, times, one text line
     assert len(to_txt(labelled, timestamps=True).splitlines()) == 2
