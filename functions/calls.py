@@ -206,7 +206,6 @@ async def list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClien
     calls = [job for job in (job_json(snapshot(s)) for s in statuses if s.name == "call_analysis")
              if (not wanted or job["status"] in wanted)
              and (not text or text in json.dumps(job.get("result") or {}).lower())]
-    calls.sort(key=newest_first, reverse=True)
     scope = query_scope("calls", req.params, ("status", "from", "to", "q"))
     page, continuation = page_of(calls, limit, req.params.get("continuation"), scope, key=newest_first)
     return json_response({"calls": page, "continuation": continuation})

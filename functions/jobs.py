@@ -35,8 +35,8 @@ async def list_jobs(req: func.HttpRequest, client: df.DurableOrchestrationClient
     limit = parse_limit(req.params.get("limit"))
     statuses = await client.get_status_by(
         runtime_status=[df.OrchestrationRuntimeStatus(s) for s in runtime] if runtime else None)
-    jobs = sorted((job for job in (job_json(snapshot(s)) for s in statuses if s.name in JOB_ORCHESTRATORS)
-                   if not wanted or job["status"] in wanted), key=newest_first, reverse=True)
+    jobs = [job for job in (job_json(snapshot(s)) for s in statuses if s.name in JOB_ORCHESTRATORS)
+            if not wanted or job["status"] in wanted]
     page, continuation = page_of(jobs, limit, req.params.get("continuation"),
                                  query_scope("jobs", req.params, ("status",)), key=newest_first)
     return json_response({"jobs": page, "continuation": continuation})

@@ -106,7 +106,6 @@ async def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}.", code="invalid_status")
     limit = parse_limit(req.params.get("limit"), default=100, maximum=1000)
     found = [d async for d in _store().deliveries(req.params.get("subscription_id") or None, status)]
-    found.sort(key=_newest_first, reverse=True)
     page, continuation = page_of(found, limit, req.params.get("continuation"),
                                  query_scope("webhooks/deliveries", req.params, ("subscription_id", "status")),
                                  key=_newest_first)

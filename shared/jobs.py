@@ -178,10 +178,11 @@ def decode_continuation(token: str | None, scope: str) -> int:
 
 def page_of(items: list, limit: int, continuation: str | None, scope: str,
             key: Callable[[Any], tuple[str, ...]]) -> tuple[list, str | None]:
-    """One page of a list sorted by `key` from the highest (newest first), and the token of the next page (None on
-    the last). The token holds the key of the page's last item, not a count: items deleted or added between two
-    pages (a caller that deletes what it read, new jobs) make the next page neither skip nor repeat any.
+    """One page of the items in the order of `key` from the highest (newest first), and the token of the next page
+    (None on the last). The token holds the key of the page's last item, not a count: items deleted or added between
+    two pages (a caller that deletes what it read, new jobs) make the next page neither skip nor repeat any.
     `key` must tell every item apart; `scope`: see `query_scope`."""
+    items = sorted(items, key=key, reverse=True)
     after = _decode_cursor(continuation, scope)
     start = 0 if after is None else next((n for n, item in enumerate(items) if list(key(item)) < after), len(items))
     page = items[start:start + limit]
