@@ -63,6 +63,17 @@ async def purge_job(client: df.DurableOrchestrationClient, job_id: str) -> None:
     await client.purge_instance_history(job_id)
 
 
+async def forget_job(client: df.DurableOrchestrationClient, job_id: str, *, with_files: bool = True) -> int:
+    """Deletes a finished job: the files it was sent (first: a purge that fails leaves the job to delete again), the
+    claim of its Idempotency-Key, its history and its steps'. How many files there were."""
+    removed = 0
+    if with_files:
+        removed = await delete_job_files(job_id)
+        await release_key(job_id)
+    await purge_job(client, job_id)
+    return removed
+
+
 async def delete_job_files(folder: str) -> int:
     """Deletes the files kept for a job (`folder`: its id, or the folder of one request); how many there were."""
     blobs = BlobStore(get_settings())

@@ -25,8 +25,7 @@ from shared.storage.blobs import BlobStore
 from shared.webhooks import validate_target
 
 from ._http import checked_file_name, handles_errors, json_response, uploaded_file
-from ._jobs import (CALLS, delete_job_files, purge_job, release_key, require_job, respond_with_job, snapshot,
-                    start_job)
+from ._jobs import CALLS, forget_job, require_job, respond_with_job, snapshot, start_job
 from ._observe import observed_activity, observed_orchestrator
 from ._retry import CRASH_RETRY, bounded_fan_out, call_with_retries, deliver_callback
 
@@ -238,11 +237,10 @@ async def forget_call(client: df.DurableOrchestrationClient, call_id: str) -> No
     if isinstance(job_input, str):
         job_input = json.loads(job_input)
     upload = str(((job_input or {}).get("request") or {}).get("blob") or "")
-    removed = await delete_job_files(call_id)
-    await release_key(call_id)
+    removed = 0
     if upload.startswith(f"{CALLS}/uploads/"):  # POST /api/calls: the recording stays where it was uploaded
-        removed += await blobs.delete_prefix(CALLS, upload.split("/", 1)[1].rsplit("/", 1)[0] + "/")
-    await purge_job(client, call_id)
+        removed = await blobs.delete_prefix(CALLS, upload.split("/", 1)[1].rsplit("/", 1)[0] + "/")
+    removed += await forget_job(client, call_id)
     log_event("call.deleted", job_id=call_id, blobs=removed)
 
 

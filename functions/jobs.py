@@ -13,8 +13,8 @@ from shared.storage.clients import check_storage
 from shared.version import VERSION
 
 from ._http import handles_errors, json_response
-from ._jobs import (JOB_ORCHESTRATORS, JOBS_WITH_FILES, cancel_job_steps, delete_job_files, purge_job, release_key,
-                    require_job, respond_with_job, snapshot)
+from ._jobs import (JOB_ORCHESTRATORS, JOBS_WITH_FILES, cancel_job_steps, forget_job, require_job, respond_with_job,
+                    snapshot)
 
 bp = df.Blueprint()
 
@@ -69,12 +69,7 @@ async def delete_job(req: func.HttpRequest, client: df.DurableOrchestrationClien
 
         await forget_call(client, job_id)
         return func.HttpResponse(status_code=204)
-    # the files first: a purge that fails leaves the job to delete again
-    removed = 0
-    if job["type"] in JOBS_WITH_FILES:
-        removed = await delete_job_files(job_id)
-        await release_key(job_id)
-    await purge_job(client, job_id)
+    removed = await forget_job(client, job_id, with_files=job["type"] in JOBS_WITH_FILES)
     log_event("job.deleted", job_id=job_id, blobs=removed)
     return func.HttpResponse(status_code=204)
 
