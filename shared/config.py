@@ -149,7 +149,8 @@ class Settings(BaseModel):
         except ValueError as exc:
             raise SettingsError(f"WEBHOOK_RETRY_SCHEDULE: {exc}") from None
         for name, url in (("OPENAI_BASE_URL", self.openai_base_url),
-                          ("AZURE_OPENAI_ENDPOINT", self.azure_openai_endpoint), ("WAHA_BASE_URL", self.waha_base_url), ("SMS_BASE_URL", self.sms_base_url),
+                          ("AZURE_OPENAI_ENDPOINT", self.azure_openai_endpoint), ("WAHA_BASE_URL", self.waha_base_url),
+                          ("SMS_BASE_URL", self.sms_base_url),
                           ("AZURE_SEARCH_ENDPOINT", self.azure_search_endpoint),
                           ("ACS_EMAIL_ENDPOINT", self.acs_email_endpoint)):
             if url and not _is_http_url(url):

@@ -101,13 +101,8 @@ class BlobStore:
 
     async def delete_prefix(self, container: str, prefix: str) -> int:
         """Deletes the blobs whose names start with `prefix`; how many it found (one deleted meanwhile counts)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
         client = await self._container(container)
         names = [b.name async for b in client.list_blobs(name_starts_with=prefix)]
         for name in names:
-            try:
-                await client.delete_blob(name)
-            except ResourceNotFoundError:  # a concurrent delete was first
-                pass
+            await self.delete(f"{container}/{name}")
         return len(names)

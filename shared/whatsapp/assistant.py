@@ -370,9 +370,9 @@ class KnowledgeBase:
                 return current
 
     async def _drop_blob(self, row: dict) -> None:
-        """The chunks of a version no longer live (rows stored before versions name them by id alone)."""
+        """The chunks of a version no longer live."""
         if not row.get("deleted"):
-            await self.deps.blobs.delete(row.get("blob") or f"{KB_CONTAINER}/{row['id']}.json")
+            await self.deps.blobs.delete(self._chunks_of(row))
 
     async def remove(self, doc_id: str) -> bool:
         """False when there was nothing of it. The delete stands against uploads of the id that came before it and
@@ -405,12 +405,16 @@ class KnowledgeBase:
 
     async def documents(self) -> list[dict]:
         """The live documents: id, name, chunks, updated (deleted ones leave a mark, not listed)."""
-        return [{k: row[k] for k in ("id", "name", "chunks", "updated")}
-                async for _, row in self.deps.tables.partition(DOCUMENTS, "kb") if not row.get("deleted")]
+        return [{k: row[k] for k in ("id", "name", "chunks", "updated")} for row in (await self._live()).values()]
 
     async def _live(self) -> dict[str, dict]:
         return {row["id"]: row async for _, row in self.deps.tables.partition(DOCUMENTS, "kb")
                 if not row.get("deleted")}
+
+    @staticmethod
+    def _chunks_of(row: dict) -> str:
+        """The blob of a version's chunks (rows stored before versions name it by id alone)."""
+        return row.get("blob") or f"{KB_CONTAINER}/{row['id']}.json"
 
     async def index(self) -> "VectorIndex":
         """The worker's index, brought up to date with the document list: only documents added or changed since
@@ -449,8 +453,7 @@ class KnowledgeBase:
             if known.get(doc_id) == updated:
                 continue
             try:
-                ref = live[doc_id].get("blob") or f"{KB_CONTAINER}/{doc_id}.json"  # stored before versions
-                data = json.loads(await self.deps.blobs.get(ref))
+                data = json.loads(await self.deps.blobs.get(self._chunks_of(live[doc_id])))
             except ResourceNotFoundError:  # replaced or deleted since the listing: the next refresh reads it
                 continue
             vectors = unpacked_vectors(data)
